@@ -1,0 +1,1 @@
+"""Prefect flows, deployments and the ``ganpipe`` CLI. Orchestration only: no maths here."""

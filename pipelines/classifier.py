@@ -1,0 +1,143 @@
+"""Downstream classifiers: the models whose scores tell whether synthetic data helped.
+
+Both follow scikit-learn: ``fit(X, y)``, ``predict_proba(X)``, ``predict(X)``, with
+``X: (N, C, H, W)`` float32 in [0, 1].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.utils.class_weight import compute_class_weight
+from torch import nn
+
+
+class SmallCNN(nn.Module):
+    """Two conv blocks and a small head; works for any input from 8x8 to 64x64, grey or RGB."""
+
+    def __init__(self, in_channels: int, n_classes: int, width: int = 32) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveMaxPool2d(8),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.BatchNorm2d(2 * width),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(),
+        )
+        self.head = nn.Sequential(
+            nn.Dropout(0.3), nn.Linear(2 * width * 16, 128), nn.ReLU(inplace=True), nn.Linear(128, n_classes)
+        )
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` -> ``(N, 128)`` penultimate features."""
+        return self.head[:3](self.features(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class CNNClassifier:
+    """A small CNN trained with Adam for a fixed number of epochs (no peeking at test data).
+
+    ``class_weight="balanced"`` weights the loss by inverse class frequency (the `class_weight` arm).
+    """
+
+    def __init__(
+        self,
+        epochs: int = 15,
+        batch_size: int = 64,
+        learning_rate: float = 1e-3,
+        class_weight: str | None = None,
+        width: int = 32,
+        random_state: int = 0,
+    ) -> None:
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.class_weight = class_weight
+        self.width = width
+        self.random_state = random_state
+
+    def fit(self, X: np.ndarray, y: np.ndarray, n_classes: int | None = None) -> "CNNClassifier":
+        torch.manual_seed(self.random_state)
+        rng = np.random.default_rng(self.random_state)
+        self.n_classes_ = int(n_classes if n_classes is not None else y.max() + 1)
+        self.model_ = SmallCNN(X.shape[1], self.n_classes_, self.width)
+        weight = None
+        if self.class_weight == "balanced":
+            present = np.unique(y)
+            w = np.ones(self.n_classes_, dtype=np.float32)
+            w[present] = compute_class_weight("balanced", classes=present, y=y)
+            weight = torch.from_numpy(w)
+        loss_fn = nn.CrossEntropyLoss(weight=weight)
+        optimiser = torch.optim.Adam(self.model_.parameters(), lr=self.learning_rate)
+        xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+        yt = torch.from_numpy(y.astype(np.int64))
+        self.model_.train()
+        for _ in range(self.epochs):
+            order = torch.from_numpy(rng.permutation(len(yt)))
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                if len(idx) < 2:  # BatchNorm needs two items
+                    continue
+                optimiser.zero_grad()
+                loss_fn(self.model_(xt[idx]), yt[idx]).backward()
+                optimiser.step()
+        self.model_.eval()
+        return self
+
+    @torch.no_grad()
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+        out = [torch.softmax(self.model_(xt[i : i + 512]), dim=1) for i in range(0, len(xt), 512)]
+        return torch.cat(out).numpy()
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.predict_proba(X).argmax(axis=1)
+
+
+class LogisticClassifier:
+    """Multinomial logistic regression on flattened pixels (the fast, simple option)."""
+
+    def __init__(self, class_weight: str | None = None, max_iter: int = 500, random_state: int = 0) -> None:
+        self.class_weight = class_weight
+        self.max_iter = max_iter
+        self.random_state = random_state
+
+    def fit(self, X: np.ndarray, y: np.ndarray, n_classes: int | None = None) -> "LogisticClassifier":
+        self.n_classes_ = int(n_classes if n_classes is not None else y.max() + 1)
+        self.model_ = LogisticRegression(
+            max_iter=self.max_iter, class_weight=self.class_weight, random_state=self.random_state
+        )
+        self.model_.fit(X.reshape(len(X), -1), y)
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        proba = np.zeros((len(X), self.n_classes_), dtype=np.float64)
+        proba[:, self.model_.classes_] = self.model_.predict_proba(X.reshape(len(X), -1))
+        return proba
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.predict_proba(X).argmax(axis=1)
+
+
+CLASSIFIERS = {"cnn": CNNClassifier, "logreg": LogisticClassifier}
+
+
+def make_classifier(name: str, class_weight: str | None = None, epochs: int = 15, random_state: int = 0):
+    """Build the downstream classifier called ``name`` (``cnn`` or ``logreg``)."""
+    from pipelines.errors import GanpipeError
+
+    if name == "cnn":
+        return CNNClassifier(epochs=epochs, class_weight=class_weight, random_state=random_state)
+    if name == "logreg":
+        return LogisticClassifier(class_weight=class_weight, random_state=random_state)
+    raise GanpipeError(f"unknown classifier {name!r}; use one of: {', '.join(CLASSIFIERS)}")

@@ -1,0 +1,203 @@
+"""The one place that decides how ganpipe talks to MLflow.
+
+- Tracking URI: ``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///<home>/mlflow/mlflow.db``.
+- Artifacts of local stores go to ``<home>/mlflow/artifacts/<experiment>``; a tracking server
+  decides for itself.
+- ``<home>`` is ``GANPIPE_HOME`` when set, else the project checkout this package lives in (the
+  folder holding ``pyproject.toml``), else the working directory.
+
+Runs are handled through :class:`TrackedRun`, which carries its run id explicitly, so logging works
+the same from any thread or Prefect task. Flows pass the Prefect flow-run id as a tag; this module
+does not import Prefect.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import pandas as pd
+
+PREFECT_RUN_TAG = "prefect.flow_run_id"
+EXPERIMENTS = {
+    "demo": "ganpipe-demo",
+    "augment": "ganpipe-augment",
+    "compare": "ganpipe-compare",
+    "detector": "ganpipe-detector",
+    "score": "ganpipe-score",
+}
+
+
+def project_home() -> Path:
+    """Folder that holds ``mlflow/`` (see module doc)."""
+    if os.environ.get("GANPIPE_HOME"):
+        return Path(os.environ["GANPIPE_HOME"]).expanduser().resolve()
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file():
+        return checkout
+    return Path.cwd()
+
+
+def tracking_uri() -> str:
+    """The MLflow tracking URI in force (env override, else the project's SQLite store)."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    db = project_home() / "mlflow" / "mlflow.db"
+    return f"sqlite:///{db}"
+
+
+def artifact_root() -> Path:
+    return project_home() / "mlflow" / "artifacts"
+
+
+def _is_local_store(uri: str) -> bool:
+    return uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri
+
+
+def client():
+    """An ``MlflowClient`` bound to :func:`tracking_uri`; also sets mlflow's global URI."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def experiment_id(name: str) -> str:
+    """Id of experiment ``name``, created on first use (with a local artifact folder for local stores)."""
+    mlflow_client = client()
+    found = mlflow_client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    artifact_location = None
+    if _is_local_store(tracking_uri()):
+        folder = artifact_root() / name
+        folder.mkdir(parents=True, exist_ok=True)
+        artifact_location = folder.as_uri()
+    try:
+        return mlflow_client.create_experiment(name, artifact_location=artifact_location)
+    except Exception:  # created concurrently by another process: use theirs
+        found = mlflow_client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+class TrackedRun:
+    """One MLflow run, addressed by id. All ``log_*`` methods are safe to call from any thread."""
+
+    def __init__(self, mlflow_client, run_id: str, experiment_id: str) -> None:
+        self.client = mlflow_client
+        self.run_id = run_id
+        self.experiment_id = experiment_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(str(k), _param_value(v)) for k, v in params.items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[start : start + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, prefix: str = "") -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [
+            Metric(_metric_key(prefix + str(k)), float(v), now, step or 0)
+            for k, v in metrics.items()
+            if v is not None and v == v  # NaN metrics are left out, not logged as NaN
+        ]
+        for start in range(0, len(items), 500):
+            self.client.log_batch(self.run_id, metrics=items[start : start + 500])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, str(value))
+
+    def log_figure(self, figure, artifact_file: str) -> None:
+        """Log a matplotlib figure as PNG and close it."""
+        import matplotlib.pyplot as plt
+
+        self.client.log_figure(self.run_id, figure, artifact_file)
+        plt.close(figure)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_table(self, table: pd.DataFrame, artifact_file: str) -> None:
+        """Log a table as CSV and as Markdown (same name, ``.md``)."""
+        stem = artifact_file[:-4] if artifact_file.endswith(".csv") else artifact_file
+        self.log_text(table.to_csv(index=False), stem + ".csv")
+        self.log_text(markdown_table(table), stem + ".md")
+
+    def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
+
+    def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(local_path), artifact_path)
+
+
+@contextmanager
+def start_run(
+    experiment: str,
+    run_name: str,
+    tags: Mapping[str, Any] | None = None,
+    parent: TrackedRun | None = None,
+) -> Iterator[TrackedRun]:
+    """Open a run in ``experiment`` (a key of :data:`EXPERIMENTS` or a full name); it is marked
+    FINISHED on exit, FAILED when the block raises."""
+    name = EXPERIMENTS.get(experiment, experiment)
+    mlflow_client = client()
+    exp_id = experiment_id(name)
+    all_tags = {str(k): str(v) for k, v in (tags or {}).items() if v is not None}
+    if parent is not None:
+        all_tags["mlflow.parentRunId"] = parent.run_id
+    run = mlflow_client.create_run(exp_id, run_name=run_name, tags=all_tags)
+    tracked = TrackedRun(mlflow_client, run.info.run_id, exp_id)
+    try:
+        yield tracked
+    except BaseException:
+        mlflow_client.set_terminated(tracked.run_id, status="FAILED")
+        raise
+    mlflow_client.set_terminated(tracked.run_id, status="FINISHED")
+
+
+def ui_command() -> str:
+    """The shell command that opens the MLflow UI on the store in force."""
+    uri = tracking_uri()
+    if not _is_local_store(uri):
+        return f"open {uri} in a browser"
+    return f".venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+
+
+def markdown_table(table: pd.DataFrame, float_format: str = "{:.3f}") -> str:
+    """A GitHub-style Markdown table (floats to 3 decimals)."""
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return float_format.format(value) if value == value else "n/a"
+        return str(value).replace("|", "\\|")
+
+    header = "| " + " | ".join(str(c) for c in table.columns) + " |"
+    rule = "|" + "|".join("---" for _ in table.columns) + "|"
+    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join([header, rule, *rows]) + "\n"
+
+
+def _param_value(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 6000 else text[:5997] + "..."
+
+
+def _metric_key(key: str) -> str:
+    # MLflow keys allow letters, digits, _ - . / and spaces; class names from folders may hold others
+    return "".join(ch if ch.isalnum() or ch in "_-./ " else "_" for ch in key)

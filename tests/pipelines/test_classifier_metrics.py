@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipelines.classifier import CNNClassifier, LogisticClassifier, make_classifier
+from pipelines.data import load_dataset
+from pipelines.errors import GanpipeError
+from pipelines.metrics import classification_report
+from pipelines.splits import stratified_split
+
+
+def test_metrics_on_a_known_case():
+    y = np.array([0, 0, 0, 0, 1, 1])
+    pred = np.array([0, 0, 0, 1, 1, 0])
+    proba = np.eye(2)[pred]
+    summary, table = classification_report(y, proba, ["a", "b"], minority=[1])
+    assert summary["accuracy"] == pytest.approx(4 / 6)
+    assert summary["balanced_accuracy"] == pytest.approx((0.75 + 0.5) / 2)
+    assert summary["g_mean"] == pytest.approx(np.sqrt(0.75 * 0.5))
+    assert summary["minority_recall"] == pytest.approx(0.5)
+    assert table.loc[1, "precision"] == pytest.approx(0.5)
+    assert table["support"].tolist() == [4, 2]
+
+
+def test_g_mean_is_zero_when_a_class_is_never_found():
+    y = np.array([0, 1, 2])
+    summary, _ = classification_report(y, np.eye(3)[[0, 0, 2]], ["a", "b", "c"])
+    assert summary["g_mean"] == 0.0
+
+
+@pytest.mark.parametrize("model", [CNNClassifier(epochs=4), LogisticClassifier()])
+def test_classifiers_learn_digits(model):
+    s = stratified_split(load_dataset("digits"), seed=0)
+    model.fit(s.train.x, s.train.y, n_classes=10)
+    proba = model.predict_proba(s.test.x)
+    assert proba.shape == (len(s.test), 10)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+    assert (model.predict(s.test.x) == s.test.y).mean() > 0.85
+
+
+def test_cnn_is_reproducible_with_a_seed():
+    s = stratified_split(load_dataset("digits"), seed=0)
+    a = CNNClassifier(epochs=1, random_state=3).fit(s.train.x, s.train.y).predict_proba(s.test.x[:20])
+    b = CNNClassifier(epochs=1, random_state=3).fit(s.train.x, s.train.y).predict_proba(s.test.x[:20])
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_unknown_classifier():
+    with pytest.raises(GanpipeError, match="unknown classifier 'svm'"):
+        make_classifier("svm")

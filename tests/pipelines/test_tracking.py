@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipelines import tracking
+
+
+def test_default_store_lives_under_the_project_home(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("GANPIPE_HOME", str(tmp_path))
+    assert tracking.tracking_uri() == f"sqlite:///{tmp_path}/mlflow/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert tracking.tracking_uri() == "http://127.0.0.1:5999"
+    assert "http://127.0.0.1:5999" in tracking.ui_command()
+
+
+def test_run_logs_params_metrics_tables_and_figures(mlflow_store, tmp_path):
+    with tracking.start_run("demo", run_name="t", tags={"prefect.flow_run_id": "abc"}) as run:
+        run.log_params({"epochs": 3, "data": "digits"})
+        run.log_metrics({"balanced_accuracy": 0.9, "skipped": float("nan")})
+        run.log_metrics({"loss": 1.5}, step=2, prefix="train/")
+        run.log_table(pd.DataFrame({"class": ["a|b"], "recall": [0.5]}), "tables/per_class.csv")
+        fig, ax = plt.subplots()
+        ax.plot([0, 1])
+        run.log_figure(fig, "figures/line.png")
+    client = MlflowClient(tracking_uri=mlflow_store)
+    stored = client.get_run(run.run_id)
+    assert stored.info.status == "FINISHED"
+    assert stored.data.params == {"epochs": "3", "data": "digits"}
+    assert stored.data.metrics == {"balanced_accuracy": 0.9, "train/loss": 1.5}
+    assert stored.data.tags["prefect.flow_run_id"] == "abc"
+    assert client.get_experiment(stored.info.experiment_id).name == "ganpipe-demo"
+    files = {f.path for folder in ("tables", "figures") for f in client.list_artifacts(run.run_id, folder)}
+    assert files == {"tables/per_class.csv", "tables/per_class.md", "figures/line.png"}
+    # artifacts of the local store land under <home>/mlflow/artifacts
+    home = tracking.project_home()
+    assert list((home / "mlflow" / "artifacts" / "ganpipe-demo").rglob("line.png"))
+    md = (next((home / "mlflow" / "artifacts").rglob("per_class.md"))).read_text()
+    assert "| a\\|b | 0.500 |" in md
+
+
+def test_failed_block_marks_the_run_failed(mlflow_store):
+    with pytest.raises(RuntimeError):
+        with tracking.start_run("demo", run_name="boom") as run:
+            raise RuntimeError("boom")
+    assert MlflowClient(tracking_uri=mlflow_store).get_run(run.run_id).info.status == "FAILED"
+
+
+def test_nested_run_points_at_its_parent(mlflow_store):
+    with tracking.start_run("compare", run_name="parent") as parent:
+        with tracking.start_run("compare", run_name="child", parent=parent) as child:
+            pass
+    tags = MlflowClient(tracking_uri=mlflow_store).get_run(child.run_id).data.tags
+    assert tags["mlflow.parentRunId"] == parent.run_id
