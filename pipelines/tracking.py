@@ -201,3 +201,39 @@ def _param_value(value: Any) -> str:
 def _metric_key(key: str) -> str:
     # MLflow keys allow letters, digits, _ - . / and spaces; class names from folders may hold others
     return "".join(ch if ch.isalnum() or ch in "_-./ " else "_" for ch in key)
+
+
+def log_pyfunc_model(
+    run: TrackedRun,
+    python_model,
+    name: str,
+    registered_model_name: str,
+    artifacts: Mapping[str, str],
+    input_example: pd.DataFrame,
+    output_example,
+    description: str = "",
+) -> str:
+    """Log a pyfunc model with a signature into ``run`` and register it; returns the new version."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    import warnings
+
+    client()
+    with warnings.catch_warnings():  # integer inputs are intended: class index and seed
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        signature = infer_signature(input_example, output_example)
+    with mlflow.start_run(run_id=run.run_id):
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=python_model,
+            artifacts=dict(artifacts),
+            signature=signature,
+            input_example=input_example,
+            registered_model_name=registered_model_name,
+            pip_requirements=["ganpipe"],  # the package is installed where models are served
+        )
+    version = str(info.registered_model_version)
+    if description:
+        run.client.update_model_version(registered_model_name, version, description=description)
+    return version

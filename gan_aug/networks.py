@@ -1,0 +1,105 @@
+"""Class-conditional generator and projection discriminator for images from 8x8 to 64x64.
+
+Images are ``(N, C, H, W)`` in [-1, 1]; labels are int64 ``(N,)`` in ``[0, n_classes)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn.utils import spectral_norm
+
+
+def upsampling_stages(size: int) -> int:
+    """How many x2 stages a network uses for a ``size x size`` image (1 below 16, 2 up to 32, else 3)."""
+    if size < 16:
+        return 1
+    return 2 if size <= 32 else 3
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """BatchNorm whose scale and shift are looked up per class."""
+
+    def __init__(self, num_features: int, n_classes: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(num_features, affine=False)
+        self.gain = nn.Embedding(n_classes, num_features)
+        self.bias = nn.Embedding(n_classes, num_features)
+        nn.init.ones_(self.gain.weight)
+        nn.init.zeros_(self.bias.weight)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.gain(y)[:, :, None, None] * self.norm(x) + self.bias(y)[:, :, None, None]
+
+
+class _UpBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, n_classes: int) -> None:
+        super().__init__()
+        self.norm = ConditionalBatchNorm2d(c_in, n_classes)
+        self.conv = nn.Conv2d(c_in, c_out, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.norm(x, y))
+        return self.conv(nn.functional.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+class Generator(nn.Module):
+    """``G(z, y)``: ``z: (N, z_dim)``, ``y: (N,)`` -> images ``(N, channels, size, size)`` in [-1, 1].
+
+    The class enters twice: an embedding joined to ``z`` and class-conditional BatchNorm in every block.
+    """
+
+    def __init__(self, n_classes: int, channels: int, size: int, z_dim: int = 64, width: int = 32) -> None:
+        super().__init__()
+        self.n_classes, self.channels, self.size, self.z_dim = n_classes, channels, size, z_dim
+        stages = upsampling_stages(size)
+        self.base = math.ceil(size / 2**stages)
+        widths = [width * 2 ** (stages - i) for i in range(stages + 1)]
+        self.embed = nn.Embedding(n_classes, z_dim)
+        self.project = nn.Linear(2 * z_dim, widths[0] * self.base * self.base)
+        self.blocks = nn.ModuleList(_UpBlock(widths[i], widths[i + 1], n_classes) for i in range(stages))
+        self.out_norm = ConditionalBatchNorm2d(widths[-1], n_classes)
+        self.out_conv = nn.Conv2d(widths[-1], channels, 3, padding=1)
+        self._first_width = widths[0]
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.project(torch.cat([z, self.embed(y)], dim=1))
+        h = h.view(len(z), self._first_width, self.base, self.base)
+        for block in self.blocks:
+            h = block(h, y)
+        h = torch.tanh(self.out_conv(torch.relu(self.out_norm(h, y))))
+        return _center_crop(h, self.size)
+
+
+class Discriminator(nn.Module):
+    """Projection discriminator (Miyato & Koyama 2018) with spectral normalisation.
+
+    ``D(x, y) = psi(phi(x)) + <embed(y), phi(x)>``, one unbounded score per image.
+    """
+
+    def __init__(self, n_classes: int, channels: int, size: int, width: int = 32) -> None:
+        super().__init__()
+        stages = upsampling_stages(size)
+        layers: list[nn.Module] = [spectral_norm(nn.Conv2d(channels, width, 3, padding=1)), nn.LeakyReLU(0.2)]
+        c = width
+        for _ in range(stages):
+            layers += [spectral_norm(nn.Conv2d(c, 2 * c, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
+            c *= 2
+        layers += [spectral_norm(nn.Conv2d(c, c, 3, padding=1)), nn.LeakyReLU(0.2)]
+        self.features = nn.Sequential(*layers)
+        self.linear = spectral_norm(nn.Linear(c, 1))
+        self.embed = spectral_norm(nn.Embedding(n_classes, c))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.features(x).sum(dim=(2, 3))
+        return self.linear(h).squeeze(1) + (self.embed(y) * h).sum(dim=1)
+
+
+def _center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    extra = x.shape[-1] - size
+    if extra == 0:
+        return x
+    start = extra // 2
+    return x[:, :, start : start + size, start : start + size]

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flows.augment import augment_flow, parse_minority
+from flows.cli import main
+from pipelines.errors import GanpipeError
+
+TINY_GAN = {"steps": 6, "width": 8, "z_dim": 16, "batch_size": 16}
+
+
+def test_parse_minority():
+    assert parse_minority("2:10, 5 ,scratch:3") == {"2": 10, "5": None, "scratch": 3}
+    with pytest.raises(GanpipeError, match="given twice"):
+        parse_minority("2,2:3")
+
+
+def test_augment_flow_exports_dataset_and_tracks_everything(mlflow_store, tmp_path):
+    out = tmp_path / "aug"
+    result = augment_flow.fn(data="digits", minority="3:6,7:8", target=20, seed=0, out=str(out), gan=TINY_GAN)
+    assert result["to_make"] == {"3": 14, "7": 12}
+
+    with np.load(out / "synthetic.npz") as npz:
+        x, y, names = npz["x"], npz["y"], npz["class_names"]
+    assert x.shape == (26, 1, 8, 8) and 0 <= x.min() and x.max() <= 1
+    assert sorted(y.tolist()) == [3] * 14 + [7] * 12 and names[3] == "3"
+    manifest = pd.read_csv(out / "manifest.csv")
+    assert len(manifest) == 26 and set(manifest.columns) >= {"file", "class", "seed", "model_version"}
+    assert all((out / f).is_file() for f in manifest["file"])
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["3", "7"]
+    assert (manifest["model_version"].astype(str) == result["model_version"]).all()
+
+    quality = result["quality"]
+    assert set(quality["method"]) == {"gan", "smote", "albumentations"}
+    assert set(quality["class"]) == {"3", "7"}
+    assert quality[["frechet", "coverage", "label_agreement", "near_duplicate_share"]].notna().all().all()
+
+    client = MlflowClient(tracking_uri=mlflow_store)
+    run = client.get_run(result["run_id"])
+    assert run.data.params["minority"] == "3:6,7:8" and run.data.params["gan.steps"] == "6"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "d_loss")][-1] == 6
+    artifacts = {f.path for d in ("figures", "tables", "dataset") for f in client.list_artifacts(run.info.run_id, d)}
+    assert {"figures/samples_3.png", "figures/samples_7.png", "tables/sample_quality.csv",
+            "dataset/synthetic.npz", "dataset/manifest.csv"} <= artifacts
+
+    import mlflow.pyfunc
+
+    model = mlflow.pyfunc.load_model(f"models:/ganpipe-cgan/{result['model_version']}")
+    images = model.predict(pd.DataFrame({"class_name": ["3", "7"], "seed": [0, 1]}))
+    assert images.shape == (2, 64) and images.to_numpy().min() >= 0
+
+
+def test_checkpoint_lets_a_rerun_resume(mlflow_store, tmp_path):
+    out = tmp_path / "aug"
+    augment_flow.fn(data="digits", minority="3:6", seed=0, out=str(out), gan=TINY_GAN)
+    assert (out / "checkpoints" / "gan.pt").is_file()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--minority", "eleven"], "unknown class 'eleven'"),
+        (["--minority", "3:5", "--target", "4"], "target 4 for class '3' is below its 5 real training items"),
+        (["--minority", "3:500"], "cannot keep 500"),
+        (["--minority", "3", "--image-size", "100"], "image_size: Input should be less than or equal to 64"),
+    ],
+)
+def test_bad_augment_requests_fail_before_training(argv, message, capsys, mlflow_store, tmp_path):
+    assert main(["augment", "--data", "digits", "--out", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_class_with_zero_images_is_refused(tmp_path, capsys, mlflow_store):
+    path = tmp_path / "d.npz"
+    y = np.repeat([0, 1], 10)
+    np.savez(path, x=np.zeros((20, 8, 8), np.float32), y=y, class_names=np.array(["ok", "dent", "crack"]))
+    assert main(["augment", "--data", f"npz:{path}", "--minority", "crack", "--out", str(tmp_path / "o")]) == 2
+    assert "class 'crack' has no images" in capsys.readouterr().err

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gan_aug import losses
+from gan_aug.networks import Discriminator, Generator
+
+
+@pytest.mark.parametrize("channels, size", [(1, 8), (1, 28), (3, 32), (3, 64), (1, 12)])
+def test_networks_handle_grey_and_rgb_from_8_to_64(channels, size):
+    g = Generator(n_classes=4, channels=channels, size=size, z_dim=16, width=8)
+    d = Discriminator(n_classes=4, channels=channels, size=size, width=8)
+    y = torch.tensor([0, 1, 2, 3])
+    images = g(torch.randn(4, 16), y)
+    assert images.shape == (4, channels, size, size)
+    assert images.min() >= -1 and images.max() <= 1
+    assert d(images, y).shape == (4,)
+
+
+def test_projection_discriminator_uses_the_label():
+    torch.manual_seed(0)
+    d = Discriminator(n_classes=3, channels=1, size=8, width=8)
+    x = torch.randn(2, 1, 8, 8)
+    assert not torch.allclose(d(x, torch.tensor([0, 0])), d(x, torch.tensor([1, 1])))
+
+
+def test_hinge_losses_reach_zero_only_when_confident():
+    assert losses.hinge_discriminator(torch.full((4,), 2.0), torch.full((4,), -2.0)) == 0
+    assert losses.hinge_discriminator(torch.zeros(4), torch.zeros(4)) == 2.0
+    assert losses.hinge_generator(torch.full((4,), 3.0)) == -3.0
+
+
+def test_mode_seeking_penalises_collapse():
+    z_a, z_b = torch.randn(8, 4), torch.randn(8, 4)
+    same = torch.zeros(8, 1, 4, 4)
+    different = torch.rand(8, 1, 4, 4)
+    assert losses.mode_seeking(same, same, z_a, z_b) > 100 * losses.mode_seeking(same, different, z_a, z_b)
+
+
+def test_gradient_penalty_is_zero_for_a_unit_slope_critic():
+    critic = lambda x, *args: x.flatten(1)[:, 0]  # noqa: E731  gradient norm exactly 1
+    real, fake = torch.randn(4, 1, 3, 3), torch.randn(4, 1, 3, 3)
+    assert losses.gradient_penalty(critic, real, fake, torch.Generator().manual_seed(0)).item() == pytest.approx(0.0)
+
+
+def test_diff_augment_is_differentiable_seeded_and_shape_preserving():
+    x = torch.rand(6, 3, 16, 16, requires_grad=True)
+    a = losses.diff_augment(x, torch.Generator().manual_seed(1))
+    b = losses.diff_augment(x, torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and torch.equal(a, b)
+    a.sum().backward()
+    assert x.grad is not None and (x.grad == 0).any() and (x.grad == 1).any()  # cut-out pixels get no gradient
+    unchanged = losses.diff_augment(x, torch.Generator(), translation=0, cutout=0)
+    assert torch.equal(unchanged, x)

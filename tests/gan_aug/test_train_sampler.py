@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from imblearn.pipeline import Pipeline
+from sklearn.linear_model import LogisticRegression
+
+from gan_aug.sampler import GANOverSampler
+from gan_aug.train import GANConfig, class_probabilities, train_conditional_gan
+from pipelines.data import load_dataset
+
+TINY = {"width": 8, "z_dim": 16, "batch_size": 16}
+
+
+@pytest.fixture(scope="module")
+def imbalanced_digits():
+    ds = load_dataset("digits")
+    keep = np.concatenate([np.flatnonzero(ds.y == k)[: (6 if k == 3 else 40)] for k in range(4)])
+    return ds.x[keep], ds.y[keep]
+
+
+def test_class_probabilities_interpolate_between_natural_and_balanced():
+    y = np.array([0] * 90 + [1] * 10)
+    np.testing.assert_allclose(class_probabilities(y, 3, 1.0), [0.5, 0.5, 0.0])
+    np.testing.assert_allclose(class_probabilities(y, 3, 0.0), [0.9, 0.1, 0.0])
+    assert class_probabilities(y, 3, 0.5)[1] == pytest.approx(np.sqrt(10) / (np.sqrt(10) + np.sqrt(90)))
+
+
+def test_fit_resample_balances_classes_and_keeps_real_items_first(imbalanced_digits):
+    x, y = imbalanced_digits
+    sampler = GANOverSampler(steps=5, config=TINY, random_state=0)
+    x_res, y_res = sampler.fit_resample(x, y)
+    assert x_res.shape[1:] == x.shape[1:]
+    assert np.bincount(y_res).tolist() == [40, 40, 40, 40]
+    np.testing.assert_array_equal(x_res[: len(x)], x)
+    synthetic = x_res[len(x):]
+    assert synthetic.min() >= 0 and synthetic.max() <= 1
+    assert sampler.sample(3, 7).shape == (7, 1, 8, 8)
+
+
+def test_flattened_input_with_image_shape_inside_an_imblearn_pipeline(imbalanced_digits):
+    x, y = imbalanced_digits
+    flat = x.reshape(len(x), -1)
+    pipe = Pipeline([
+        ("gan", GANOverSampler(sampling_strategy={3: 30}, steps=5, image_shape=(1, 8, 8), config=TINY)),
+        ("clf", LogisticRegression(max_iter=200)),
+    ])
+    pipe.fit(flat, y)
+    assert pipe.predict(flat[:5]).shape == (5,)
+    x_res, y_res = pipe.named_steps["gan"].fit_resample(flat, y)
+    assert x_res.shape == (len(x) + 24, 64) and (y_res == 3).sum() == 30
+
+
+def test_flattened_input_without_image_shape_is_refused(imbalanced_digits):
+    x, y = imbalanced_digits
+    with pytest.raises(ValueError, match="pass image_shape"):
+        GANOverSampler(steps=2, config=TINY).fit_resample(x.reshape(len(x), -1), y)
+    with pytest.raises(ValueError, match="needs 49"):
+        GANOverSampler(steps=2, config=TINY, image_shape=(1, 7, 7)).fit_resample(x.reshape(len(x), -1), y)
+
+
+def test_same_seed_gives_the_same_samples_on_cpu(imbalanced_digits):
+    x, y = imbalanced_digits
+    a = GANOverSampler(steps=6, config=TINY, random_state=4).fit_resample(x, y)[0]
+    b = GANOverSampler(steps=6, config=TINY, random_state=4).fit_resample(x, y)[0]
+    c = GANOverSampler(steps=6, config=TINY, random_state=5).fit_resample(x, y)[0]
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a[len(x):], c[len(x):])
+
+
+def test_interrupted_training_resumes_from_the_last_checkpoint(imbalanced_digits, tmp_path, caplog):
+    x, y = imbalanced_digits
+    config = GANConfig(steps=12, checkpoint_every=4, seed=2, **TINY)
+    reference = train_conditional_gan(x, y, 4, config)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_nine(step, steps, metrics):
+        if step == 9:
+            raise Interrupt
+
+    checkpoint = tmp_path / "gan.pt"
+    with pytest.raises(Interrupt):
+        train_conditional_gan(x, y, 4, config, checkpoint_path=checkpoint, progress=stop_after_nine, log_every=1)
+    assert torch.load(checkpoint, weights_only=False)["step"] == 8
+    with caplog.at_level(logging.INFO, logger="gan_aug.train"):
+        resumed = train_conditional_gan(x, y, 4, config, checkpoint_path=checkpoint)
+    assert "resuming from" in caplog.text and "at step 8/12" in caplog.text
+    for name, tensor in reference.generator.state_dict().items():
+        torch.testing.assert_close(resumed.generator.state_dict()[name], tensor, msg=name)
+    assert [h["step"] for h in resumed.history][-1] == 12
+
+
+def test_checkpoint_of_other_settings_is_not_resumed(imbalanced_digits, tmp_path, caplog):
+    x, y = imbalanced_digits
+    checkpoint = tmp_path / "gan.pt"
+    train_conditional_gan(x, y, 4, GANConfig(steps=2, seed=0, **TINY), checkpoint_path=checkpoint)
+    with caplog.at_level(logging.WARNING, logger="gan_aug.train"):
+        train_conditional_gan(x, y, 4, GANConfig(steps=3, seed=0, **TINY), checkpoint_path=checkpoint)
+    assert "ignoring checkpoint" in caplog.text
+
+
+def test_wgan_gp_option_trains(imbalanced_digits):
+    x, y = imbalanced_digits
+    gan = train_conditional_gan(x, y, 4, GANConfig(steps=3, loss="wgan-gp", **TINY), log_every=1)
+    assert len(gan.history) == 3 and all(np.isfinite(h["d_loss"]) for h in gan.history)
+
+
+def test_bad_config_is_refused():
+    with pytest.raises(ValueError, match="loss must be"):
+        GANConfig(loss="lsgan")
