@@ -27,7 +27,7 @@ from pipelines.sample_quality import compare_sample_quality
 from pipelines.splits import Splits, make_imbalanced, stratified_split
 from pipelines.tracking import log_pyfunc_model, start_run
 
-DEFAULT_STEPS = 2000
+DEFAULT_STEPS = 1500
 QUALITY_SAMPLES = 200
 
 

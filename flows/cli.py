@@ -75,6 +75,44 @@ def _augment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_detector(args: argparse.Namespace) -> int:
+    from flows.common import validated
+    from flows.detector import TrainDetectorParams, normal_labels, train_detector_flow
+    from pipelines.data import load_dataset
+    from pipelines.tracking import markdown_table, ui_command
+
+    params = {"data": args.data, "normal": args.normal, "epochs": args.epochs, "seed": args.seed, "name": args.name,
+              "score": args.score, "target_fpr": args.target_fpr, "image_size": args.image_size, "out": args.out}
+    checked = validated(TrainDetectorParams, params)
+    normal_labels(load_dataset(checked.data, image_size=checked.image_size), checked.normal)  # fail before training
+    result = train_detector_flow(**params)
+    rows = [{"split": split, **metrics} for split, metrics in result["metrics"].items()]
+    print(f"\nTrained in {result['seconds']:.0f} s; threshold {result['threshold']:.4g} "
+          f"(target false positive rate {args.target_fpr:.1%} on held-out normal images)\n")
+    print(markdown_table(__import__("pandas").DataFrame(rows)))
+    state = "is now" if result["champion"] else "is not"
+    print(f"Registered model {args.name} version {result['version']} ({state} the champion)")
+    print(f"MLflow run id: {result['run_id']}")
+    print(f"Open the MLflow UI with:\n  {ui_command()}")
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    from flows.detector import score_flow
+
+    result = score_flow(batch=args.batch, out=args.out, model=args.model, batch_id=args.batch_id)
+    summary = result["summary"]
+    print()
+    print(summary["message"])
+    if result["repeated"]:
+        print(f"Batch {result['batch_id']} was already scored with version {result['model_version']}: "
+              f"reusing MLflow run {result['run_id']} (no duplicate run)")
+    print(f"Wrote {result['out']}/scores.csv ({summary['scored']} items) and "
+          f"{result['out']}/rejected.csv ({summary['rejected']} items)")
+    print(f"MLflow run id: {result['run_id']}")
+    return 0
+
+
 def _not_yet(issue: int) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         print(f"ganpipe {args.command}: not yet available (tracked in issue {issue})", file=sys.stderr)
@@ -131,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     augment.add_argument("--target", type=int, default=None,
                          help="items per minority class after synthesis, real included (default: the majority count)")
     augment.add_argument("--epochs", type=float, default=None,
-                         help="training passes over the data (default: 2000 generator steps)")
+                         help="training passes over the data (default: 1500 generator steps)")
     augment.add_argument("--steps", type=int, default=None, help="generator steps (instead of --epochs)")
     augment.add_argument("--seed", type=int, default=0, help="seed for split, training and sampling")
     augment.add_argument("--image-size", type=int, default=None, help="resize every image to SIZE x SIZE (8..64)")
@@ -139,10 +177,47 @@ def build_parser() -> argparse.ArgumentParser:
     augment.add_argument("--model-name", default="ganpipe-cgan", help="name of the registered generator")
     augment.set_defaults(run=_augment)
 
+    detector = sub.add_parser(
+        "train-detector", formatter_class=fmt, help="train a GAN anomaly detector on normal data and register it",
+        description=(
+            "Train f-AnoGAN (WGAN-GP generator and critic, then an encoder) on the training images of the "
+            "normal classes, calibrate the threshold on their held-out validation images, evaluate on the "
+            "test split (other classes are the anomalies), log ROC curve, score histograms and "
+            "reconstructions to MLflow, and register the detector. It becomes the 'champion' only when it "
+            "beats the current champion on this run's validation data."
+        ),
+        epilog="Example: ganpipe train-detector --data mnist5k --normal 0",
+    )
+    detector.add_argument("--data", default="mnist5k", help=DATA_HELP)
+    detector.add_argument("--normal", required=True, help="normal classes, CLASS[,CLASS...]; the rest count as anomalies")
+    detector.add_argument("--epochs", type=float, default=None, help="passes over the normal images per stage (default: 800 steps each)")
+    detector.add_argument("--seed", type=int, default=0, help="seed for split and training")
+    detector.add_argument("--name", default="ganpipe-detector", help="registered model name")
+    detector.add_argument("--score", default="ensemble", help="score that flags items: combined, residual, "
+                          "feature_residual, critic or ensemble (combined and critic, standardised)")
+    detector.add_argument("--target-fpr", type=float, default=0.01, help="false positive rate the threshold aims for")
+    detector.add_argument("--image-size", type=int, default=None, help="resize every image to SIZE x SIZE (8..64)")
+    detector.add_argument("--out", default="out/detector", help="folder for checkpoints")
+    detector.set_defaults(run=_train_detector)
+
+    score = sub.add_parser(
+        "score", formatter_class=fmt, help="score a new data batch with a registered detector",
+        description=(
+            "Validate every item of a batch, score the valid ones with a registered detector and write "
+            "OUT/scores.csv (item_id, score, component scores, p_value, flag) and OUT/rejected.csv "
+            "(item_id, reason). Every input item is in exactly one of the two. Scoring the same batch "
+            "with the same model version again does not create a second MLflow run."
+        ),
+        epilog="Example: ganpipe score incoming/2026-11-23 --out scored/2026-11-23",
+    )
+    score.add_argument("batch", help="a folder of images, an .npz with x (and ids), or a .csv with a path column")
+    score.add_argument("--out", required=True, help="output folder")
+    score.add_argument("--model", default="models:/ganpipe-detector@champion", help="models:/NAME@ALIAS or models:/NAME/VERSION")
+    score.add_argument("--batch-id", default=None, help="id of the batch (default: a digest of its content)")
+    score.set_defaults(run=_score)
+
     for name, issue, text in [
         ("compare", 4, "compare a classifier with and without synthetic data against classic remedies"),
-        ("train-detector", 5, "train a GAN anomaly detector on normal data and register it"),
-        ("score", 5, "score a new data batch with a registered detector"),
         ("serve", 6, "serve scheduled deployments on a Prefect server"),
     ]:
         cmd = sub.add_parser(name, help=f"{text} (not yet available)", description=f"{text}. Not yet available.")

@@ -39,3 +39,32 @@ class ConditionalGeneratorModel(mlflow.pyfunc.PythonModel):
                 image = (self.generator(z, torch.tensor([names.index(name)])) + 1) / 2
                 rows.append(image.clamp(0, 1).flatten().numpy())
         return pd.DataFrame(np.stack(rows).astype(np.float64), columns=[f"p{i}" for i in range(len(rows[0]))])
+
+
+class DetectorModel(mlflow.pyfunc.PythonModel):
+    """Input: images ``(N, C, H, W)`` float32 in [0, 1]. Output: one row per image with the score
+    used to flag, every component score, the p-value and the flag (1 = anomalous)."""
+
+    def load_context(self, context) -> None:
+        import torch
+
+        from anomaly.detector import GANAnomalyDetector
+
+        state = torch.load(context.artifacts["detector"], map_location="cpu", weights_only=False)
+        self.detector = GANAnomalyDetector.from_state_dict(state)
+
+    @staticmethod
+    def frame(detector, x: np.ndarray) -> pd.DataFrame:
+        from anomaly.detector import SCORES
+
+        columns = ["score", *SCORES, "p_value", "flag"]
+        if len(x) == 0:
+            return pd.DataFrame({c: pd.Series(dtype="float64") for c in columns})
+        parts = detector.score_components(x)
+        selected = parts[detector.score]
+        table = pd.DataFrame({"score": selected, **{k: parts[k] for k in SCORES}, "p_value": parts["p_value"]})
+        table["flag"] = (selected > detector.threshold_).astype(np.int64)
+        return table[columns]
+
+    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        return self.frame(self.detector, np.asarray(model_input, dtype=np.float32))

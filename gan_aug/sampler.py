@@ -47,7 +47,7 @@ class GANOverSampler(BaseOverSampler):
         self,
         sampling_strategy="auto",
         epochs: float | None = None,
-        steps: int = 2000,
+        steps: int = 1500,
         image_shape: tuple[int, int, int] | None = None,
         config: dict | None = None,
         checkpoint_path: str | Path | None = None,

@@ -35,20 +35,20 @@ class GANConfig:
     class is drawn: probability proportional to ``count ** (1 - class_balance)`` (1 = every class
     equally often, 0 = as often as in the data)."""
 
-    steps: int = 2000
+    steps: int = 1500
     batch_size: int = 64
     z_dim: int = 64
-    width: int = 32
+    width: int = 16
     lr_generator: float = 2e-4
     lr_discriminator: float = 2e-4
     loss: str = "hinge"
     gp_weight: float = 10.0
     critic_steps: int = 1
     ema_decay: float = 0.999
-    class_balance: float = 0.5
-    mode_seeking_weight: float = 1.0
+    class_balance: float = 0.8
+    mode_seeking_weight: float = 0.1
     translation: float = 0.125
-    cutout: float = 0.5
+    cutout: float = 0.25
     checkpoint_every: int = 200
     seed: int = 0
 
@@ -95,9 +95,11 @@ def class_probabilities(y: np.ndarray, n_classes: int, class_balance: float) -> 
     return weights / weights.sum()
 
 
-def _fingerprint(x: np.ndarray, y: np.ndarray) -> str:
-    digest = hashlib.sha1(np.ascontiguousarray(x).tobytes())
-    digest.update(np.ascontiguousarray(y).tobytes())
+def fingerprint_arrays(*arrays: np.ndarray) -> str:
+    """A digest of array contents: a checkpoint is only resumed for the data it was made on."""
+    digest = hashlib.sha1()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
 
 
@@ -131,11 +133,11 @@ def train_conditional_gan(
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_discriminator, betas=betas)
     rng = torch.Generator().manual_seed(config.seed)
 
-    fingerprint = _fingerprint(x, y)
+    data_digest = fingerprint_arrays(x, y)
     start_step, history, seconds_before = 0, [], 0.0
     if checkpoint_path is not None and Path(checkpoint_path).is_file():
         state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        if state["config"] == asdict(config) and state["fingerprint"] == fingerprint:
+        if state["config"] == asdict(config) and state["fingerprint"] == data_digest:
             generator.load_state_dict(state["generator"])
             discriminator.load_state_dict(state["discriminator"])
             ema.load_state_dict(state["ema"])
@@ -207,8 +209,8 @@ def train_conditional_gan(
                 log.info("step %d/%d d_loss %.3f g_loss %.3f eta %.0fs", done, config.steps,
                          metrics["d_loss"], metrics["g_loss"], metrics["eta_seconds"])
         if checkpoint_path is not None and (done % config.checkpoint_every == 0 or done == config.steps):
-            _save_checkpoint(checkpoint_path, {
-                "step": done, "config": asdict(config), "fingerprint": fingerprint,
+            save_checkpoint(checkpoint_path, {
+                "step": done, "config": asdict(config), "fingerprint": data_digest,
                 "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
                 "ema": ema.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
                 "rng": rng.get_state(), "history": history,
@@ -226,7 +228,8 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
         target.copy_(source)
 
 
-def _save_checkpoint(path: str | Path, state: dict) -> None:
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Write ``state`` with torch.save via a temporary file and an atomic rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")

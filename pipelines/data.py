@@ -195,13 +195,17 @@ def read_image_files(
     image_size: int | None = None,
     channels: int | None = None,
     ids: Sequence[str] | None = None,
+    strict_channels: bool = False,
 ) -> ImageReadResult:
     """Read image files without ever raising for one bad file.
 
     A file that cannot be decoded (missing, truncated, not an image) is rejected with its reason.
-    With ``image_size`` every image is resized to it; without it every image must share the most
-    common size, and the others are rejected naming their size. ``channels`` forces grey (1) or RGB
-    (3); by default the batch is grey unless any image is in colour.
+    With ``image_size`` every image is resized to it, unless it is far from square (aspect ratio
+    off by more than 10%), which is rejected; without it every image must share the most common
+    size, and the others are rejected naming their size. ``channels`` sets grey (1) or RGB (3): by
+    default the batch is grey unless any image is in colour; with ``strict_channels`` an image of
+    another channel count is rejected instead of converted (a colour file whose three channels are
+    equal counts as grey).
     """
     ids = [str(p) for p in paths] if ids is None else list(ids)
     decoded: list[tuple[str, np.ndarray]] = []
@@ -223,6 +227,13 @@ def read_image_files(
     kept_ids: list[str] = []
     arrays: list[np.ndarray] = []
     for item_id, arr in decoded:
+        if strict_channels and arr.shape[2] != channels:
+            rejected.append((item_id, f"wrong channel count: image has {arr.shape[2]}, expected {channels}"))
+            continue
+        if image_size is not None and abs(arr.shape[0] / arr.shape[1] - 1.0) > 0.1:
+            rejected.append((item_id, f"size {arr.shape[1]}x{arr.shape[0]} cannot be resized to "
+                                      f"{image_size}x{image_size} without distortion"))
+            continue
         if image_size is None and arr.shape[:2] != target:
             rejected.append(
                 (item_id, f"size {arr.shape[1]}x{arr.shape[0]} differs from {target[1]}x{target[0]}; "
@@ -266,6 +277,8 @@ def _decode(path: Path) -> np.ndarray:
                 arr = arr[:, :, None]
             else:
                 arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+                if np.array_equal(arr[:, :, 0], arr[:, :, 1]) and np.array_equal(arr[:, :, 0], arr[:, :, 2]):
+                    arr = arr[:, :, :1]  # a grey image stored as RGB
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise _BadImage(f"unreadable image ({_short(exc)})") from None
     if not np.isfinite(arr).all():

@@ -237,3 +237,40 @@ def log_pyfunc_model(
     if description:
         run.client.update_model_version(registered_model_name, version, description=description)
     return version
+
+
+def find_runs(experiment: str, tags: Mapping[str, str]) -> list[str]:
+    """Ids of finished runs in ``experiment`` carrying all ``tags`` (newest first)."""
+    name = EXPERIMENTS.get(experiment, experiment)
+    mlflow_client = client()
+    found = mlflow_client.get_experiment_by_name(name)
+    if found is None:
+        return []
+    query = " and ".join([f"tags.`{k}` = '{v}'" for k, v in tags.items()] + ["attributes.status = 'FINISHED'"])
+    runs = mlflow_client.search_runs([found.experiment_id], filter_string=query, order_by=["attributes.start_time DESC"])
+    return [r.info.run_id for r in runs]
+
+
+def set_alias_if_better(name: str, version: str, alias: str, evaluate) -> bool:
+    """Point ``alias`` at ``version`` when there is no holder yet, or when ``evaluate(uri)`` (higher
+    is better, None = cannot evaluate) rates the new version above the current holder on the same
+    data. When either cannot be evaluated the holder stays. Records the comparison as a version
+    tag; returns whether the alias moved."""
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client()
+    try:
+        holder = mlflow_client.get_model_version_by_alias(name, alias).version
+    except MlflowException:
+        holder = None
+    if holder is None or str(holder) == str(version):
+        mlflow_client.set_registered_model_alias(name, alias, version)
+        return True
+    new_score = evaluate(f"models:/{name}/{version}")
+    old_score = evaluate(f"models:/{name}/{holder}")
+    mlflow_client.set_model_version_tag(name, version, f"{alias}_comparison",
+                                        f"this version {new_score} vs version {holder} {old_score}")
+    if new_score is not None and old_score is not None and new_score > old_score:
+        mlflow_client.set_registered_model_alias(name, alias, version)
+        return True
+    return False

@@ -47,10 +47,13 @@ def test_folder_with_rgb_image_loads_as_rgb(tmp_path):
 
 def test_folder_resizes_to_declared_size_and_channels(tmp_path):
     write_png(tmp_path / "a" / "0.png", np.zeros((10, 10), np.uint8))
-    write_png(tmp_path / "a" / "1.png", np.full((20, 16), 255, np.uint8))
+    write_png(tmp_path / "a" / "1.png", np.full((20, 19), 255, np.uint8))
     ds = load_dataset(f"folder:{tmp_path}", image_size=16, channels=3)
     assert ds.x.shape == (2, 3, 16, 16)
     assert ds.x[1].min() == pytest.approx(1.0)
+    write_png(tmp_path / "a" / "wide.png", np.zeros((10, 30), np.uint8))
+    with pytest.raises(GanpipeError, match=r"wide\.png: size 30x10 cannot be resized to 16x16 without distortion"):
+        load_dataset(f"folder:{tmp_path}", image_size=16)
 
 
 def test_npz_source_accepts_nhwc_uint8_and_class_names(tmp_path):
@@ -152,6 +155,15 @@ def test_npz_that_is_not_an_npz(tmp_path):
     path.write_text("hello")
     with pytest.raises(GanpipeError, match="not a readable .npz file"):
         load_dataset(f"npz:{path}")
+
+
+def test_strict_channels_rejects_colour_but_accepts_grey_stored_as_rgb(tmp_path):
+    colour = write_png(tmp_path / "colour.png", np.full((8, 8, 3), [200, 10, 10], np.uint8))
+    grey_rgb = write_png(tmp_path / "grey_rgb.png", np.full((8, 8, 3), 77, np.uint8))
+    result = read_image_files([colour, grey_rgb], image_size=8, channels=1, strict_channels=True)
+    assert result.ok_ids == (str(grey_rgb),)
+    assert result.rejected == ((str(colour), "wrong channel count: image has 3, expected 1"),)
+    np.testing.assert_allclose(result.x[0, 0], 77 / 255, atol=1e-6)
 
 
 def test_read_image_files_accounts_for_every_item(tmp_path):

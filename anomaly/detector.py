@@ -1,0 +1,191 @@
+"""``GANAnomalyDetector``: f-AnoGAN with the scikit-learn / PyOD estimator API.
+
+Higher scores mean more anomalous, everywhere. ``predict`` returns 1 for anomalous and 0 for
+normal (the PyOD convention). Score components per item:
+
+- ``residual``: ``A_R = mean((x - G(E(x)))^2)`` over pixels (images in [-1, 1]);
+- ``feature_residual``: ``A_D = mean((f(x) - f(G(E(x))))^2)`` over critic features;
+- ``combined``: ``A = A_R + kappa * A_D`` (the paper's anomaly score);
+- ``critic``: ``-D(x)``, the WGAN critic's own score (low critic value = unlike the normal data);
+- ``ensemble``: mean of ``combined`` and ``critic`` after standardising each on the held-out
+  normal calibration scores, so neither dominates by its units.
+
+Calibration uses held-out normal images only: ``threshold_`` is the ``1 - target_fpr`` quantile of
+their scores and the p-value of an item is the share of calibration scores at or above its score.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from anomaly.train import FAnoGAN, FAnoGANConfig, Progress, networks_from_state, state_of, train_fanogan
+
+SCORES = ("combined", "residual", "feature_residual", "critic", "ensemble")
+
+
+class GANAnomalyDetector:
+    """Parameters: ``score`` (one of :data:`SCORES`), ``target_fpr`` (false positive rate the
+    threshold aims for on normal data), ``calibration_fraction`` (share of the normal images held
+    out of training to calibrate, used when ``fit`` gets no calibration set), the f-AnoGAN settings
+    (see :class:`~anomaly.train.FAnoGANConfig`), ``checkpoint_path`` and ``random_state``.
+
+    Fitted attributes: ``model_`` (the networks), ``threshold_``, ``calibration_scores_`` (all
+    components on the calibration images), ``image_shape_``.
+    """
+
+    def __init__(
+        self,
+        score: str = "ensemble",
+        target_fpr: float = 0.01,
+        calibration_fraction: float = 0.2,
+        gan_steps: int = 800,
+        encoder_steps: int = 800,
+        critic_steps: int = 5,
+        latent_dim: int = 64,
+        width: int = 16,
+        batch_size: int = 64,
+        kappa: float = 1.0,
+        checkpoint_path: str | Path | None = None,
+        progress: Progress | None = None,
+        random_state: int = 0,
+    ) -> None:
+        self.score = score
+        self.target_fpr = target_fpr
+        self.calibration_fraction = calibration_fraction
+        self.gan_steps = gan_steps
+        self.encoder_steps = encoder_steps
+        self.critic_steps = critic_steps
+        self.latent_dim = latent_dim
+        self.width = width
+        self.batch_size = batch_size
+        self.kappa = kappa
+        self.checkpoint_path = checkpoint_path
+        self.progress = progress
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ fitting
+
+    def fit(self, X: np.ndarray, X_calibration: np.ndarray | None = None) -> "GANAnomalyDetector":
+        """Train on normal images ``X: (N, C, H, W)`` in [0, 1], then calibrate on ``X_calibration``
+        (or on a held-out ``calibration_fraction`` of ``X``)."""
+        if self.score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}, got {self.score!r}")
+        if not 0 < self.target_fpr < 1:
+            raise ValueError(f"target_fpr must be in (0, 1), got {self.target_fpr}")
+        X = self._check(X, fitted=False)
+        if X_calibration is None:
+            order = np.random.default_rng(self.random_state).permutation(len(X))
+            n_cal = max(1, int(round(len(X) * self.calibration_fraction)))
+            if len(X) - n_cal < 2:
+                raise ValueError(f"{len(X)} normal images are too few to train and calibrate")
+            X, X_calibration = X[order[n_cal:]], X[order[:n_cal]]
+        config = FAnoGANConfig(
+            latent_dim=self.latent_dim, width=self.width, gan_steps=self.gan_steps, critic_steps=self.critic_steps,
+            encoder_steps=self.encoder_steps, batch_size=self.batch_size, kappa=self.kappa, seed=self.random_state,
+        )
+        self.model_ = train_fanogan(X, config, self.checkpoint_path, self.progress)
+        self.image_shape_ = tuple(X.shape[1:])
+        self.calibrate(X_calibration)
+        return self
+
+    def calibrate(self, X_normal: np.ndarray, target_fpr: float | None = None) -> "GANAnomalyDetector":
+        """Set the threshold and p-value reference from held-out normal images."""
+        X_normal = self._check(X_normal)
+        if target_fpr is not None:
+            self.target_fpr = target_fpr
+        raw = self._raw_components(X_normal)
+        self._standardise = {k: (float(raw[k].mean()), float(raw[k].std() + 1e-12)) for k in ("combined", "critic")}
+        self.calibration_scores_ = self._with_ensemble(raw)
+        reference = np.sort(self.calibration_scores_[self.score])
+        self.threshold_ = float(np.quantile(reference, 1.0 - self.target_fpr, method="higher"))
+        self._reference = reference
+        return self
+
+    # ------------------------------------------------------------------ scoring
+
+    @torch.no_grad()
+    def _raw_components(self, X: np.ndarray, batch_size: int = 1024) -> dict[str, np.ndarray]:
+        model: FAnoGAN = self.model_
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in ("residual", "feature_residual", "critic")}
+        for start in range(0, len(X), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(X[start : start + batch_size])) * 2.0 - 1.0
+            rec = model.generator(model.encoder(x))
+            f_x = model.critic.body(x)
+            f_rec = model.critic.body(rec)
+            parts["residual"].append(((x - rec) ** 2).flatten(1).mean(1).numpy())
+            parts["feature_residual"].append(((f_x - f_rec) ** 2).mean(1).numpy())
+            parts["critic"].append((-model.critic.head(f_x).squeeze(1)).numpy())
+        out = {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
+        out["combined"] = out["residual"] + model.config.kappa * out["feature_residual"]
+        return out
+
+    def _with_ensemble(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        z = [(raw[k] - mean) / std for k, (mean, std) in self._standardise.items()]
+        return {**raw, "ensemble": np.mean(z, axis=0)}
+
+    def score_components(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        """Every score of :data:`SCORES` per item, plus ``p_value`` of the selected score."""
+        X = self._check(X)
+        components = self._with_ensemble(self._raw_components(X))
+        components["p_value"] = self._p_values(components[self.score])
+        return components
+
+    def score_samples(self, X: np.ndarray) -> np.ndarray:
+        """Anomaly score per item (higher = more anomalous)."""
+        return self.score_components(X)[self.score]
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """Score minus threshold: positive means flagged as anomalous."""
+        return self.score_samples(X) - self.threshold_
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """1 for anomalous (score above the calibrated threshold), 0 for normal."""
+        return (self.score_samples(X) > self.threshold_).astype(np.int64)
+
+    def p_values(self, X: np.ndarray) -> np.ndarray:
+        return self.score_components(X)["p_value"]
+
+    def _p_values(self, scores: np.ndarray) -> np.ndarray:
+        ref = self._reference
+        at_or_above = len(ref) - np.searchsorted(ref, scores, side="left")
+        return (1.0 + at_or_above) / (1.0 + len(ref))
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict:
+        """Everything needed to score again: networks, calibration and settings (for torch.save)."""
+        return {"params": self.get_params(), "model": state_of(self.model_), "threshold": self.threshold_,
+                "standardise": self._standardise, "reference": self._reference,
+                "calibration_scores": self.calibration_scores_, "image_shape": list(self.image_shape_)}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "GANAnomalyDetector":
+        detector = cls(**state["params"])
+        detector.model_ = networks_from_state(state["model"])
+        detector.threshold_ = state["threshold"]
+        detector._standardise = state["standardise"]
+        detector._reference = np.asarray(state["reference"])
+        detector.calibration_scores_ = state["calibration_scores"]
+        detector.image_shape_ = tuple(state["image_shape"])
+        return detector
+
+    def get_params(self) -> dict:
+        names = ("score", "target_fpr", "calibration_fraction", "gan_steps", "encoder_steps", "critic_steps",
+                 "latent_dim", "width", "batch_size", "kappa", "random_state")
+        return {name: getattr(self, name) for name in names}
+
+    def _check(self, X: np.ndarray, fitted: bool = True) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 4:
+            raise ValueError(f"X must be images (N, C, H, W), got shape {X.shape}")
+        if fitted:
+            if not hasattr(self, "model_"):
+                raise ValueError("GANAnomalyDetector is not fitted: call fit first")
+            if tuple(X.shape[1:]) != tuple(self.image_shape_):
+                raise ValueError(f"images must be {tuple(self.image_shape_)}, got {tuple(X.shape[1:])}")
+        if not np.isfinite(X).all():
+            raise ValueError("X contains NaN or infinite values")
+        return X

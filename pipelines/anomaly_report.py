@@ -1,0 +1,92 @@
+"""Metrics, alerts and figures for anomaly scores (any detector: higher score = more anomalous)."""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from scipy.stats import binomtest  # noqa: E402
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve  # noqa: E402
+
+
+def anomaly_metrics(anomalous: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
+    """AUROC, AUPR (with the anomaly base rate it should be read against), and the false positive
+    and true positive rates actually reached at ``threshold``."""
+    anomalous = np.asarray(anomalous, dtype=bool)
+    flagged = scores > threshold
+    out = {"anomaly_base_rate": float(anomalous.mean()),
+           "fpr_at_threshold": float(flagged[~anomalous].mean()) if (~anomalous).any() else float("nan"),
+           "tpr_at_threshold": float(flagged[anomalous].mean()) if anomalous.any() else float("nan")}
+    if anomalous.any() and (~anomalous).any():
+        out["auroc"] = float(roc_auc_score(anomalous, scores))
+        out["aupr"] = float(average_precision_score(anomalous, scores))
+    return out
+
+
+def batch_summary(scored: int, rejected: int, flagged: int, expected_rate: float) -> dict:
+    """Counts, the anomaly rate against the rate expected at the calibrated threshold, and an alert
+    when a one-sided binomial test says the excess is unlikely to be chance (p < 0.001)."""
+    rate = flagged / scored if scored else 0.0
+    p_value = binomtest(flagged, scored, expected_rate, alternative="greater").pvalue if scored else 1.0
+    alert = bool(scored and p_value < 1e-3)
+    message = (f"{scored} scored, {rejected} rejected, {flagged} flagged: anomaly rate {rate:.1%} "
+               f"vs {expected_rate:.1%} expected")
+    if alert:
+        message = f"ALERT: anomaly rate {rate:.1%} is far above the expected {expected_rate:.1%} (p={p_value:.1e}). " + message
+    return {"items": scored + rejected, "scored": scored, "rejected": rejected, "flagged": flagged,
+            "anomaly_rate": rate, "expected_rate": expected_rate, "excess_p_value": float(p_value),
+            "alert": alert, "message": message}
+
+
+def roc_figure(anomalous: np.ndarray, scores: Mapping[str, np.ndarray]):
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    for name, values in scores.items():
+        fpr, tpr, _ = roc_curve(anomalous, values)
+        ax.plot(fpr, tpr, label=f"{name} (AUROC {roc_auc_score(anomalous, values):.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("ROC on the test split")
+    fig.tight_layout()
+    return fig
+
+
+def score_histogram(scores: np.ndarray, anomalous: np.ndarray | None, threshold: float, name: str):
+    """Score distribution (normal vs anomalous when labels are known) with the threshold line."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    bins = np.histogram_bin_edges(scores, bins=min(50, max(10, int(math.sqrt(len(scores)))))) if len(scores) else 10
+    if anomalous is None:
+        ax.hist(scores, bins=bins, color="tab:blue", alpha=0.8, label="batch")
+    else:
+        ax.hist(scores[~anomalous], bins=bins, color="tab:blue", alpha=0.6, label="normal", density=True)
+        if anomalous.any():
+            ax.hist(scores[anomalous], bins=bins, color="tab:red", alpha=0.5, label="anomalous", density=True)
+    ax.axvline(threshold, color="black", linestyle="--", label="threshold")
+    ax.set_xlabel(f"{name} score (higher = more anomalous)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def reconstruction_figure(x: np.ndarray, reconstructed: np.ndarray, anomalous: np.ndarray):
+    """Inputs (top row) above their reconstructions G(E(x)); anomalous inputs titled in red."""
+    n = len(x)
+    fig, axes = plt.subplots(2, n, figsize=(0.9 * n, 2.2), squeeze=False)
+    for i in range(n):
+        for row, images in enumerate((x, reconstructed)):
+            ax = axes[row, i]
+            img = images[i]
+            ax.imshow(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[0, i].set_title("anom" if anomalous[i] else "norm", fontsize=7, color="red" if anomalous[i] else "black")
+    axes[0, 0].set_ylabel("input", fontsize=7)
+    axes[1, 0].set_ylabel("G(E(x))", fontsize=7)
+    fig.tight_layout()
+    return fig
