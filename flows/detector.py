@@ -13,7 +13,7 @@ import torch
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from anomaly.detector import SCORES, GANAnomalyDetector
 from flows.common import prefect_tags, validated
@@ -44,6 +44,13 @@ class TrainDetectorParams(BaseModel):
     target_fpr: float = Field(0.01, gt=0, lt=0.5, description="false positive rate the threshold aims for")
     image_size: int | None = Field(None, ge=8, le=64)
     out: str = Field("out/detector", description="folder for checkpoints")
+
+    @field_validator("score")
+    @classmethod
+    def _known_score(cls, value: str) -> str:
+        if value not in SCORES:
+            raise ValueError(f"unknown score {value!r}; use one of: {', '.join(SCORES)}")
+        return value
 
 
 def normal_labels(dataset, normal: str) -> list[int]:
@@ -83,8 +90,6 @@ def train_detector_flow(
     validation images -> evaluate on the test split -> register; alias ``champion`` only when the
     new version beats the current champion on this run's validation data."""
     params = validated(TrainDetectorParams, locals())
-    if params.score not in SCORES:
-        raise GanpipeError(f"unknown score {params.score!r}; use one of: {', '.join(SCORES)}")
     dataset = load_dataset(params.data, image_size=params.image_size)
     normal_idx = normal_labels(dataset, params.normal)
     splits = stratified_split(dataset, seed=params.seed)

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from anomaly.detector import SCORES, GANAnomalyDetector
+from anomaly.networks import AnoGenerator, Critic, Encoder
+from anomaly.train import FAnoGANConfig, train_fanogan
+
+TINY = {"gan_steps": 40, "encoder_steps": 60, "critic_steps": 2, "width": 8, "latent_dim": 8, "batch_size": 32}
+
+
+def blobs(n: int, seed: int, size: int = 8) -> np.ndarray:
+    """Normal data: one soft bright blob per image at a random place."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    centres = rng.uniform(2, size - 3, (n, 2))
+    images = np.exp(-((yy - centres[:, :1, None]) ** 2 + (xx - centres[:, 1:, None]) ** 2) / 3.0)
+    return images[:, None].astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return GANAnomalyDetector(score="combined", target_fpr=0.1, random_state=0, **TINY).fit(blobs(300, 0), blobs(200, 1))
+
+
+@pytest.mark.parametrize("channels, size", [(1, 8), (1, 28), (3, 32), (3, 64)])
+def test_networks_shapes(channels, size):
+    g, c, e = AnoGenerator(8, channels, size, 4), Critic(channels, size, 4), Encoder(8, channels, size, 4)
+    g.eval()
+    z = e(torch.rand(2, channels, size, size) * 2 - 1)
+    assert z.shape == (2, 8) and z.abs().max() <= 1
+    x = g(z)
+    assert x.shape == (2, channels, size, size)
+    assert c(x).shape == (2,) and c.features(x).shape == (2, c.feature_dim)
+
+
+def test_anomalies_score_higher_than_normals(fitted):
+    normal = blobs(100, 2)
+    noise = np.random.default_rng(3).random((100, 1, 8, 8)).astype(np.float32)
+    for name in ("combined", "residual", "ensemble"):
+        parts = fitted.score_components(np.concatenate([normal, noise]))
+        assert parts[name][100:].mean() > parts[name][:100].mean(), name
+    assert fitted.predict(noise).mean() > 0.9
+    assert (fitted.decision_function(noise) > 0).mean() > 0.9
+
+
+def test_calibrated_false_positive_rate_holds_on_fresh_normal_data(fitted):
+    fresh = blobs(1000, 4)
+    fpr = fitted.predict(fresh).mean()
+    assert 0.05 <= fpr <= 0.16  # target 0.10, 200 calibration images
+    assert fitted.threshold_ == pytest.approx(np.quantile(fitted.calibration_scores_["combined"], 0.9, method="higher"))
+
+
+def test_p_values_are_valid_and_follow_the_score(fitted):
+    x = np.concatenate([blobs(50, 5), np.random.default_rng(6).random((50, 1, 8, 8)).astype(np.float32)])
+    parts = fitted.score_components(x)
+    p = parts["p_value"]
+    assert ((p > 0) & (p <= 1)).all()
+    order = np.argsort(parts["combined"])
+    assert (np.diff(p[order]) <= 1e-12).all()  # higher score, smaller p-value
+    assert p[50:].max() == pytest.approx(1 / 201)  # noise beats every calibration score
+
+
+def test_state_dict_round_trip_gives_identical_scores(fitted):
+    x = blobs(20, 7)
+    again = GANAnomalyDetector.from_state_dict(fitted.state_dict())
+    for key in (*SCORES, "p_value"):
+        np.testing.assert_allclose(again.score_components(x)[key], fitted.score_components(x)[key], rtol=1e-6)
+    assert again.threshold_ == fitted.threshold_
+
+
+def test_bad_inputs(fitted):
+    with pytest.raises(ValueError, match=r"images must be \(1, 8, 8\), got \(1, 9, 9\)"):
+        fitted.score_samples(np.zeros((2, 1, 9, 9), np.float32))
+    bad = blobs(2, 0)
+    bad[1, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        fitted.score_samples(bad)
+    with pytest.raises(ValueError, match="not fitted"):
+        GANAnomalyDetector().score_samples(blobs(2, 0))
+    with pytest.raises(ValueError, match="score must be one of"):
+        GANAnomalyDetector(score="magic").fit(blobs(10, 0))
+
+
+def test_fit_holds_out_a_calibration_share_when_none_is_given():
+    detector = GANAnomalyDetector(calibration_fraction=0.25, **{**TINY, "gan_steps": 2, "encoder_steps": 2}).fit(blobs(40, 0))
+    assert len(detector.calibration_scores_["combined"]) == 10
+
+
+def test_interrupted_training_resumes_to_the_same_networks(tmp_path):
+    config = FAnoGANConfig(gan_steps=6, encoder_steps=6, critic_steps=1, width=4, latent_dim=4, batch_size=8,
+                           checkpoint_every=4, seed=1)
+    x = blobs(40, 0)
+    reference = train_fanogan(x, config)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop(stage, step, total, record):
+        if step == 10:
+            raise Interrupt
+
+    path = tmp_path / "f.pt"
+    with pytest.raises(Interrupt):
+        train_fanogan(x, config, checkpoint_path=path, progress=stop, log_every=1)
+    resumed = train_fanogan(x, config, checkpoint_path=path)
+    for name, tensor in reference.encoder.state_dict().items():
+        torch.testing.assert_close(resumed.encoder.state_dict()[name], tensor)

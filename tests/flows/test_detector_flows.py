@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flows.cli import main
+from flows.detector import score_flow, train_detector_flow
+from pipelines.data import load_dataset
+from tests.conftest import write_png
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, migrated_mlflow_db):
+    """A tiny detector (digits, class 0 normal) registered twice, same split, in a module-wide store."""
+    import os
+    import shutil
+
+    home = tmp_path_factory.mktemp("home")
+    (home / "mlflow").mkdir()
+    shutil.copy(migrated_mlflow_db, home / "mlflow" / "mlflow.db")
+    old = {k: os.environ.get(k) for k in ("GANPIPE_HOME", "MLFLOW_TRACKING_URI")}
+    os.environ["GANPIPE_HOME"] = str(home)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+    first = train_detector_flow.fn(data="digits", normal="0", epochs=8, seed=0, target_fpr=0.05,
+                                   out=str(home / "det"), name="digits-zero")
+    second = train_detector_flow.fn(data="digits", normal="0", epochs=2, seed=0, target_fpr=0.05,
+                                    out=str(home / "det2"), name="digits-zero")
+    yield {"home": home, "first": first, "second": second, "uri": os.environ["MLFLOW_TRACKING_URI"]}
+    for key, value in old.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def test_train_detector_logs_metrics_figures_and_registers(trained):
+    first = trained["first"]
+    assert first["version"] == "1" and first["champion"]
+    test = first["metrics"]["test"]
+    assert 0.5 < test["auroc"] <= 1 and test["anomaly_base_rate"] == pytest.approx(0.9, abs=0.01)
+    client = MlflowClient(tracking_uri=trained["uri"])
+    run = client.get_run(first["run_id"])
+    assert {"test_auroc", "test_aupr", "test_fpr_at_threshold", "val_auroc", "threshold"} <= set(run.data.metrics)
+    figures = {f.path for f in client.list_artifacts(first["run_id"], "figures")}
+    assert {"figures/roc_test.png", "figures/score_histogram_test.png", "figures/reconstructions.png"} <= figures
+
+
+def test_champion_moves_only_to_a_better_version(trained):
+    client = MlflowClient(tracking_uri=trained["uri"])
+    second = trained["second"]
+    holder = str(client.get_model_version_by_alias("digits-zero", "champion").version)
+    first_auroc, second_auroc = trained["first"]["metrics"]["val"]["auroc"], second["metrics"]["val"]["auroc"]
+    assert second["champion"] == (second_auroc > first_auroc)
+    assert holder == ("2" if second["champion"] else "1")
+    assert "champion_comparison" in client.get_model_version("digits-zero", "2").tags
+
+
+def test_registered_model_scores_like_the_in_memory_one(trained):
+    import mlflow.pyfunc
+    import torch
+
+    from anomaly.detector import GANAnomalyDetector
+
+    model = mlflow.pyfunc.load_model("models:/digits-zero/1")
+    x = load_dataset("digits").x[:20]
+    from_registry = model.predict(x)
+    local = model.unwrap_python_model().detector
+    state = torch.load(next((trained["home"] / "mlflow" / "artifacts").rglob("detector.pt")), weights_only=False)
+    in_memory = GANAnomalyDetector.from_state_dict(state)
+    np.testing.assert_allclose(from_registry["score"], in_memory.score_samples(x), rtol=1e-6)
+    assert list(from_registry.columns) == ["score", "combined", "residual", "feature_residual", "critic",
+                                           "ensemble", "p_value", "flag"]
+    assert local.image_shape_ == (1, 8, 8)
+
+
+def _mixed_batch(root):
+    ds = load_dataset("digits")
+    normals, anomalies = ds.x[ds.y == 0][:5], ds.x[ds.y == 7][:5]
+    for i, img in enumerate(np.concatenate([normals, anomalies])):
+        write_png(root / f"item{i:02d}.png", (img[0] * 255).astype(np.uint8))
+    (root / "truncated.png").write_bytes((root / "item00.png").read_bytes()[:30])
+    (root / "notes.txt").write_text("not an image")
+    write_png(root / "colour.png", np.stack([np.zeros((8, 8)), np.full((8, 8), 255), np.zeros((8, 8))], -1).astype(np.uint8))
+    write_png(root / "wide.png", np.zeros((8, 20), np.uint8))
+    write_png(root / "sub" / "big.png", np.zeros((16, 16), np.uint8))  # square: resized to 8x8
+    return 15
+
+
+def test_score_batch_accounts_for_every_item_and_is_idempotent(trained, tmp_path):
+    batch = tmp_path / "batch"
+    n_items = _mixed_batch(batch)
+    result = score_flow.fn(batch=str(batch), out=str(tmp_path / "out"), model="models:/digits-zero/1")
+    scores = pd.read_csv(tmp_path / "out" / "scores.csv")
+    rejected = pd.read_csv(tmp_path / "out" / "rejected.csv")
+    assert len(scores) + len(rejected) == n_items
+    assert not set(scores["item_id"]) & set(rejected["item_id"])
+    reasons = dict(zip(rejected["item_id"], rejected["reason"]))
+    assert reasons["notes.txt"] == "not an image file (.txt)"
+    assert "unreadable image" in reasons["truncated.png"]
+    assert reasons["colour.png"] == "wrong channel count: image has 3, expected 1"
+    assert "cannot be resized to 8x8" in reasons["wide.png"]
+    assert "sub/big.png" in set(scores["item_id"])
+    assert set(scores.columns) >= {"item_id", "score", "combined", "residual", "feature_residual", "critic", "p_value", "flag"}
+    assert result["summary"]["scored"] == 11 and result["summary"]["rejected"] == 4 and not result["repeated"]
+
+    again = score_flow.fn(batch=str(batch), out=str(tmp_path / "out2"), model="models:/digits-zero/1")
+    assert again["repeated"] and again["run_id"] == result["run_id"]
+    client = MlflowClient(tracking_uri=trained["uri"])
+    experiment = client.get_experiment_by_name("ganpipe-score")
+    runs = client.search_runs([experiment.experiment_id], f"tags.batch_id = '{result['batch_id']}'")
+    assert len(runs) == 1
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "out2" / "scores.csv"), scores)
+
+
+def test_score_npz_with_nan_items_and_default_champion(trained, tmp_path):
+    x = load_dataset("digits").x[:6].copy()
+    x[2, 0, 3, 3] = np.nan
+    np.savez(tmp_path / "b.npz", x=x, ids=np.array([f"id{i}" for i in range(6)]))
+    result = score_flow.fn(batch=str(tmp_path / "b.npz"), out=str(tmp_path / "o"), model="models:/digits-zero@champion")
+    rejected = pd.read_csv(tmp_path / "o" / "rejected.csv")
+    assert rejected.to_dict("records") == [{"item_id": "id2", "reason": "contains NaN or infinite values"}]
+    assert result["summary"]["scored"] == 5
+
+
+def test_an_anomalous_batch_raises_an_alert(trained, tmp_path):
+    ds = load_dataset("digits")
+    np.savez(tmp_path / "sevens.npz", x=ds.x[ds.y == 7][:60])
+    result = score_flow.fn(batch=str(tmp_path / "sevens.npz"), out=str(tmp_path / "o"), model="models:/digits-zero/1")
+    assert result["summary"]["alert"] and result["summary"]["message"].startswith("ALERT")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["score", "/no/such/batch", "--out", "o", "--model", "models:/digits-zero/1"], "batch not found: /no/such/batch"),
+        (["score", ".", "--out", "o", "--model", "models:/nobody@champion"], "model models:/nobody@champion not found"),
+        (["train-detector", "--data", "digits", "--normal", "eleven"], "unknown class 'eleven'"),
+        (["train-detector", "--data", "digits", "--normal", "0", "--score", "magic"], "unknown score 'magic'"),
+    ],
+)
+def test_detector_cli_errors(trained, argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
