@@ -50,3 +50,15 @@ def prepare_splits(
 
 
 load_splits = task(prepare_splits, name="load-and-split", cache_policy=NO_CACHE)
+
+
+def fan_out(task_, calls: list[tuple]) -> list:
+    """Run ``task_(*args)`` for every args tuple: submitted to the flow's task runner (threads, or a
+    Dask cluster) inside a Prefect flow run; one after another when the flow runs as a plain
+    function (``flow.fn``)."""
+    from prefect.context import FlowRunContext
+
+    if FlowRunContext.get() is None:
+        return [task_.fn(*args) for args in calls]
+    futures = [task_.submit(*args) for args in calls]
+    return [future.result() for future in futures]

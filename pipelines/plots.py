@@ -66,3 +66,38 @@ def class_counts_figure(counts: dict[str, int], title: str = "training items per
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def comparison_bars(summary, metrics: Sequence[str], title: str = "mean and 95% interval across seeds"):
+    """Grouped bars, one group per metric, one bar per arm, with interval whiskers."""
+    arms = list(summary["arm"])
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(metrics) * len(arms) / 4), 3.8))
+    width = 0.8 / len(arms)
+    for i, arm in enumerate(arms):
+        row = summary[summary.arm == arm].iloc[0]
+        means = np.array([row[m] for m in metrics])
+        errors = np.array([[row[m] - row[f"{m}_low"] for m in metrics], [row[f"{m}_high"] - row[m] for m in metrics]])
+        ax.bar(np.arange(len(metrics)) + i * width, means, width, yerr=np.maximum(errors, 0), capsize=2, label=arm,
+               color=("tab:red" if arm.startswith("gan") else None))
+    ax.set_xticks(np.arange(len(metrics)) + 0.4 - width / 2, metrics)
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=7, ncol=min(len(arms), 4), loc="lower right")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def sweep_curves(summary, metric: str):
+    """``metric`` against the minority training count, one line (with interval band) per arm."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for arm, group in summary.groupby("arm", sort=False):
+        group = group.sort_values("count")
+        line = ax.plot(group["count"], group[metric], marker="o", label=arm,
+                       linestyle="-" if arm.startswith("gan") else "--")[0]
+        ax.fill_between(group["count"], group[f"{metric}_low"], group[f"{metric}_high"], alpha=0.12, color=line.get_color())
+    ax.set_xscale("log")
+    ax.set_xlabel("training images per minority class")
+    ax.set_ylabel(metric)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

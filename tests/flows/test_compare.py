@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+import flows.compare as compare
+from flows.cli import main
+from pipelines.data import load_dataset
+from pipelines.splits import stratified_split
+
+FAST = {"data": "digits", "minority": "3:5,8:5", "classifier": "logreg", "gan_steps": 3, "epochs": 1}
+
+
+def test_compare_runs_every_arm_and_never_shows_test_items_to_resamplers(mlflow_store, tmp_path, monkeypatch):
+    seen = []
+    real_apply, real_gan = compare.apply_arm, compare.train_gan_for_arms
+    monkeypatch.setattr(compare, "apply_arm", lambda arm, train, *a, **k: (seen.append(train), real_apply(arm, train, *a, **k))[1])
+    monkeypatch.setattr(compare, "train_gan_for_arms", lambda train, *a: (seen.append(train), real_gan(train, *a))[1])
+
+    result = compare.compare_flow.fn(**FAST, seeds=2, out=str(tmp_path / "cmp"))
+    summary = pd.read_csv(tmp_path / "cmp" / "comparison.csv")
+    assert list(summary["arm"]) == list(compare.ARMS)
+    assert {"minority_recall", "minority_recall_low", "minority_recall_high", "balanced_accuracy", "g_mean"} <= set(summary.columns)
+    assert (tmp_path / "cmp" / "comparison.md").read_text().startswith("# Comparison on digits")
+    assert "gan vs best non-GAN arm" in result["text"]
+
+    dataset = load_dataset("digits")
+    test_ids = {seed: set(stratified_split(dataset, seed=seed).test.item_ids) for seed in (0, 1)}
+    assert len(seen) == 2 * (len(compare.ARMS) + 1)
+    for train in seen:
+        assert any(not (set(train.item_ids) & ids) for ids in test_ids.values())
+        assert len(train) < len(dataset) * 0.6
+    for seed in (0, 1):
+        for train in seen[seed * 8:(seed + 1) * 8]:
+            assert not set(train.item_ids) & test_ids[seed]
+
+    client = MlflowClient(tracking_uri=mlflow_store)
+    parent = client.get_run(result["run_id"])
+    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{result['run_id']}'")
+    assert len(children) == 2 * len(compare.ARMS)
+    artifacts = {f.path for d in ("figures", "tables") for f in client.list_artifacts(result["run_id"], d)}
+    assert {"figures/comparison.png", "figures/confusion_gan.png", "tables/comparison.csv",
+            "tables/gan_vs_best_baseline.csv"} <= artifacts
+
+
+def test_sweep_gives_one_row_per_count_and_arm(mlflow_store, tmp_path):
+    result = compare.compare_flow.fn(**{**FAST, "minority": "3:5"}, arms="none,ros", seeds=2, sweep="3,6",
+                                     out=str(tmp_path / "s"))
+    summary = result["summary"]
+    assert sorted(zip(summary["count"], summary["arm"])) == [(3, "none"), (3, "ros"), (6, "none"), (6, "ros")]
+    client = MlflowClient(tracking_uri=mlflow_store)
+    figures = {f.path for f in client.list_artifacts(result["run_id"], "figures")}
+    assert {"figures/sweep_minority_recall.png", "figures/sweep_balanced_accuracy.png"} <= figures
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--arms", "none,magic"], "unknown arm(s) magic"),
+        (["--minority", "3:900"], "cannot keep 900"),
+        (["--seeds", "1"], "1 seed cannot give an interval"),
+        (["--sweep", "5,x"], "bad sweep '5,x'"),
+    ],
+)
+def test_bad_compare_parameters(argv, message, capsys, tmp_path):
+    assert main(["compare", "--data", "digits", "--minority", "3:5", "--out", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from pipelines.data import ImageDataset
+from pipelines.errors import GanpipeError
+from pipelines.remedies import ARMS, apply_arm, gan_verdicts, mean_interval, paired_difference, parse_arms, summarise
+
+
+@pytest.fixture
+def train():
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 30 + [1] * 30 + [2] * 4)
+    return ImageDataset(x=rng.random((64, 1, 8, 8), dtype=np.float32), y=y, class_names=("a", "b", "c"),
+                        item_ids=tuple(map(str, range(64))), source="test")
+
+
+def test_mean_interval_matches_the_t_formula():
+    mean, low, high = mean_interval([1.0, 2.0, 3.0])
+    half = stats.t.ppf(0.975, 2) * 1.0 / np.sqrt(3)
+    assert mean == 2.0 and low == pytest.approx(2 - half) and high == pytest.approx(2 + half)
+    with pytest.raises(GanpipeError, match="at least 2 seeds"):
+        mean_interval([0.5])
+
+
+def test_paired_difference_on_known_cases():
+    constant = paired_difference([0.6, 0.7, 0.8], [0.5, 0.6, 0.7])
+    assert constant["difference"] == pytest.approx(0.1) and constant["p_value"] == 0.0
+    a, b = [0.9, 0.7, 0.8, 0.6], [0.5, 0.6, 0.9, 0.55]
+    result = paired_difference(a, b)
+    assert result["p_value"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    assert result["low"] < result["difference"] < result["high"]
+    assert paired_difference([0.5, 0.5], [0.5, 0.5])["p_value"] == 1.0
+
+
+def test_verdict_compares_each_gan_arm_with_the_best_baseline():
+    results = pd.DataFrame({
+        "arm": ["none"] * 3 + ["ros"] * 3 + ["gan"] * 3,
+        "seed": [0, 1, 2] * 3,
+        "minority_recall": [0.5, 0.52, 0.48, 0.8, 0.82, 0.78, 0.7, 0.73, 0.69],
+    })
+    verdict = gan_verdicts(results, "minority_recall").iloc[0]
+    assert verdict["versus"] == "ros" and verdict["difference"] == pytest.approx((0.7 + 0.73 + 0.69 - 2.4) / 3)
+    summary = summarise(results, ["minority_recall"])
+    assert list(summary["arm"]) == ["none", "ros", "gan"]
+    assert summary.loc[1, "minority_recall"] == pytest.approx(0.8)
+
+
+def test_parse_arms():
+    assert parse_arms("ros, gan") == ["ros", "gan"]
+    with pytest.raises(GanpipeError, match="unknown arm"):
+        parse_arms("ros,magic")
+
+
+@pytest.mark.parametrize("arm", ARMS)
+def test_every_arm_brings_minority_classes_to_the_target(train, arm):
+    calls = []
+
+    def synthesise(labels, seed):
+        calls.append(labels)
+        return np.full((len(labels), 1, 8, 8), 0.5, np.float32)
+
+    x, y, class_weight = apply_arm(arm, train, {2: 30}, seed=0, synthesise=synthesise)
+    assert len(x) == len(y)
+    if arm in ("none", "class_weight"):
+        assert len(y) == 64 and class_weight == ("balanced" if arm == "class_weight" else None)
+    else:
+        assert np.bincount(y).tolist() == [30, 30, 30]
+        np.testing.assert_array_equal(x[:64], train.x)  # the real items come first, unchanged
+    if arm == "gan":
+        assert len(calls[0]) == 26 and set(calls[0]) == {2}
+    if arm == "gan+albumentations":
+        assert len(calls[0]) == 13
