@@ -2,7 +2,7 @@
 
     python -m benchmarks.run                    # every benchmark, full settings (long: run in background)
     python -m benchmarks.run --quick            # tiny settings: checks the machinery in a few minutes
-    python -m benchmarks.run --only augment     # one benchmark; the other sections are kept as they are
+    python -m benchmarks.run --only anomaly     # one benchmark; the other sections are kept as they are
 
 Each section records the command and the date that produced it.
 """
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import augment, baselines
+from benchmarks import anomaly, synthesis
 
-BENCHMARKS = {"baselines": baselines, "augment": augment}
+BENCHMARKS = {"synthesis": synthesis, "anomaly": anomaly}
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 HEADER = (
     "# Benchmarks\n\n"

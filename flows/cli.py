@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     detector.add_argument("--data", default="mnist5k", help=DATA_HELP)
     detector.add_argument("--normal", required=True, help="normal classes, CLASS[,CLASS...]; the rest count as anomalies")
-    detector.add_argument("--epochs", type=float, default=None, help="passes over the normal images per stage (default: 800 steps each)")
+    detector.add_argument("--epochs", type=float, default=None, help="passes over the normal images per stage (default: 300 GAN and 500 encoder steps)")
     detector.add_argument("--seed", type=int, default=0, help="seed for split and training")
     detector.add_argument("--name", default="ganpipe-detector", help="registered model name")
     detector.add_argument("--score", default="ensemble", help="score that flags items: combined, residual, "

@@ -73,20 +73,20 @@ def plan(params: CompareParams) -> tuple[ImageDataset, dict[str, int], list[str]
     return dataset, counts, arms, sweep
 
 
-@task(name="compare-seed", cache_policy=NO_CACHE)
-def run_seed(dataset: ImageDataset, counts: dict[str, int], arms: list[str], seed: int, params: CompareParams,
-             sweep_count: int | None = None) -> list[dict]:
-    """All arms for one seed (and one sweep count): same split, same imbalance, same classifier."""
+def seed_splits(dataset: ImageDataset, counts: dict[str, int], seed: int, sweep_count: int | None = None):
+    """The split of one seed with the minority classes cut, their indices and their target counts."""
     minority = {k: sweep_count or n for k, n in counts.items()}
     splits = make_imbalanced(stratified_split(dataset, seed=seed), minority, seed=seed)
+    minority_idx = [splits.train.class_index(k) for k in minority]
+    majority = int(np.bincount(splits.train.y).max())
+    return splits, minority_idx, {k: majority for k in minority_idx}
+
+
+def evaluate_arms(splits, minority_idx: list[int], targets: dict[int, int], arms: list[str], params: CompareParams,
+                  seed: int, gan=None, sweep_count: int | None = None) -> list[dict]:
+    """Train the classifier under each arm on the training split; metrics on the test split."""
     train = splits.train
-    minority_idx = [train.class_index(k) for k in minority]
-    majority = int(np.bincount(train.y).max())
-    targets = {k: majority for k in minority_idx}
-    synthesise = None
-    if any(a in GAN_ARMS for a in arms):
-        gan = train_gan_for_arms(train, params.gan_steps, seed)
-        synthesise = lambda labels, s: gan.sample(labels, seed=s + 1)  # noqa: E731
+    synthesise = None if gan is None else (lambda labels, s: gan.sample(labels, seed=s + 1))
     rows = []
     for arm in arms:
         x, y, class_weight = apply_arm(arm, train, targets, seed, synthesise)
@@ -98,6 +98,15 @@ def run_seed(dataset: ImageDataset, counts: dict[str, int], arms: list[str], see
                      **{f"recall_{r['class']}": r["recall"] for r in per_class.to_dict("records")},
                      "_pred": proba.argmax(axis=1), "_true": splits.test.y})
     return rows
+
+
+@task(name="compare-seed", cache_policy=NO_CACHE)
+def run_seed(dataset: ImageDataset, counts: dict[str, int], arms: list[str], seed: int, params: CompareParams,
+             sweep_count: int | None = None) -> list[dict]:
+    """All arms for one seed (and one sweep count): same split, same imbalance, same classifier."""
+    splits, minority_idx, targets = seed_splits(dataset, counts, seed, sweep_count)
+    gan = train_gan_for_arms(splits.train, params.gan_steps, seed) if any(a in GAN_ARMS for a in arms) else None
+    return evaluate_arms(splits, minority_idx, targets, arms, params, seed, gan, sweep_count)
 
 
 def train_gan_for_arms(train: ImageDataset, steps: int, seed: int):

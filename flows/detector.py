@@ -63,13 +63,14 @@ def normal_labels(dataset, normal: str) -> list[int]:
 @task(name="train-detector", cache_policy=NO_CACHE)
 def fit_detector(x_train: np.ndarray, x_calibration: np.ndarray, params: TrainDetectorParams) -> GANAnomalyDetector:
     logger = get_run_logger()
-    steps = 800 if params.epochs is None else max(1, int(params.epochs * len(x_train) / 64))
+    steps = {} if params.epochs is None else {"gan_steps": max(1, int(params.epochs * len(x_train) / 64)),
+                                              "encoder_steps": max(1, int(params.epochs * len(x_train) / 64))}
 
     def progress(stage: str, step: int, total: int, record: dict) -> None:
         logger.info("f-AnoGAN %s step %d/%d  elapsed %.0fs", stage, step, total, record["seconds"])
 
-    detector = GANAnomalyDetector(score=params.score, target_fpr=params.target_fpr, gan_steps=steps,
-                                  encoder_steps=steps, random_state=params.seed, progress=progress,
+    detector = GANAnomalyDetector(score=params.score, target_fpr=params.target_fpr, **steps,
+                                  random_state=params.seed, progress=progress,
                                   checkpoint_path=Path(params.out).expanduser() / "checkpoints" / "fanogan.pt")
     return detector.fit(x_train, x_calibration)
 
