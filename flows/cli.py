@@ -24,31 +24,26 @@ DATA_HELP = (
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from flows.demo import QUICK, demo_flow, summary_table
+    from flows.demo import demo_flow
     from pipelines.tracking import markdown_table, ui_command
 
-    params = {"data": args.data, "minority": args.minority, "epochs": args.epochs, "seed": args.seed,
-              "classifier": args.classifier, "image_size": args.image_size}
-    if args.quick:
-        params.update(QUICK)
-    _preflight(params["data"], params["minority"], params["seed"], params["image_size"])
-    result = demo_flow(**params)
-    print()
-    print(f"Training items per class: {result['train_counts']}")
-    print("\nPer-class results on the untouched test split:\n")
-    print(markdown_table(result["per_class"]))
-    print("Summary:\n")
-    print(markdown_table(summary_table(result["summary"])))
-    print(f"MLflow run id: {result['run_id']}")
+    result = demo_flow(quick=args.quick, out=args.out)
+    augmented, compared, settings = result["augment"], result["compare"], result["settings"]
+    quality = augmented["quality"]
+    print(f"\n== augment: {settings['data']}, minority {settings['minority']}, {settings['gan_steps']} GAN steps "
+          f"({augmented['seconds']:.0f} s) ==\n")
+    print(markdown_table(quality[["class", "method", "frechet", "coverage", "label_agreement", "near_duplicate_share"]]))
+    print(f"Synthetic dataset: {augmented['out']}/synthetic.npz ({augmented['synthetic']} items), MLflow run "
+          f"{augmented['run_id']}")
+    summary = compared["summary"]
+    print(f"\n== compare: {settings['seeds']} seeds, {settings['classifier']} ({settings['epochs']} epochs), "
+          "metrics on the untouched test split ==\n")
+    print(markdown_table(summary[[c for c in summary.columns if not c.endswith(("_low", "_high"))]]))
+    print(compared["text"])
+    print(f"\nDemo settings are short; 'make bench' measures the full-size runs (docs/benchmarks.md).")
+    print(f"MLflow runs: augment {augmented['run_id']}, compare {compared['run_id']}")
     print(f"Open the MLflow UI with:\n  {ui_command()}")
     return 0
-
-
-def _preflight(data: str, minority: str | None, seed: int, image_size: int | None) -> None:
-    """Check the data and class arguments before Prefect starts, so a mistake costs nothing."""
-    from flows.common import prepare_splits
-
-    prepare_splits(data, minority, seed, image_size)
 
 
 def _augment(args: argparse.Namespace) -> int:
@@ -156,21 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
 
     demo = sub.add_parser(
-        "demo", formatter_class=fmt, help="run the end-to-end demo on an embedded dataset",
+        "demo", formatter_class=fmt, help="run augment + compare end to end on an embedded dataset",
         description=(
-            "Load a dataset, cut some classes to a few training images (training split only), "
-            "train the downstream classifier, evaluate on the untouched test split, and log params, "
-            "metrics, tables and figures to MLflow from a Prefect flow."
+            "The main job end to end with short settings: train a conditional GAN on mnist5k with classes "
+            "2, 5 and 8 cut to 10 training images, export synthetic samples for them and score their "
+            "quality (augment), then train a classifier with and without them next to the classic "
+            "remedies over 2 seeds (compare). Everything is logged to MLflow from Prefect flows."
         ),
     )
-    demo.add_argument("--data", default="mnist5k", help=DATA_HELP)
-    demo.add_argument("--minority", default="2:10,5:10,8:10",
-                      help="classes to make rare and how many training images each keeps, CLASS:N[,CLASS:N...]")
-    demo.add_argument("--epochs", type=int, default=15, help="classifier training epochs")
-    demo.add_argument("--seed", type=int, default=0, help="seed for split, imbalance and training")
-    demo.add_argument("--classifier", choices=["cnn", "logreg"], default="cnn", help="downstream classifier")
-    demo.add_argument("--image-size", type=int, default=None, help="resize every image to SIZE x SIZE (8..64)")
-    demo.add_argument("--quick", action="store_true", help="tiny settings (digits, 3 epochs) for a smoke test")
+    demo.add_argument("--quick", action="store_true", help="tiny settings on digits (a smoke test in about a minute)")
+    demo.add_argument("--out", default="out/demo", help="output folder")
     demo.set_defaults(run=_demo)
 
     augment = sub.add_parser(

@@ -25,11 +25,11 @@ def test_top_level_help_lists_commands():
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["demo", "--data", "imagenet"], "unknown data source 'imagenet'"),
-        (["demo", "--data", "folder:/no/such/dir"], "data folder not found: /no/such/dir"),
-        (["demo", "--data", "digits", "--minority", "2:10,eleven:3"], "unknown class 'eleven'"),
-        (["demo", "--data", "digits", "--minority", "2:1000"], "cannot keep 1000"),
-        (["demo", "--data", "digits", "--minority", "2=10"], "bad class count '2=10'"),
+        (["augment", "--data", "imagenet", "--minority", "2"], "unknown data source 'imagenet'"),
+        (["augment", "--data", "folder:/no/such/dir", "--minority", "2"], "data folder not found: /no/such/dir"),
+        (["compare", "--data", "digits", "--minority", "2:10,eleven:3"], "unknown class 'eleven'"),
+        (["compare", "--data", "digits", "--minority", "2:1000"], "cannot keep 1000"),
+        (["compare", "--data", "digits", "--minority", "2=10"], "bad class count '2=10'"),
     ],
 )
 def test_user_errors_print_one_line_without_traceback(argv, message, capsys):
@@ -42,7 +42,7 @@ def test_user_errors_print_one_line_without_traceback(argv, message, capsys):
 def test_corrupt_image_in_folder_is_one_line_from_a_real_process(image_folder):
     (image_folder / "nut" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     proc = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "demo", "--data", f"folder:{image_folder}", "--minority", "bolt:2"],
+        [sys.executable, "-m", "flows.cli", "augment", "--data", f"folder:{image_folder}", "--minority", "bolt:2"],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2
@@ -52,5 +52,5 @@ def test_corrupt_image_in_folder_is_one_line_from_a_real_process(image_folder):
 
 
 def test_commands_of_later_issues_say_not_yet(capsys):
-    assert main(["compare"]) == 2
+    assert main(["serve"]) == 2
     assert "not yet available" in capsys.readouterr().err
