@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from flows.common import prefect_tags, validated
+from flows.common import call, prefect_tags, run_logger, validated
 from flows.models import ConditionalGeneratorModel
 from gan_aug.train import GANConfig, TrainedGAN, steps_for_epochs, train_conditional_gan
 from pipelines.data import load_dataset
@@ -98,7 +98,7 @@ def plan(params: AugmentParams) -> tuple[Splits, dict[int, int]]:
 
 @task(name="train-gan", cache_policy=NO_CACHE)
 def train_gan(splits: Splits, config: GANConfig, checkpoint: Path) -> TrainedGAN:
-    logger = get_run_logger()
+    logger = run_logger()
 
     def progress(step: int, steps: int, metrics: dict) -> None:
         logger.info("GAN step %d/%d  d_loss %.3f  g_loss %.3f  elapsed %.0fs  eta %.0fs",
@@ -184,12 +184,12 @@ def augment_flow(
         run.log_params({**params.model_dump(exclude={"gan"}), **{f"gan.{k}": v for k, v in vars(config).items()},
                         "train_items": len(splits.train),
                         **{f"synthesise.{names[k]}": n for k, n in to_make.items()}})
-        gan_model = train_gan(splits, config, out / "checkpoints" / "gan.pt")
+        gan_model = call(train_gan, splits, config, out / "checkpoints" / "gan.pt")
         for record in gan_model.history:
             run.log_metrics({"d_loss": record["d_loss"], "g_loss": record["g_loss"],
                              "mode_seeking": record["mode_seeking"]}, step=record["step"])
         run.log_metrics({"train_seconds": gan_model.seconds})
-        x_syn, y_syn = sample_synthetic(gan_model, to_make, params.seed)
+        x_syn, y_syn = call(sample_synthetic, gan_model, to_make, params.seed)
 
         for k in classes:
             real = splits.train.x[splits.train.y == k][:10]
@@ -197,13 +197,13 @@ def augment_flow(
             run.log_figure(image_grid(np.concatenate([real, fake]), ncols=10,
                                       title=f"class {names[k]}: real training images (first row), GAN samples"),
                            f"figures/samples_{names[k]}.png")
-        quality = evaluate_samples(splits, gan_model, classes, params.seed)
+        quality = call(evaluate_samples, splits, gan_model, classes, params.seed)
         run.log_table(quality, "tables/sample_quality.csv")
         for row in quality[quality["method"] == "gan"].to_dict("records"):
             run.log_metrics({f"{m}_{row['class']}": row[m] for m in
                              ("frechet", "coverage", "recall", "label_agreement", "near_duplicate_share")})
         version = _register_generator(run, gan_model, names, params.model_name)
-        manifest = export(out, x_syn, y_syn, names, params.seed, version)
+        manifest = call(export, out, x_syn, y_syn, names, params.seed, version)
         run.log_artifact(out / "synthetic.npz", "dataset")
         run.log_artifact(out / "manifest.csv", "dataset")
         run_id = run.run_id

@@ -117,7 +117,10 @@ def _compare(args: argparse.Namespace) -> int:
               "epochs": args.epochs, "gan_steps": args.gan_steps, "classifier": args.classifier,
               "sweep": args.sweep, "image_size": args.image_size, "out": args.out}
     plan(validated(CompareParams, params))  # every user error surfaces before training
-    result = compare_flow(**params)
+    from flows.common import task_runner
+
+    runner = task_runner(args.dask_address, args.dask_workers)
+    result = compare_flow.with_options(task_runner=runner)(**params)
     summary = result["summary"]
     columns = [c for c in summary.columns if not c.endswith(("_low", "_high"))]
     print(f"\nMean over {args.seeds} seeds on the untouched test split (intervals in {result['out']}/comparison.md):\n")
@@ -129,12 +132,81 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _not_yet(issue: int) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        print(f"ganpipe {args.command}: not yet available (tracked in issue {issue})", file=sys.stderr)
-        return EXIT_USER_ERROR
+def _serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
 
-    return run
+    from prefect import serve
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.augment import augment_flow
+    from flows.common import DASK_ADDRESS_ENV, DASK_WORKERS_ENV
+    from flows.compare import compare_flow
+    from flows.serve import score_inbox_flow, start_prefect_server, stop
+
+    inbox = Path(args.inbox).expanduser().resolve()
+    inbox.mkdir(parents=True, exist_ok=True)
+    outbox = Path(args.outbox).expanduser().resolve() if args.outbox else inbox / "_scored"
+    outbox.mkdir(parents=True, exist_ok=True)
+    if args.interval < 1:
+        raise GanpipeError(f"--interval must be at least 1 second, got {args.interval}")
+    # flow runs of served deployments start in fresh processes: hand them the cluster through the environment
+    if args.dask_address:
+        os.environ[DASK_ADDRESS_ENV] = args.dask_address
+    if args.dask_workers:
+        os.environ[DASK_WORKERS_ENV] = str(args.dask_workers)
+    server, api = None, os.environ.get("PREFECT_API_URL")
+    if not api:
+        print("Starting a Prefect server on 127.0.0.1 (its SQLite database lives under .prefect-server/) ...", flush=True)
+        server, api = start_prefect_server(args.port)
+    try:
+        with temporary_settings({PREFECT_API_URL: api}):
+            deployments = [
+                score_inbox_flow.to_deployment(
+                    name="score-inbox", interval=args.interval, concurrency_limit=1,
+                    parameters={"inbox": str(inbox), "outbox": str(outbox), "model": args.model}),
+                augment_flow.to_deployment(
+                    name="augment-scheduled", cron=args.augment_cron,
+                    parameters={"data": args.augment_data, "minority": args.augment_minority,
+                                "out": str(Path(args.augment_out).expanduser().resolve())}),
+                compare_flow.to_deployment(name="compare-on-demand"),
+            ]
+            print(f"\nPrefect API: {api}\nPrefect UI:  {api.removesuffix('/api')}")
+            print(f"Serving 3 deployments (Ctrl-C stops):")
+            print(f"  ganpipe-score-inbox/score-inbox       every {args.interval} s: new batches in {inbox} -> {outbox}")
+            print(f"  ganpipe-augment/augment-scheduled     cron '{args.augment_cron}': {args.augment_data} "
+                  f"{args.augment_minority} -> {args.augment_out}")
+            print("  ganpipe-compare/compare-on-demand     on demand: prefect deployment run "
+                  "'ganpipe-compare/compare-on-demand'", flush=True)
+            serve(*deployments, print_starting_message=False)
+    except KeyboardInterrupt:
+        print("\nStopped serving.")
+    finally:
+        if server is not None:
+            stop(server)
+            print("Stopped the Prefect server.")
+    return 0
+
+
+def _mlflow_server(args: argparse.Namespace) -> int:
+    import subprocess
+    from pathlib import Path
+
+    from flows.serve import mlflow_server_command
+
+    command = mlflow_server_command(args.port, args.backend_store_uri,
+                                    Path(args.artifacts).expanduser() if args.artifacts else None)
+    print(f"MLflow server on http://127.0.0.1:{args.port}; point flows at it with\n"
+          f"  export MLFLOW_TRACKING_URI=http://127.0.0.1:{args.port}", flush=True)
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _dask_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--dask-address", default=None, help="run fanned-out tasks on this Dask scheduler (tcp://HOST:PORT)")
+    group.add_argument("--dask-workers", type=int, default=None, help="run fanned-out tasks on a local Dask cluster of N processes")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Train the same downstream classifier under several arms (none, class_weight, ros, smote, "
             "albumentations, gan, gan+albumentations) over several seeds with identical splits, evaluate "
-            "on the untouched test split, and report mean and 95%% interval per metric plus a paired "
+            "on the untouched test split, and report mean and 95% interval per metric plus a paired "
             "t-test of each GAN arm against the best non-GAN arm. Only the training split reaches the "
             "resamplers and the GAN."
         ),
@@ -249,13 +321,41 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--sweep", default=None, help="minority counts to sweep, e.g. 5,10,20,50 (overrides the N of --minority)")
     compare.add_argument("--image-size", type=int, default=None, help="resize every image to SIZE x SIZE (8..64)")
     compare.add_argument("--out", default="out/compare", help="output folder (comparison.csv, comparison.md)")
+    _dask_options(compare)
     compare.set_defaults(run=_compare)
 
-    for name, issue, text in [
-        ("serve", 6, "serve scheduled deployments on a Prefect server"),
-    ]:
-        cmd = sub.add_parser(name, help=f"{text} (not yet available)", description=f"{text}. Not yet available.")
-        cmd.set_defaults(run=_not_yet(issue))
+    serve_cmd = sub.add_parser(
+        "serve", formatter_class=fmt, help="serve scheduled deployments on a Prefect server",
+        description=(
+            "Serve three deployments on a Prefect server: score-inbox (every --interval seconds, scores each "
+            "new batch in the inbox once), augment (on a cron schedule) and compare (on demand). Starts a "
+            "Prefect server on 127.0.0.1 with its own SQLite database unless PREFECT_API_URL points at one. "
+            "Ctrl-C stops serving (and the server, if it was started here)."
+        ),
+        epilog="Example: ganpipe serve --inbox incoming --interval 60 --augment-cron '0 2 * * *'",
+    )
+    serve_cmd.add_argument("--inbox", required=True, help="folder where new batches (folders, .npz, .csv) arrive")
+    serve_cmd.add_argument("--outbox", default=None, help="where results go, one folder per batch (default: INBOX/_scored)")
+    serve_cmd.add_argument("--interval", type=int, default=60, help="seconds between inbox checks")
+    serve_cmd.add_argument("--model", default="models:/ganpipe-detector@champion", help="detector that scores batches")
+    serve_cmd.add_argument("--augment-cron", default="0 2 * * *", help="cron schedule of the augment deployment")
+    serve_cmd.add_argument("--augment-data", default="mnist5k", help="data source of the scheduled augment run")
+    serve_cmd.add_argument("--augment-minority", default="2:10,5:10,8:10", help="minority classes of the scheduled augment run")
+    serve_cmd.add_argument("--augment-out", default="out/augment-scheduled", help="output folder of the scheduled augment run")
+    serve_cmd.add_argument("--port", type=int, default=4200, help="port of the Prefect server started here")
+    _dask_options(serve_cmd)
+    serve_cmd.set_defaults(run=_serve)
+
+    mlflow_cmd = sub.add_parser(
+        "mlflow-server", formatter_class=fmt, help="run an MLflow tracking server on loopback",
+        description=("Run 'mlflow server' on 127.0.0.1 with the project's SQLite store and artifact folder "
+                     "(or the --backend-store-uri given, e.g. postgresql://...). Flows use it when "
+                     "MLFLOW_TRACKING_URI=http://127.0.0.1:PORT is set."),
+    )
+    mlflow_cmd.add_argument("--port", type=int, default=5000, help="port to listen on")
+    mlflow_cmd.add_argument("--backend-store-uri", default=None, help="database URI (default: sqlite:///<project>/mlflow/mlflow.db)")
+    mlflow_cmd.add_argument("--artifacts", default=None, help="artifact folder (default: <project>/mlflow/artifacts)")
+    mlflow_cmd.set_defaults(run=_mlflow_server)
     return parser
 
 

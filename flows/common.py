@@ -31,13 +31,59 @@ def validated(model: type[BaseModel], values: Mapping[str, Any]) -> BaseModel:
         raise GanpipeError(f"invalid parameters: {problems}") from None
 
 
+def in_flow_run() -> bool:
+    from prefect.context import FlowRunContext
+
+    return FlowRunContext.get() is not None
+
+
+def call(task_, *args):
+    """Run a task: as a Prefect task run inside a flow run, as its plain function under ``flow.fn``
+    (so tests and library use need no Prefect API)."""
+    return task_(*args) if in_flow_run() else task_.fn(*args)
+
+
+def run_logger():
+    """Prefect's run logger inside a run (shown in the UI), the ``ganpipe`` logger elsewhere."""
+    import logging
+
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("ganpipe")
+
+
 def fan_out(task_, calls: list[tuple]) -> list:
     """Run ``task_(*args)`` for every args tuple: submitted to the flow's task runner (threads, or a
     Dask cluster) inside a Prefect flow run; one after another when the flow runs as a plain
     function (``flow.fn``)."""
-    from prefect.context import FlowRunContext
-
-    if FlowRunContext.get() is None:
+    if not in_flow_run():
         return [task_.fn(*args) for args in calls]
     futures = [task_.submit(*args) for args in calls]
     return [future.result() for future in futures]
+
+
+DASK_ADDRESS_ENV = "GANPIPE_DASK_ADDRESS"
+DASK_WORKERS_ENV = "GANPIPE_DASK_WORKERS"
+
+
+def task_runner(dask_address: str | None = None, dask_workers: int | None = None):
+    """Threads by default; the Dask cluster at ``dask_address``; or a local Dask cluster of
+    ``dask_workers`` processes. Without arguments, ``GANPIPE_DASK_ADDRESS`` / ``GANPIPE_DASK_WORKERS``
+    decide, so flows run by a served deployment (a fresh process) use the cluster `ganpipe serve` was given."""
+    import os
+
+    dask_address = dask_address or os.environ.get(DASK_ADDRESS_ENV) or None
+    dask_workers = dask_workers or int(os.environ.get(DASK_WORKERS_ENV) or 0) or None
+    if not dask_address and not dask_workers:
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=2)
+    from prefect_dask import DaskTaskRunner
+
+    if dask_address:
+        return DaskTaskRunner(address=dask_address)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": dask_workers, "processes": True, "threads_per_worker": 1})

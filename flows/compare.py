@@ -12,7 +12,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field, field_validator
 
-from flows.common import fan_out, prefect_tags, validated
+from flows.common import fan_out, prefect_tags, task_runner, validated
 from gan_aug.train import GANConfig, train_conditional_gan
 from pipelines.classifier import make_classifier
 from pipelines.data import ImageDataset, load_dataset
@@ -128,7 +128,7 @@ def verdict_text(summary: pd.DataFrame, verdicts: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-@flow(name="ganpipe-compare", log_prints=True)
+@flow(name="ganpipe-compare", log_prints=True, task_runner=task_runner())
 def compare_flow(
     data: str = "mnist5k",
     minority: str = "2:10,5:10,8:10",

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field, field_validator
 
 from anomaly.detector import SCORES, GANAnomalyDetector
-from flows.common import prefect_tags, validated
+from flows.common import call, prefect_tags, run_logger, validated
 from flows.models import DetectorModel
 from pipelines.anomaly_report import (
     anomaly_metrics,
@@ -62,7 +62,7 @@ def normal_labels(dataset, normal: str) -> list[int]:
 
 @task(name="train-detector", cache_policy=NO_CACHE)
 def fit_detector(x_train: np.ndarray, x_calibration: np.ndarray, params: TrainDetectorParams) -> GANAnomalyDetector:
-    logger = get_run_logger()
+    logger = run_logger()
     steps = {} if params.epochs is None else {"gan_steps": max(1, int(params.epochs * len(x_train) / 64)),
                                               "encoder_steps": max(1, int(params.epochs * len(x_train) / 64))}
 
@@ -98,7 +98,7 @@ def train_detector_flow(
     with start_run("detector", run_name=f"detector-{params.data.split(':')[0]}-{params.normal}", tags=prefect_tags()) as run:
         run.log_params({**params.model_dump(), "normal_train_items": int(is_normal["train"].sum()),
                         "calibration_items": int(is_normal["val"].sum())})
-        detector = fit_detector(splits.train.x[is_normal["train"]], splits.val.x[is_normal["val"]], params)
+        detector = call(fit_detector, splits.train.x[is_normal["train"]], splits.val.x[is_normal["val"]], params)
         for record in detector.model_.history:
             run.log_metrics({k: v for k, v in record.items() if k not in ("stage", "step", "seconds")}, step=record["step"])
         run.log_metrics({"train_seconds": detector.model_.seconds, "threshold": detector.threshold_})

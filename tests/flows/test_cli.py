@@ -8,7 +8,7 @@ import pytest
 from flows.cli import build_parser, main
 
 
-@pytest.mark.parametrize("command", ["demo", "augment", "compare", "train-detector", "score", "serve"])
+@pytest.mark.parametrize("command", ["demo", "augment", "compare", "train-detector", "score", "serve", "mlflow-server"])
 def test_every_subcommand_has_help(command, capsys):
     with pytest.raises(SystemExit) as info:
         main([command, "--help"])
@@ -18,7 +18,7 @@ def test_every_subcommand_has_help(command, capsys):
 
 def test_top_level_help_lists_commands():
     text = build_parser().format_help()
-    for command in ("demo", "augment", "compare", "train-detector", "score", "serve"):
+    for command in ("demo", "augment", "compare", "train-detector", "score", "serve", "mlflow-server"):
         assert command in text
 
 
@@ -49,8 +49,3 @@ def test_corrupt_image_in_folder_is_one_line_from_a_real_process(image_folder):
     assert proc.stderr.strip().endswith("nut/bad.png: unreadable image (cannot identify image file "
                                         f"'{image_folder}/nut/bad.png')")
     assert "Traceback" not in proc.stderr
-
-
-def test_commands_of_later_issues_say_not_yet(capsys):
-    assert main(["serve"]) == 2
-    assert "not yet available" in capsys.readouterr().err
