@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from anomaly.networks import AnoGenerator, Critic, Encoder
 from gan_aug.losses import gradient_penalty
-from gan_aug.train import fingerprint_arrays, save_checkpoint
+from gan_aug.train import fingerprint_arrays, resume, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -85,19 +85,9 @@ def train_fanogan(
     opt_e = torch.optim.Adam(encoder.parameters(), lr=config.lr, betas=(0.5, 0.999))
     rng = torch.Generator().manual_seed(config.seed)
     digest = fingerprint_arrays(x)
-    step, history, seconds_before = 0, [], 0.0
     total = config.gan_steps + config.encoder_steps
-    if checkpoint_path is not None and Path(checkpoint_path).is_file():
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        if state["config"] == asdict(config) and state["fingerprint"] == digest:
-            for net, key in ((generator, "generator"), (critic, "critic"), (encoder, "encoder"),
-                             (opt_g, "opt_g"), (opt_c, "opt_c"), (opt_e, "opt_e")):
-                net.load_state_dict(state[key])
-            rng.set_state(state["rng"])
-            step, history, seconds_before = state["step"], state["history"], state["seconds"]
-            log.info("resuming from %s at step %d/%d", checkpoint_path, step, total)
-        else:
-            log.warning("ignoring checkpoint %s: it was made with other settings or data", checkpoint_path)
+    modules = {"generator": generator, "critic": critic, "encoder": encoder, "opt_g": opt_g, "opt_c": opt_c, "opt_e": opt_e}
+    step, history, seconds_before = resume(checkpoint_path, asdict(config), digest, modules, rng, total)
 
     real = torch.from_numpy(x) * 2.0 - 1.0
     bs = min(config.batch_size, len(real))

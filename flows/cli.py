@@ -11,7 +11,7 @@ import argparse
 import logging
 import os
 import sys
-from typing import Callable, Sequence
+from typing import Sequence
 
 from pipelines.errors import GanpipeError
 
@@ -40,7 +40,7 @@ def _demo(args: argparse.Namespace) -> int:
           "metrics on the untouched test split ==\n")
     print(markdown_table(summary[[c for c in summary.columns if not c.endswith(("_low", "_high"))]]))
     print(compared["text"])
-    print(f"\nDemo settings are short; 'make bench' measures the full-size runs (docs/benchmarks.md).")
+    print("\nDemo settings are short; 'make bench' measures the full-size runs (docs/benchmarks.md).")
     print(f"MLflow runs: augment {augmented['run_id']}, compare {compared['run_id']}")
     print(f"Open the MLflow UI with:\n  {ui_command()}")
     return 0
@@ -171,7 +171,7 @@ def _serve(args: argparse.Namespace) -> int:
                 compare_flow.to_deployment(name="compare-on-demand"),
             ]
             print(f"\nPrefect API: {api}\nPrefect UI:  {api.removesuffix('/api')}")
-            print(f"Serving 3 deployments (Ctrl-C stops):")
+            print("Serving 3 deployments (Ctrl-C stops):")
             print(f"  ganpipe-score-inbox/score-inbox       every {args.interval} s: new batches in {inbox} -> {outbox}")
             print(f"  ganpipe-augment/augment-scheduled     cron '{args.augment_cron}': {args.augment_data} "
                   f"{args.augment_minority} -> {args.augment_out}")
@@ -251,9 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
                               "(to simulate a rare class on a balanced set)")
     augment.add_argument("--target", type=int, default=None,
                          help="items per minority class after synthesis, real included (default: the majority count)")
-    augment.add_argument("--epochs", type=float, default=None,
-                         help="training passes over the data (default: 1500 generator steps)")
-    augment.add_argument("--steps", type=int, default=None, help="generator steps (instead of --epochs)")
+    length = augment.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=float, default=None,
+                        help="training passes over the data (default: 1500 generator steps)")
+    length.add_argument("--steps", type=int, default=None, help="generator steps (instead of --epochs)")
     augment.add_argument("--seed", type=int, default=0, help="seed for split, training and sampling")
     augment.add_argument("--image-size", type=int, default=None, help="resize every image to SIZE x SIZE (8..64)")
     augment.add_argument("--out", default="out/augment", help="output folder (synthetic.npz, images/, manifest.csv)")

@@ -96,7 +96,7 @@ def evaluate_arms(splits, minority_idx: list[int], targets: dict[int, int], arms
         summary, per_class = classification_report(splits.test.y, proba, train.class_names, minority_idx)
         rows.append({"arm": arm, "seed": seed, "count": sweep_count, "train_items": len(y), **summary,
                      **{f"recall_{r['class']}": r["recall"] for r in per_class.to_dict("records")},
-                     "_pred": proba.argmax(axis=1), "_true": splits.test.y})
+                     "_pred": proba.argmax(axis=1), "_true": splits.test.y, "_per_class": per_class})
     return rows
 
 
@@ -181,6 +181,7 @@ def compare_flow(
                            tags={"arm": row["arm"], "seed": row["seed"]}) as child:
                 child.log_params({"arm": row["arm"], "seed": row["seed"], "minority_count": row["count"] or params.minority})
                 child.log_metrics({k: v for k, v in row.items() if isinstance(v, float)})
+                child.log_table(row["_per_class"], "tables/per_class.csv")
         parent.log_table(summary, "tables/comparison.csv")
         if len(verdict):
             parent.log_table(verdict, "tables/gan_vs_best_baseline.csv")

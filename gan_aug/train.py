@@ -134,20 +134,8 @@ def train_conditional_gan(
     rng = torch.Generator().manual_seed(config.seed)
 
     data_digest = fingerprint_arrays(x, y)
-    start_step, history, seconds_before = 0, [], 0.0
-    if checkpoint_path is not None and Path(checkpoint_path).is_file():
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        if state["config"] == asdict(config) and state["fingerprint"] == data_digest:
-            generator.load_state_dict(state["generator"])
-            discriminator.load_state_dict(state["discriminator"])
-            ema.load_state_dict(state["ema"])
-            opt_g.load_state_dict(state["opt_g"])
-            opt_d.load_state_dict(state["opt_d"])
-            rng.set_state(state["rng"])
-            start_step, history, seconds_before = state["step"], state["history"], state["seconds"]
-            log.info("resuming from %s at step %d/%d", checkpoint_path, start_step, config.steps)
-        else:
-            log.warning("ignoring checkpoint %s: it was made with other settings or data", checkpoint_path)
+    modules = {"generator": generator, "discriminator": discriminator, "ema": ema, "opt_g": opt_g, "opt_d": opt_d}
+    start_step, history, seconds_before = resume(checkpoint_path, asdict(config), data_digest, modules, rng, config.steps)
 
     real = torch.from_numpy(x) * 2.0 - 1.0
     labels = torch.from_numpy(y)
@@ -226,6 +214,23 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
         target.lerp_(source, 1.0 - decay)
     for target, source in zip(ema.buffers(), model.buffers()):
         target.copy_(source)
+
+
+def resume(path: str | Path | None, config: dict, digest: str, modules: dict, rng: torch.Generator,
+           total: int) -> tuple[int, list, float]:
+    """Load a checkpoint made with the same ``config`` and data ``digest`` into ``modules`` (networks
+    and optimisers by key) and ``rng``. Returns ``(step, history, seconds)``; zeros when there is none."""
+    if path is None or not Path(path).is_file():
+        return 0, [], 0.0
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state["config"] != config or state["fingerprint"] != digest:
+        log.warning("ignoring checkpoint %s: it was made with other settings or data", path)
+        return 0, [], 0.0
+    for key, module in modules.items():
+        module.load_state_dict(state[key])
+    rng.set_state(state["rng"])
+    log.info("resuming from %s at step %d/%d", path, state["step"], total)
+    return state["step"], state["history"], state["seconds"]
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
