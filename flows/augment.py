@@ -7,6 +7,7 @@ registered in the model registry.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -126,6 +127,7 @@ def export(out: Path, x: np.ndarray, y: np.ndarray, class_names: tuple[str, ...]
     from PIL import Image
 
     out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out / "images", ignore_errors=True)  # images of an earlier run would not match the manifest
     np.savez_compressed(out / "synthetic.npz", x=x, y=y, class_names=np.array(class_names))
     records = []
     for i, (image, label) in enumerate(zip(x, y)):
@@ -193,6 +195,7 @@ def augment_flow(
 
         for k in classes:
             real = splits.train.x[splits.train.y == k][:10]
+            real = np.concatenate([real, np.zeros((10 - len(real), *real.shape[1:]), np.float32)])  # keep rows aligned
             fake = gan_model.sample(np.full(30, k), seed=params.seed + 20_000)
             run.log_figure(image_grid(np.concatenate([real, fake]), ncols=10,
                                       title=f"class {names[k]}: real training images (first row), GAN samples"),

@@ -131,7 +131,7 @@ def train_detector_flow(
         run.set_tags({"registered_model": params.name, "model_version": version, "champion": champion})
         run_id = run.run_id
     return {"run_id": run_id, "version": version, "champion": champion, "metrics": results,
-            "threshold": detector.threshold_, "seconds": detector.model_.seconds}
+            "threshold": detector.threshold_, "seconds": detector.model_.seconds, "detector": detector}
 
 
 def _val_auroc(model_uri: str, x_val: np.ndarray, anomalous: np.ndarray) -> float | None:

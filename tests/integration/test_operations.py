@@ -84,6 +84,7 @@ def test_scheduled_inbox_run_scores_a_dropped_batch_and_logs_to_the_mlflow_serve
             time.sleep(1)
         assert scores.exists(), (tmp_path / "serve.log").read_text()[-3000:]
         assert len(pd.read_csv(scores)) == 6
+        flow_run = _finished_flow_run(servers, "batch-001", timeout=120)
     finally:
         os.killpg(serve.pid, signal.SIGINT)
         try:
@@ -97,17 +98,35 @@ def test_scheduled_inbox_run_scores_a_dropped_batch_and_logs_to_the_mlflow_serve
     client = MlflowClient(tracking_uri=servers["mlflow"])
     experiment = client.get_experiment_by_name("ganpipe-score")
     runs = client.search_runs([experiment.experiment_id], "tags.batch_id = 'batch-001'")
-    assert len(runs) == 1 and runs[0].data.tags.get("prefect.flow_run_id")
-
+    assert len(runs) == 1 and runs[0].data.tags["prefect.flow_run_id"] == str(flow_run.id)
+    assert flow_run.state.is_completed()
+    assert flow_run.auto_scheduled  # created by the schedule, not by hand
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings({PREFECT_API_URL: servers["api"]}):
         with get_client(sync_client=True) as prefect:
-            flow_run = prefect.read_flow_run(runs[0].data.tags["prefect.flow_run_id"])
-            deployment = prefect.read_deployment(flow_run.deployment_id)
-    assert deployment.name == "score-inbox" and flow_run.state.is_completed()
-    assert flow_run.auto_scheduled  # created by the schedule, not by hand
+            assert prefect.read_deployment(flow_run.deployment_id).name == "score-inbox"
+
+
+def _finished_flow_run(servers, batch_id: str, timeout: float):
+    """The Prefect flow run that logged ``batch_id`` to MLflow, once it has reached a final state."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    client = MlflowClient(tracking_uri=servers["mlflow"])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        experiment = client.get_experiment_by_name("ganpipe-score")
+        runs = client.search_runs([experiment.experiment_id], f"tags.batch_id = '{batch_id}'") if experiment else []
+        if runs and runs[0].data.tags.get("prefect.flow_run_id"):
+            with temporary_settings({PREFECT_API_URL: servers["api"]}):
+                with get_client(sync_client=True) as prefect:
+                    flow_run = prefect.read_flow_run(runs[0].data.tags["prefect.flow_run_id"])
+            if flow_run.state.is_final():
+                return flow_run
+        time.sleep(1)
+    raise AssertionError(f"no finished flow run for batch {batch_id} within {timeout} s")
 
 
 def test_compare_on_a_dask_cluster_gives_the_same_table_as_threads(prefect_harness, mlflow_store, tmp_path):
