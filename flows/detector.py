@@ -102,6 +102,13 @@ def train_detector_flow(
         for record in detector.model_.history:
             run.log_metrics({k: v for k, v in record.items() if k not in ("stage", "step", "seconds")}, step=record["step"])
         run.log_metrics({"train_seconds": detector.model_.seconds, "threshold": detector.threshold_})
+        n_calibration = int(is_normal["val"].sum())
+        if n_calibration < 1 / params.target_fpr:
+            note = (f"only {n_calibration} held-out normal images calibrate the threshold: a false positive rate "
+                    f"below {1 / (n_calibration + 1):.1%} cannot be told apart from {params.target_fpr:.1%}; "
+                    "the threshold is the highest calibration score")
+            run_logger().warning(note)
+            run.set_tags({"calibration_warning": note})
 
         val_scores = detector.score_components(splits.val.x)
         val_metrics = anomaly_metrics(~is_normal["val"], val_scores[params.score], detector.threshold_)

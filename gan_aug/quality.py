@@ -16,6 +16,8 @@ def frechet_distance(real: np.ndarray, fake: np.ndarray) -> float:
     ``tr sqrt(C_r C_f)`` is computed as ``sum sqrt(eig(S C_f S))`` with ``S = sqrt(C_r)``, which stays
     exact when the covariances are singular (fewer items than feature dimensions).
     """
+    if min(len(real), len(fake)) < 2:
+        raise ValueError("the Fréchet distance needs at least 2 items in each set")
     mu_r, mu_f = real.mean(axis=0), fake.mean(axis=0)
     cov_r = np.atleast_2d(np.cov(real, rowvar=False))
     cov_f = np.atleast_2d(np.cov(fake, rowvar=False))
@@ -37,8 +39,10 @@ def precision_recall_density_coverage(real: np.ndarray, fake: np.ndarray, k: int
     recall: share of real items inside some fake item's k-NN ball (diversity);
     density: how many real balls hold each fake item, divided by k (about 1 when matched);
     coverage: share of real items whose k-NN ball holds at least one fake item.
-    ``k`` is lowered to ``min(n) - 1`` for tiny sets.
+    ``k`` is lowered to ``min(n) - 1`` for tiny sets; with fewer than 2 items on a side all are NaN.
     """
+    if min(len(real), len(fake)) < 2:
+        return {key: float("nan") for key in ("precision", "recall", "density", "coverage")}
     k = max(1, min(k, len(real) - 1, len(fake) - 1))
     real_real = _pairwise(real, real)
     fake_fake = _pairwise(fake, fake)

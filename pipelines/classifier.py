@@ -48,6 +48,8 @@ class CNNClassifier:
     """A small CNN trained with Adam for a fixed number of epochs (no peeking at test data).
 
     ``class_weight="balanced"`` weights the loss by inverse class frequency (the `class_weight` arm).
+    ``min_steps`` raises the number of epochs on small datasets so training takes at least that many
+    optimiser steps.
     """
 
     def __init__(
@@ -57,9 +59,11 @@ class CNNClassifier:
         learning_rate: float = 1e-3,
         class_weight: str | None = None,
         width: int = 32,
+        min_steps: int = 0,
         random_state: int = 0,
     ) -> None:
         self.epochs = epochs
+        self.min_steps = min_steps
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.class_weight = class_weight
@@ -82,7 +86,8 @@ class CNNClassifier:
         xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
         yt = torch.from_numpy(y.astype(np.int64))
         self.model_.train()
-        for _ in range(self.epochs):
+        batches = max(1, len(yt) // self.batch_size)
+        for _ in range(max(self.epochs, -(-self.min_steps // batches))):
             order = torch.from_numpy(rng.permutation(len(yt)))
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]

@@ -18,6 +18,7 @@ from pipelines.augment import augment_to_counts
 from pipelines.classifier import CNNClassifier
 from pipelines.splits import Splits
 
+MIN_REFERENCE = 10  # held-out images a class needs before they alone serve as the real reference
 Generate = Callable[[np.ndarray, int], np.ndarray]  # (labels, seed) -> images (N, C, H, W) in [0, 1]
 
 
@@ -37,7 +38,7 @@ def compare_sample_quality(
     """One row per class and method (``gan``, ``smote``, ``albumentations``) with Fréchet distance,
     precision/recall/density/coverage, label agreement and memorisation, all from ``n`` samples."""
     train = splits.train
-    feature_net = CNNClassifier(epochs=10, class_weight="balanced", random_state=seed)
+    feature_net = CNNClassifier(epochs=10, class_weight="balanced", min_steps=300, random_state=seed)
     feature_net.fit(train.x, train.y, n_classes=len(train.class_names))
 
     @torch.no_grad()
@@ -53,13 +54,17 @@ def compare_sample_quality(
     }
     rows = []
     for k in classes:
-        real_val = embed(splits.val.x[splits.val.y == k])
+        reference, images = "val", splits.val.x[splits.val.y == k]
+        if len(images) < MIN_REFERENCE:  # a rare class has almost no held-out images: use all real ones
+            reference, images = "train+val", np.concatenate([images, train.x[train.y == k]])
+        real = embed(images)
         for method, (x_fake, y_fake) in candidates.items():
             fake = x_fake[y_fake == k]
             rows.append({
                 "class": train.class_names[k], "method": method, "samples": len(fake),
-                "frechet": frechet_distance(real_val, embed(fake)),
-                **precision_recall_density_coverage(real_val, embed(fake)),
+                "reference": reference, "reference_items": len(real),
+                "frechet": frechet_distance(real, embed(fake)) if len(real) >= 2 else float("nan"),
+                **precision_recall_density_coverage(real, embed(fake)),
                 "label_agreement": label_agreement(feature_net.predict(fake), y_fake[y_fake == k]),
                 **memorisation(fake, train.x[train.y == k]),
             })
