@@ -49,3 +49,11 @@ def test_cnn_is_reproducible_with_a_seed():
 def test_unknown_classifier():
     with pytest.raises(GanpipeError, match="unknown classifier 'svm'"):
         make_classifier("svm")
+
+
+def test_min_steps_lengthens_training_on_small_data():
+    s = stratified_split(load_dataset("digits"), seed=0)
+    x, y = s.train.x[:64], s.train.y[:64]  # one batch per epoch
+    short = CNNClassifier(epochs=1, random_state=0).fit(x, y, n_classes=10)
+    long = CNNClassifier(epochs=1, min_steps=60, random_state=0).fit(x, y, n_classes=10)
+    assert (long.predict(x) == y).mean() > (short.predict(x) == y).mean()
