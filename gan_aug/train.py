@@ -176,7 +176,7 @@ def train_conditional_gan(
         y_gen = draw_labels(half).repeat(2)
         z = torch.randn(2 * half, config.z_dim, generator=rng)
         fakes = generator(z, y_gen)
-        g_adv = -discriminator(aug(fakes), y_gen).mean()
+        g_adv = losses.hinge_generator(discriminator(aug(fakes), y_gen))  # -E[D(G(z))], as in WGAN
         ms = losses.mode_seeking(fakes[:half], fakes[half:], z[:half], z[half:])
         g_loss = g_adv + config.mode_seeking_weight * ms
         opt_g.zero_grad(set_to_none=True)

@@ -28,10 +28,6 @@ class Batch:
     rejected: tuple[tuple[str, str], ...]
     source: str
 
-    @property
-    def n_items(self) -> int:
-        return len(self.ids) + len(self.rejected)
-
 
 def read_batch(path: str | Path, image_shape: tuple[int, int, int], batch_id: str | None = None) -> Batch:
     """Read the batch at ``path`` for a model that takes images of ``image_shape = (C, H, W)``.

@@ -59,15 +59,6 @@ def image_grid(x: np.ndarray, rows: Sequence[str] | None = None, ncols: int = 10
     return fig
 
 
-def class_counts_figure(counts: dict[str, int], title: str = "training items per class"):
-    fig, ax = plt.subplots(figsize=(max(4, 0.4 * len(counts) + 2), 3))
-    ax.bar(list(counts), list(counts.values()), color="tab:blue")
-    ax.set_ylabel("items")
-    ax.set_title(title)
-    fig.tight_layout()
-    return fig
-
-
 def comparison_bars(summary, metrics: Sequence[str], title: str = "mean and 95% interval across seeds"):
     """Grouped bars, one group per metric, one bar per arm, with interval whiskers."""
     arms = list(summary["arm"])

@@ -9,7 +9,6 @@ from pipelines.splits import make_imbalanced, stratified_split
 
 def test_quality_table_scores_real_copies_well_and_noise_badly():
     splits = make_imbalanced(stratified_split(load_dataset("digits"), seed=0), {"3": 5}, seed=0)
-    train = splits.train
     val_threes = splits.val.x[splits.val.y == 3]
 
     def copies_of_val(labels, seed):  # a "generator" that returns held-out real threes
