@@ -54,7 +54,7 @@ def _augment(args: argparse.Namespace) -> int:
     params = {"data": args.data, "minority": args.minority, "target": args.target, "epochs": args.epochs,
               "seed": args.seed, "image_size": args.image_size, "out": args.out, "model_name": args.model_name,
               "gan": {"steps": args.steps} if args.steps else {}}
-    _, to_make = plan(validated(AugmentParams, params))  # every user error surfaces before training
+    plan(validated(AugmentParams, params))  # every user error surfaces before training
     result = augment_flow(**params)
     quality = result["quality"]
     columns = ["class", "method", "frechet", "precision", "recall", "coverage", "label_agreement", "near_duplicate_share"]
