@@ -1,7 +1,8 @@
 """``GANAnomalyDetector``: f-AnoGAN with the scikit-learn / PyOD estimator API.
 
-Higher scores mean more anomalous, everywhere. ``predict`` returns 1 for anomalous and 0 for
-normal (the PyOD convention). Score components per item:
+Higher scores mean more anomalous, everywhere: ``score_samples`` and ``decision_function`` both
+return the raw anomaly score (as in PyOD), and ``predict`` returns 1 where it is above
+``threshold_`` (anomalous) and 0 elsewhere (normal). Score components per item:
 
 - ``residual``: ``A_R = mean((x - G(E(x)))^2)`` over pixels (images in [-1, 1]);
 - ``feature_residual``: ``A_D = mean((f(x) - f(G(E(x))))^2)`` over critic features;
@@ -10,7 +11,7 @@ normal (the PyOD convention). Score components per item:
 - ``ensemble``: mean of ``combined`` and ``critic`` after standardising each on the held-out
   normal calibration scores, so neither dominates by its units.
 
-Calibration uses held-out normal images only: ``threshold_`` is the ``1 - target_fpr`` quantile of
+Calibration uses held-out normal images only: ``threshold_`` is the ``1 - target_fpr_`` quantile of
 their scores and the p-value of an item is the share of calibration scores at or above its score.
 """
 
@@ -20,20 +21,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
 
 from anomaly.train import FAnoGAN, FAnoGANConfig, Progress, networks_from_state, state_of, train_fanogan
+from gan_core.config import steps_for_epochs
 
 SCORES = ("combined", "residual", "feature_residual", "critic", "ensemble")
 
 
-class GANAnomalyDetector:
+class GANAnomalyDetector(BaseEstimator):
     """Parameters: ``score`` (one of :data:`SCORES`), ``target_fpr`` (false positive rate the
     threshold aims for on normal data), ``calibration_fraction`` (share of the normal images held
-    out of training to calibrate, used when ``fit`` gets no calibration set), the f-AnoGAN settings
-    (see :class:`~anomaly.train.FAnoGANConfig`), ``checkpoint_path`` and ``random_state``.
+    out of training to calibrate, used when ``fit`` gets no calibration set), ``epochs`` (passes
+    over the normal training images per stage; None: ``gan_steps`` and ``encoder_steps``), the
+    f-AnoGAN settings (see :class:`~anomaly.train.FAnoGANConfig`), ``checkpoint_path``,
+    ``progress`` (called as ``progress(stage, step, steps, record)``) and ``random_state``.
 
-    Fitted attributes: ``model_`` (the networks), ``threshold_``, ``calibration_scores_`` (all
-    components on the calibration images), ``image_shape_``.
+    Fitted attributes: ``model_`` (the networks), ``threshold_``, ``target_fpr_`` (the rate it was
+    calibrated for), ``calibration_scores_`` (all components on the calibration images),
+    ``standardisation_`` and ``reference_scores_`` (for the ensemble and the p-values), ``image_shape_``.
     """
 
     def __init__(
@@ -41,13 +47,14 @@ class GANAnomalyDetector:
         score: str = "ensemble",
         target_fpr: float = 0.01,
         calibration_fraction: float = 0.2,
-        gan_steps: int = 300,
-        encoder_steps: int = 500,
-        critic_steps: int = 2,
-        latent_dim: int = 64,
-        width: int = 16,
-        batch_size: int = 64,
-        kappa: float = 1.0,
+        epochs: float | None = None,
+        gan_steps: int = FAnoGANConfig.gan_steps,
+        encoder_steps: int = FAnoGANConfig.encoder_steps,
+        critic_steps: int = FAnoGANConfig.critic_steps,
+        latent_dim: int = FAnoGANConfig.latent_dim,
+        width: int = FAnoGANConfig.width,
+        batch_size: int = FAnoGANConfig.batch_size,
+        kappa: float = FAnoGANConfig.kappa,
         checkpoint_path: str | Path | None = None,
         progress: Progress | None = None,
         random_state: int = 0,
@@ -55,6 +62,7 @@ class GANAnomalyDetector:
         self.score = score
         self.target_fpr = target_fpr
         self.calibration_fraction = calibration_fraction
+        self.epochs = epochs
         self.gan_steps = gan_steps
         self.encoder_steps = encoder_steps
         self.critic_steps = critic_steps
@@ -82,9 +90,12 @@ class GANAnomalyDetector:
             if len(X) - n_cal < 2:
                 raise ValueError(f"{len(X)} normal images are too few to train and calibrate")
             X, X_calibration = X[order[n_cal:]], X[order[:n_cal]]
+        steps = {"gan_steps": self.gan_steps, "encoder_steps": self.encoder_steps}
+        if self.epochs is not None:
+            steps = dict.fromkeys(steps, steps_for_epochs(self.epochs, len(X), self.batch_size))
         config = FAnoGANConfig(
-            latent_dim=self.latent_dim, width=self.width, gan_steps=self.gan_steps, critic_steps=self.critic_steps,
-            encoder_steps=self.encoder_steps, batch_size=self.batch_size, kappa=self.kappa, seed=self.random_state,
+            latent_dim=self.latent_dim, width=self.width, critic_steps=self.critic_steps, batch_size=self.batch_size,
+            kappa=self.kappa, seed=self.random_state, **steps,
         )
         self.model_ = train_fanogan(X, config, self.checkpoint_path, self.progress)
         self.image_shape_ = tuple(X.shape[1:])
@@ -92,16 +103,15 @@ class GANAnomalyDetector:
         return self
 
     def calibrate(self, X_normal: np.ndarray, target_fpr: float | None = None) -> "GANAnomalyDetector":
-        """Set the threshold and p-value reference from held-out normal images."""
+        """Set the threshold and p-value reference from held-out normal images, for ``target_fpr``
+        (default: the ``target_fpr`` hyperparameter); the rate used is kept in ``target_fpr_``."""
         X_normal = self._check(X_normal)
-        if target_fpr is not None:
-            self.target_fpr = target_fpr
+        self.target_fpr_ = self.target_fpr if target_fpr is None else target_fpr
         raw = self._raw_components(X_normal)
-        self._standardise = {k: (float(raw[k].mean()), float(raw[k].std() + 1e-12)) for k in ("combined", "critic")}
+        self.standardisation_ = {k: (float(raw[k].mean()), float(raw[k].std() + 1e-12)) for k in ("combined", "critic")}
         self.calibration_scores_ = self._with_ensemble(raw)
-        reference = np.sort(self.calibration_scores_[self.score])
-        self.threshold_ = float(np.quantile(reference, 1.0 - self.target_fpr, method="higher"))
-        self._reference = reference
+        self.reference_scores_ = np.sort(self.calibration_scores_[self.score])
+        self.threshold_ = float(np.quantile(self.reference_scores_, 1.0 - self.target_fpr_, method="higher"))
         return self
 
     # ------------------------------------------------------------------ scoring
@@ -123,13 +133,14 @@ class GANAnomalyDetector:
         return out
 
     def _with_ensemble(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        z = [(raw[k] - mean) / std for k, (mean, std) in self._standardise.items()]
+        z = [(raw[k] - mean) / std for k, (mean, std) in self.standardisation_.items()]
         return {**raw, "ensemble": np.mean(z, axis=0)}
 
     def score_components(self, X: np.ndarray) -> dict[str, np.ndarray]:
-        """Every score of :data:`SCORES` per item, plus ``p_value`` of the selected score."""
+        """Every score of :data:`SCORES` per item (in that order), plus ``p_value`` of the selected score."""
         X = self._check(X)
-        components = self._with_ensemble(self._raw_components(X))
+        raw = self._with_ensemble(self._raw_components(X))
+        components = {k: raw[k] for k in SCORES}
         components["p_value"] = self._p_values(components[self.score])
         return components
 
@@ -138,44 +149,53 @@ class GANAnomalyDetector:
         return self.score_components(X)[self.score]
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
-        """Score minus threshold: positive means flagged as anomalous."""
-        return self.score_samples(X) - self.threshold_
+        """The raw anomaly score, as in PyOD (higher = more anomalous); compare it with ``threshold_``."""
+        return self.score_samples(X)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """1 for anomalous (score above the calibrated threshold), 0 for normal."""
-        return (self.score_samples(X) > self.threshold_).astype(np.int64)
+        """1 for anomalous (``decision_function`` above ``threshold_``), 0 for normal."""
+        return (self.decision_function(X) > self.threshold_).astype(np.int64)
+
+    @torch.no_grad()
+    def reconstruct(self, X: np.ndarray) -> np.ndarray:
+        """``G(E(x))`` of images ``X: (N, C, H, W)`` in [0, 1], same shape and range."""
+        X = self._check(X)
+        model: FAnoGAN = self.model_
+        return ((model.generator(model.encoder(torch.from_numpy(X) * 2 - 1)) + 1) / 2).numpy()
 
     def p_values(self, X: np.ndarray) -> np.ndarray:
         return self.score_components(X)["p_value"]
 
     def _p_values(self, scores: np.ndarray) -> np.ndarray:
-        ref = self._reference
+        ref = self.reference_scores_
         at_or_above = len(ref) - np.searchsorted(ref, scores, side="left")
         return (1.0 + at_or_above) / (1.0 + len(ref))
 
     # ------------------------------------------------------------------ state
 
+    def __getstate__(self) -> dict:
+        # a progress callback belongs to one run (often a logger), not to the saved model
+        return {**super().__getstate__(), "progress": None}
+
     def state_dict(self) -> dict:
         """Everything needed to score again: networks, calibration and settings (for torch.save)."""
-        return {"params": self.get_params(), "model": state_of(self.model_), "threshold": self.threshold_,
-                "standardise": self._standardise, "reference": self._reference,
-                "calibration_scores": self.calibration_scores_, "image_shape": list(self.image_shape_)}
+        params = {k: v for k, v in self.get_params().items() if k not in ("checkpoint_path", "progress")}
+        return {"params": params, "model": state_of(self.model_), "threshold": self.threshold_,
+                "target_fpr": self.target_fpr_, "standardisation": self.standardisation_,
+                "reference": self.reference_scores_, "calibration_scores": self.calibration_scores_,
+                "image_shape": list(self.image_shape_)}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "GANAnomalyDetector":
         detector = cls(**state["params"])
         detector.model_ = networks_from_state(state["model"])
         detector.threshold_ = state["threshold"]
-        detector._standardise = state["standardise"]
-        detector._reference = np.asarray(state["reference"])
+        detector.target_fpr_ = state["target_fpr"]
+        detector.standardisation_ = state["standardisation"]
+        detector.reference_scores_ = np.asarray(state["reference"])
         detector.calibration_scores_ = state["calibration_scores"]
         detector.image_shape_ = tuple(state["image_shape"])
         return detector
-
-    def get_params(self) -> dict:
-        names = ("score", "target_fpr", "calibration_fraction", "gan_steps", "encoder_steps", "critic_steps",
-                 "latent_dim", "width", "batch_size", "kappa", "random_state")
-        return {name: getattr(self, name) for name in names}
 
     def _check(self, X: np.ndarray, fitted: bool = True) -> np.ndarray:
         X = np.asarray(X, dtype=np.float32)

@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from gan_aug.networks import upsampling_stages
+from gan_core.layers import center_crop, upsampling_stages
 
 
 class AnoGenerator(nn.Module):
@@ -32,9 +32,7 @@ class AnoGenerator(nn.Module):
         self.body = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.body(self.project(z).view(len(z), self.first, self.base, self.base))
-        extra = h.shape[-1] - self.size
-        return h[:, :, extra // 2 : extra // 2 + self.size, extra // 2 : extra // 2 + self.size] if extra else h
+        return center_crop(self.body(self.project(z).view(len(z), self.first, self.base, self.base)), self.size)
 
 
 def _downsampling(channels: int, size: int, width: int) -> tuple[nn.Sequential, int]:

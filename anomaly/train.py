@@ -23,8 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from anomaly.networks import AnoGenerator, Critic, Encoder
-from gan_aug.losses import gradient_penalty
-from gan_aug.train import fingerprint_arrays, resume, save_checkpoint
+from gan_core.checkpoint import fingerprint_arrays, resume, save_checkpoint
+from gan_core.config import GANTrainingConfig
+from gan_core.regularisers import gradient_penalty
 
 log = logging.getLogger(__name__)
 
@@ -32,18 +33,17 @@ Progress = Callable[[str, int, int, dict], None]  # (stage, step, steps, metrics
 
 
 @dataclass(frozen=True)
-class FAnoGANConfig:
+class FAnoGANConfig(GANTrainingConfig):
+    """Hyperparameters on top of :class:`~gan_core.config.GANTrainingConfig`: ``gan_steps`` generator
+    updates of stage 1, ``encoder_steps`` encoder updates of stage 2, ``kappa`` the weight of the
+    feature residual in the izi_f loss and the anomaly score."""
+
     latent_dim: int = 64
-    width: int = 16
     gan_steps: int = 300
     critic_steps: int = 2
     encoder_steps: int = 500
-    batch_size: int = 64
     lr: float = 2e-4
-    gp_weight: float = 10.0
     kappa: float = 1.0
-    checkpoint_every: int = 200
-    seed: int = 0
 
 
 @dataclass

@@ -19,10 +19,10 @@ from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import KernelDensity, NearestNeighbors
 from sklearn.svm import OneClassSVM
 
-from anomaly.detector import SCORES, GANAnomalyDetector
-from pipelines.data import load_dataset
-from pipelines.splits import stratified_split
-from pipelines.tracking import markdown_table
+from anomaly import SCORES, GANAnomalyDetector
+from pipelines.data.sources import load_dataset
+from pipelines.data.splits import stratified_split
+from pipelines.tracking.runs import markdown_table
 
 BASELINES = ("pca", "knn", "ocsvm", "kde", "iforest")
 

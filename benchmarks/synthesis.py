@@ -13,12 +13,12 @@ import time
 import numpy as np
 import pandas as pd
 
-from flows.augment import QUALITY_SAMPLES
-from flows.compare import METRICS, PRIMARY, CompareParams, evaluate_arms, seed_splits, train_gan_for_arms, verdict_text
-from pipelines.data import load_dataset
-from pipelines.remedies import ARMS, gan_verdicts, summarise
-from pipelines.sample_quality import compare_sample_quality
-from pipelines.tracking import markdown_table
+from gan_aug import GANOverSampler
+from pipelines.data.sources import load_dataset
+from pipelines.evaluation.compare import METRICS, Comparison, evaluate_arms, seed_splits, summarise_comparison
+from pipelines.evaluation.remedies import ARMS
+from pipelines.evaluation.sample_quality import SAMPLES, compare_sample_quality
+from pipelines.tracking.runs import markdown_table
 
 MINORITY = {"2": 10, "5": 10, "8": 10}
 QUALITY = ["frechet", "precision", "recall", "coverage", "label_agreement", "near_duplicate_share"]
@@ -27,23 +27,19 @@ QUALITY = ["frechet", "precision", "recall", "coverage", "label_agreement", "nea
 def run(quick: bool = False) -> str:
     data, seeds, steps, epochs = ("digits", [0, 1], 40, 2) if quick else ("mnist5k", [0, 1, 2, 3, 4], 1500, 15)
     dataset = load_dataset(data)
-    params = CompareParams(data=data, minority=",".join(f"{k}:{n}" for k, n in MINORITY.items()), seeds=len(seeds),
-                           epochs=epochs, gan_steps=steps)
     quality_tables, rows, gan_seconds = [], [], []
     for seed in seeds:
         start = time.perf_counter()
         splits, minority_idx, targets = seed_splits(dataset, dict(MINORITY), seed)
-        gan = train_gan_for_arms(splits.train, steps, seed)
-        gan_seconds.append(gan.seconds)
-        seed_rows = evaluate_arms(splits, minority_idx, targets, list(ARMS), params, seed, gan)
-        rows.extend({k: v for k, v in r.items() if not k.startswith("_")} for r in seed_rows)
-        quality = compare_sample_quality(splits, lambda labels, s: gan.sample(labels, seed=s + 10_000),
-                                         minority_idx, seed, QUALITY_SAMPLES)
+        gan = GANOverSampler(steps=steps, random_state=seed).fit(splits.train.x, splits.train.y)
+        gan_seconds.append(gan.gan_.seconds)
+        rows.extend(evaluate_arms(splits, minority_idx, targets, list(ARMS), "cnn", epochs, seed, gan.generate))
+        quality = compare_sample_quality(splits, lambda labels, s: gan.generate(labels, seed=s + 10_000), minority_idx, seed)
         quality_tables.append(quality.assign(seed=seed))
-        print(f"[bench] synthesis seed {seed}: {time.perf_counter() - start:.0f} s (GAN {gan.seconds:.0f} s)", flush=True)
+        print(f"[bench] synthesis seed {seed}: {time.perf_counter() - start:.0f} s (GAN {gan_seconds[-1]:.0f} s)", flush=True)
 
     return _augment_section(data, seeds, steps, pd.concat(quality_tables), gan_seconds) + "\n\n" + \
-        _compare_section(data, seeds, epochs, steps, pd.DataFrame(rows))
+        _compare_section(data, seeds, epochs, steps, summarise_comparison(rows))
 
 
 def _augment_section(data, seeds, steps, table: pd.DataFrame, seconds: list[float]) -> str:
@@ -56,7 +52,7 @@ def _augment_section(data, seeds, steps, table: pd.DataFrame, seconds: list[floa
     return "\n".join([
         "## Minority-class synthesis: sample quality (issue 3)\n",
         f"`{data}`, classes {', '.join(MINORITY)} cut to 10 training images, GAN with {steps} generator steps, "
-        f"seeds {seeds}; {QUALITY_SAMPLES} samples per class and method. Real reference: the validation images "
+        f"seeds {seeds}; {SAMPLES} samples per class and method. Real reference: the validation images "
         "of the class (never test); features and label agreement from a CNN trained on the real training split.\n",
         f"- GAN training time on 2 cores: mean {np.mean(seconds):.0f} s, max {np.max(seconds):.0f} s (target <= 300 s).",
         f"- GAN label agreement per class: {', '.join(f'{k}: {v:.0%}' for k, v in agreement.items())} "
@@ -69,9 +65,8 @@ def _augment_section(data, seeds, steps, table: pd.DataFrame, seconds: list[floa
     ])
 
 
-def _compare_section(data, seeds, epochs, steps, results: pd.DataFrame) -> str:
-    summary = summarise(results, METRICS)
-    verdicts = pd.concat([gan_verdicts(results, m) for m in (PRIMARY, "balanced_accuracy")], ignore_index=True)
+def _compare_section(data, seeds, epochs, steps, comparison: Comparison) -> str:
+    summary, verdicts = comparison.summary, comparison.verdicts
     shown = summary[["arm"] + [c for m in METRICS for c in (m, f"{m}_low", f"{m}_high")][:9]]
     return "\n".join([
         "## Comparison of remedies: does the GAN help the classifier? (issue 4)\n",
@@ -83,5 +78,5 @@ def _compare_section(data, seeds, epochs, steps, results: pd.DataFrame) -> str:
         markdown_table(summary[["arm"] + METRICS]),
         "GAN arms against the best non-GAN arm, paired by seed:\n",
         markdown_table(verdicts),
-        verdict_text(summary, verdicts),
+        comparison.text,
     ])

@@ -1,13 +1,18 @@
-"""Pieces every flow shares: run tags, parameter validation, fanning tasks out."""
+"""Pieces every flow shares: loading data once, run tags, running and fanning out tasks."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from functools import lru_cache
 
-from pydantic import BaseModel, ValidationError
+from pipelines.data.sources import ImageDataset, load_dataset
+from pipelines.tracking.runs import PREFECT_RUN_TAG
 
-from pipelines.errors import GanpipeError
-from pipelines.tracking import PREFECT_RUN_TAG
+
+@lru_cache(maxsize=4)
+def load_data(spec: str, image_size: int | None = None) -> ImageDataset:
+    """:func:`~pipelines.data.sources.load_dataset`, once per process: the CLI checks a job's data
+    before its flow run starts, and the flow then works on the same loaded arrays."""
+    return load_dataset(spec, image_size=image_size)
 
 
 def prefect_tags() -> dict[str, str]:
@@ -18,17 +23,6 @@ def prefect_tags() -> dict[str, str]:
     if not run_id:
         return {}
     return {PREFECT_RUN_TAG: str(run_id), "prefect.flow_name": str(flow_run.get_flow_name())}
-
-
-def validated(model: type[BaseModel], values: Mapping[str, Any]) -> BaseModel:
-    """Build a parameter model, turning pydantic's report into one readable line."""
-    try:
-        return model(**values)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'parameters'}: {err['msg']}" for err in exc.errors()
-        )
-        raise GanpipeError(f"invalid parameters: {problems}") from None
 
 
 def in_flow_run() -> bool:

@@ -1,5 +1,5 @@
-"""Unattended operation: the inbox flow, task runners for scale-out, and the processes `ganpipe serve`
-and `ganpipe mlflow-server` start (a Prefect server and an MLflow server, both on loopback)."""
+"""Unattended operation: the inbox flow, the deployments `ganpipe serve` serves, and the processes
+`ganpipe serve` and `ganpipe mlflow-server` start (a Prefect server and an MLflow server, both on loopback)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import fan_out, task_runner
-from flows.detector import DEFAULT_MODEL, score_flow
+from flows.detector import score_flow
+from flows.params import AugmentParams, ScoreInboxParams, ScoreParams, ServeParams
 from pipelines.errors import GanpipeError
-from pipelines.tracking import project_home
+from pipelines.tracking.runs import project_home
 
 BATCH_SUFFIXES = (".npz", ".csv")
 SETTLE_SECONDS = 2.0  # a batch still being copied in is left for the next run
@@ -67,7 +68,7 @@ def claim(folder: Path) -> bool:
 def score_one(batch: str, out: str, model: str) -> dict:
     """Score one batch; a batch that cannot be read gets ``error.txt`` instead, so it is not retried forever."""
     try:
-        result = score_flow.fn(batch=batch, out=out, model=model, batch_id=Path(batch).stem)
+        result = score_flow.fn(ScoreParams(batch=batch, out=out, model=model, batch_id=Path(batch).stem))
         return {"batch": batch, "status": "scored", "message": result["summary"]["message"]}
     except GanpipeError as exc:
         Path(out).mkdir(parents=True, exist_ok=True)
@@ -76,18 +77,36 @@ def score_one(batch: str, out: str, model: str) -> dict:
 
 
 @flow(name="ganpipe-score-inbox", log_prints=True, task_runner=task_runner())
-def score_inbox_flow(inbox: str, outbox: str | None = None, model: str = f"models:/{DEFAULT_MODEL}@champion") -> list[dict]:
-    """Score every new batch in ``inbox`` once; results go to ``outbox/<batch>/`` (default
+def score_inbox_flow(params: ScoreInboxParams) -> list[dict]:
+    """Score every new batch in the inbox once; results go to ``outbox/<batch>/`` (default
     ``inbox/_scored``)."""
-    inbox_dir = Path(inbox).expanduser()
-    outbox_dir = Path(outbox).expanduser() if outbox else inbox_dir / "_scored"
+    inbox_dir = Path(params.inbox).expanduser()
+    outbox_dir = Path(params.outbox).expanduser() if params.outbox else inbox_dir / "_scored"
     batches = [b for b in pending_batches(inbox_dir, outbox_dir) if claim(outbox_dir / b.stem)]
-    results = fan_out(score_one, [(str(b), str(outbox_dir / b.stem), model) for b in batches])
+    results = fan_out(score_one, [(str(b), str(outbox_dir / b.stem), params.model) for b in batches])
     for result in results:
         print(f"{result['status']}: {result['batch']}: {result['message']}")
     if not results:
         print(f"no new batches in {inbox_dir}")
     return results
+
+
+def deployments(params: ServeParams, inbox: Path, outbox: Path) -> list:
+    """The three deployments of `ganpipe serve`: score-inbox (every ``interval`` seconds), augment (on
+    ``augment_cron``) and compare (on demand); the same ones ``prefect.yaml`` defines for a work pool."""
+    from flows.augment import augment_flow
+    from flows.compare import compare_flow
+
+    augment = AugmentParams(data=params.augment_data, minority=params.augment_minority,
+                            out=str(Path(params.augment_out).expanduser().resolve()))
+    inbox_params = ScoreInboxParams(inbox=str(inbox), outbox=str(outbox), model=params.model)
+    return [
+        score_inbox_flow.to_deployment(name="score-inbox", interval=params.interval, concurrency_limit=1,
+                                       parameters={"params": inbox_params.model_dump()}),
+        augment_flow.to_deployment(name="augment-scheduled", cron=params.augment_cron,
+                                   parameters={"params": augment.model_dump()}),
+        compare_flow.to_deployment(name="compare-on-demand"),
+    ]
 
 
 def free_port() -> int:

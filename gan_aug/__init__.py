@@ -1,2 +1,12 @@
-"""Conditional GAN for minority-class synthesis: networks, losses, training, sampling, sample quality.
-Pure torch: knows nothing of Prefect, MLflow or files."""
+"""The conditional GAN for minority-class synthesis: networks, losses, the training loop and
+sampling. Public entry: :class:`GANOverSampler` (imbalanced-learn API); :class:`GANConfig` holds
+its further settings.
+
+Imports ``gan_core`` (the shared GAN machinery), torch, numpy and imbalanced-learn; never Prefect,
+MLflow, ``pipelines``, ``flows`` or ``anomaly``. Tensors in, tensors out: no files.
+"""
+
+from gan_aug.sampler import GANOverSampler
+from gan_aug.train import GANConfig
+
+__all__ = ["GANConfig", "GANOverSampler"]

@@ -1,4 +1,4 @@
-"""GAN losses and the differentiable augmentation applied to real and fake images alike."""
+"""Losses of the conditional GAN: hinge, Wasserstein and the mode-seeking regulariser."""
 
 from __future__ import annotations
 
@@ -18,14 +18,6 @@ def wasserstein_discriminator(real_scores: torch.Tensor, fake_scores: torch.Tens
     return fake_scores.mean() - real_scores.mean()
 
 
-def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator, *args) -> torch.Tensor:
-    """WGAN-GP penalty ``E[(||grad critic(x_hat)|| - 1)^2]`` on random interpolates of real and fake."""
-    alpha = torch.rand(len(real), 1, 1, 1, generator=generator)
-    mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
-    grad = torch.autograd.grad(critic(mixed, *args).sum(), mixed, create_graph=True)[0]
-    return ((grad.flatten(1).norm(dim=1) - 1.0) ** 2).mean()
-
-
 def mode_seeking(fake_a: torch.Tensor, fake_b: torch.Tensor, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
     """Mode-seeking regulariser (Mao et al. 2019): small when two latents of the same class give
     clearly different images, large when the generator collapses them onto one image."""
@@ -33,27 +25,3 @@ def mode_seeking(fake_a: torch.Tensor, fake_b: torch.Tensor, z_a: torch.Tensor, 
     latent_gap = (z_a - z_b).abs().mean(dim=1)
     return 1.0 / ((image_gap / latent_gap).mean() + 1e-5)
 
-
-def diff_augment(x: torch.Tensor, generator: torch.Generator, translation: float = 0.125, cutout: float = 0.5) -> torch.Tensor:
-    """Random translation (up to ``translation`` of the side, zero fill) and one square cutout
-    (``cutout`` of the side) per image, differentiable in ``x`` (Zhao et al. 2020)."""
-    n, _, h, w = x.shape
-    if translation > 0:
-        shift_h, shift_w = max(1, int(h * translation + 0.5)), max(1, int(w * translation + 0.5))
-        dy = torch.randint(-shift_h, shift_h + 1, (n, 1, 1), generator=generator)
-        dx = torch.randint(-shift_w, shift_w + 1, (n, 1, 1), generator=generator)
-        rows = torch.arange(h).view(1, h, 1) + dy
-        cols = torch.arange(w).view(1, 1, w) + dx
-        inside = ((rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)).unsqueeze(1)
-        batch = torch.arange(n).view(n, 1, 1)
-        moved = x.permute(0, 2, 3, 1)[batch, rows.clamp(0, h - 1), cols.clamp(0, w - 1)].permute(0, 3, 1, 2)
-        x = moved * inside
-    if cutout > 0:
-        ch, cw = max(1, int(h * cutout + 0.5)), max(1, int(w * cutout + 0.5))
-        cy = torch.randint(0, h + (1 - ch % 2), (n, 1, 1), generator=generator)
-        cx = torch.randint(0, w + (1 - cw % 2), (n, 1, 1), generator=generator)
-        rows = torch.arange(h).view(1, h, 1)
-        cols = torch.arange(w).view(1, 1, w)
-        hole = ((rows - cy).abs() <= ch // 2) & ((cols - cx).abs() <= cw // 2)
-        x = x * (~hole).unsqueeze(1)
-    return x

@@ -11,12 +11,7 @@ import torch
 from torch import nn
 from torch.nn.utils import spectral_norm
 
-
-def upsampling_stages(size: int) -> int:
-    """How many x2 stages a network uses for a ``size x size`` image (1 below 16, 2 up to 32, else 3)."""
-    if size < 16:
-        return 1
-    return 2 if size <= 32 else 3
+from gan_core.layers import center_crop, upsampling_stages
 
 
 class ConditionalBatchNorm2d(nn.Module):
@@ -70,7 +65,7 @@ class Generator(nn.Module):
         for block in self.blocks:
             h = block(h, y)
         h = torch.tanh(self.out_conv(torch.relu(self.out_norm(h, y))))
-        return _center_crop(h, self.size)
+        return center_crop(h, self.size)
 
 
 class Discriminator(nn.Module):
@@ -96,10 +91,3 @@ class Discriminator(nn.Module):
         h = self.features(x).sum(dim=(2, 3))
         return self.linear(h).squeeze(1) + (self.embed(y) * h).sum(dim=1)
 
-
-def _center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
-    extra = x.shape[-1] - size
-    if extra == 0:
-        return x
-    start = extra // 2
-    return x[:, :, start : start + size, start : start + size]

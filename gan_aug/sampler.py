@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 from imblearn.over_sampling.base import BaseOverSampler
 
-from gan_aug.train import GANConfig, Progress, TrainedGAN, steps_for_epochs, train_conditional_gan
+from gan_aug.train import GANConfig, Progress, TrainedGAN, train_conditional_gan
+from gan_core.config import steps_for_epochs
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,8 @@ class GANOverSampler(BaseOverSampler):
 
     Attributes
     ----------
-    gan_ : the trained :class:`~gan_aug.train.TrainedGAN`; ``classes_``: the labels seen in ``fit``.
+    gan_ : the trained :class:`~gan_aug.train.TrainedGAN`; ``classes_``: the labels seen in ``fit``;
+    ``input_shape_``: ``(C, H, W)`` of 4-D ``X`` (None when ``X`` was flattened).
     """
 
     _sampling_type = "over-sampling"
@@ -47,7 +49,7 @@ class GANOverSampler(BaseOverSampler):
         self,
         sampling_strategy="auto",
         epochs: float | None = None,
-        steps: int = 1500,
+        steps: int = GANConfig.steps,
         image_shape: tuple[int, int, int] | None = None,
         config: dict | None = None,
         checkpoint_path: str | Path | None = None,
@@ -63,36 +65,58 @@ class GANOverSampler(BaseOverSampler):
         self.progress = progress
         self.random_state = random_state
 
+    def __getstate__(self) -> dict:
+        # a progress callback belongs to one run (often a logger), not to the saved model
+        return {**super().__getstate__(), "progress": None}
+
+    def gan_config(self, n_items: int) -> GANConfig:
+        """The :class:`~gan_aug.train.GANConfig` a fit on ``n_items`` images trains with; bad settings -> ValueError."""
+        settings = dict(self.config or {})
+        settings["seed"] = self.random_state
+        if self.epochs is not None:
+            settings["steps"] = steps_for_epochs(self.epochs, n_items, settings.get("batch_size", GANConfig.batch_size))
+        else:
+            settings.setdefault("steps", self.steps)
+        return GANConfig(**settings)
+
+    def fit(self, X, y, **params):
+        """Train the GAN on every class of ``X``; afterwards :meth:`generate` and :meth:`sample` work."""
+        X = self._remember_shape(X)
+        super().fit(X.reshape(len(X), -1), y, **params)
+        self._train(X.reshape(len(X), -1), y)
+        return self
+
     def fit_resample(self, X, y, **params):
         """Train the GAN and return real + synthetic items (synthetic appended after the real ones)."""
-        X = np.asarray(X)
-        self._input_shape = tuple(X.shape[1:]) if X.ndim == 4 else None
+        X = self._remember_shape(X)
         if X.ndim == 4:
             flat, y_out = super().fit_resample(X.reshape(len(X), -1), y, **params)
-            return flat.reshape((-1, *self._input_shape)), y_out
+            return flat.reshape((-1, *self.input_shape_)), y_out
         return super().fit_resample(X, y, **params)
 
+    def _remember_shape(self, X) -> np.ndarray:
+        X = np.asarray(X)
+        self.input_shape_ = tuple(X.shape[1:]) if X.ndim == 4 else None
+        return X
+
     def _images(self, X: np.ndarray) -> np.ndarray:
-        shape = getattr(self, "_input_shape", None) or self.image_shape
+        shape = self.input_shape_ or self.image_shape
         if shape is None:
             raise ValueError("X is flattened: pass image_shape=(C, H, W), or give X as (N, C, H, W)")
         if X.shape[1] != int(np.prod(shape)):
             raise ValueError(f"X has {X.shape[1]} features but image shape {tuple(shape)} needs {int(np.prod(shape))}")
         return X.reshape((-1, *shape)).astype(np.float32)
 
-    def _fit_resample(self, X, y):
+    def _train(self, X: np.ndarray, y: np.ndarray) -> None:
         images = self._images(X)
         self.classes_ = np.unique(y)
         codes = np.searchsorted(self.classes_, y)
-        settings = dict(self.config or {})
-        settings["seed"] = self.random_state
-        if self.epochs is not None:
-            settings["steps"] = steps_for_epochs(self.epochs, len(y), settings.get("batch_size", 64))
-        else:
-            settings.setdefault("steps", self.steps)
         self.gan_: TrainedGAN = train_conditional_gan(
-            images, codes, len(self.classes_), GANConfig(**settings), self.checkpoint_path, self.progress
+            images, codes, len(self.classes_), self.gan_config(len(y)), self.checkpoint_path, self.progress
         )
+
+    def _fit_resample(self, X, y):
+        self._train(X, y)
         new_x, new_y = [X], [y]
         for offset, (label, n) in enumerate(sorted(self.sampling_strategy_.items())):
             if n <= 0:
@@ -102,12 +126,17 @@ class GANOverSampler(BaseOverSampler):
             new_y.append(np.full(n, label, dtype=np.asarray(y).dtype))
         return np.concatenate(new_x).astype(X.dtype, copy=False), np.concatenate(new_y)
 
+    def generate(self, labels, seed: int | None = None) -> np.ndarray:
+        """Synthetic images ``(M, C, H, W)`` in [0, 1] for ``labels: (M,)`` (class labels as in ``fit``);
+        the same labels and seed give the same images."""
+        if not hasattr(self, "gan_"):
+            raise ValueError("GANOverSampler is not fitted: call fit or fit_resample first")
+        labels = np.asarray(labels)
+        unknown = sorted(set(labels[~np.isin(labels, self.classes_)].tolist()))
+        if unknown:
+            raise ValueError(f"unknown class {unknown[0]!r}; fitted classes: {list(self.classes_)}")
+        return self.gan_.sample(np.searchsorted(self.classes_, labels), seed=self.random_state if seed is None else seed)
+
     def sample(self, class_label, n: int, seed: int | None = None) -> np.ndarray:
         """``n`` synthetic images of ``class_label`` as ``(n, C, H, W)`` in [0, 1]."""
-        if not hasattr(self, "gan_"):
-            raise ValueError("GANOverSampler is not fitted: call fit_resample first")
-        matches = np.flatnonzero(self.classes_ == class_label)
-        if len(matches) == 0:
-            raise ValueError(f"unknown class {class_label!r}; fitted classes: {list(self.classes_)}")
-        labels = np.full(int(n), matches[0])
-        return self.gan_.sample(labels, seed=self.random_state if seed is None else seed)
+        return self.generate(np.full(int(n), class_label), seed)

@@ -9,10 +9,7 @@ that is interrupted and resumed ends with exactly the weights of an uninterrupte
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
-import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +20,9 @@ import torch
 
 from gan_aug import losses
 from gan_aug.networks import Discriminator, Generator
+from gan_core.checkpoint import fingerprint_arrays, resume, save_checkpoint
+from gan_core.config import GANTrainingConfig
+from gan_core.regularisers import diff_augment, ema_update, gradient_penalty
 
 log = logging.getLogger(__name__)
 
@@ -30,27 +30,21 @@ Progress = Callable[[int, int, dict], None]
 
 
 @dataclass(frozen=True)
-class GANConfig:
-    """Hyperparameters. ``steps`` counts generator updates; ``class_balance`` sets how often each
-    class is drawn: probability proportional to ``count ** (1 - class_balance)`` (1 = every class
-    equally often, 0 = as often as in the data)."""
+class GANConfig(GANTrainingConfig):
+    """Hyperparameters on top of :class:`~gan_core.config.GANTrainingConfig`. ``steps`` counts
+    generator updates; ``class_balance`` sets how often each class is drawn: probability proportional
+    to ``count ** (1 - class_balance)`` (1 = every class equally often, 0 = as often as in the data)."""
 
     steps: int = 1500
-    batch_size: int = 64
     z_dim: int = 64
-    width: int = 16
     lr_generator: float = 2e-4
     lr_discriminator: float = 2e-4
     loss: str = "hinge"
-    gp_weight: float = 10.0
-    critic_steps: int = 1
     ema_decay: float = 0.999
     class_balance: float = 0.8
     mode_seeking_weight: float = 0.1
     translation: float = 0.125
     cutout: float = 0.25
-    checkpoint_every: int = 200
-    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.loss not in ("hinge", "wgan-gp"):
@@ -95,14 +89,6 @@ def class_probabilities(y: np.ndarray, n_classes: int, class_balance: float) -> 
     return weights / weights.sum()
 
 
-def fingerprint_arrays(*arrays: np.ndarray) -> str:
-    """A digest of array contents: a checkpoint is only resumed for the data it was made on."""
-    digest = hashlib.sha1()
-    for array in arrays:
-        digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()
-
-
 def train_conditional_gan(
     x: np.ndarray,
     y: np.ndarray,
@@ -110,14 +96,14 @@ def train_conditional_gan(
     config: GANConfig = GANConfig(),
     checkpoint_path: str | Path | None = None,
     progress: Progress | None = None,
-    log_every: int = 50,
+    log_every: int | None = None,
 ) -> TrainedGAN:
     """Train on every class at once so rare classes borrow structure from common ones.
 
     ``x: (N, C, H, W)`` float32 in [0, 1]; ``y: (N,)`` int in ``[0, n_classes)``. With
     ``checkpoint_path`` the state is saved every ``config.checkpoint_every`` steps and a matching
     checkpoint (same config and data) is resumed. ``progress(step, steps, metrics)`` is called every
-    ``log_every`` steps and at the end; metrics hold ``d_loss``, ``g_loss``, ``seconds`` and ``eta_seconds``.
+    ``log_every`` steps (default: a twentieth of the run) and at the end; metrics hold ``d_loss``, ``g_loss``, ``seconds`` and ``eta_seconds``.
     """
     x = np.asarray(x, dtype=np.float32)
     y = np.asarray(y, dtype=np.int64)
@@ -141,7 +127,7 @@ def train_conditional_gan(
     labels = torch.from_numpy(y)
     members = [torch.from_numpy(np.flatnonzero(y == k)) for k in range(n_classes)]
     class_p = torch.from_numpy(class_probabilities(y, n_classes, config.class_balance))
-    aug = lambda images: losses.diff_augment(images, rng, config.translation, config.cutout)  # noqa: E731
+    aug = lambda images: diff_augment(images, rng, config.translation, config.cutout)  # noqa: E731
 
     def draw_real(n: int) -> tuple[torch.Tensor, torch.Tensor]:
         classes = torch.multinomial(class_p, n, replacement=True, generator=rng)
@@ -153,6 +139,7 @@ def train_conditional_gan(
 
     started = time.perf_counter()
     bs = config.batch_size
+    log_every = log_every or max(1, config.steps // 20)
     for step in range(start_step, config.steps):
         generator.train()
         for _ in range(config.critic_steps):
@@ -166,7 +153,7 @@ def train_conditional_gan(
                 d_loss = losses.hinge_discriminator(real_scores, fake_scores)
             else:
                 d_loss = losses.wasserstein_discriminator(real_scores, fake_scores) + config.gp_weight * \
-                    losses.gradient_penalty(discriminator, x_real, x_fake, rng, y_real)
+                    gradient_penalty(discriminator, x_real, x_fake, rng, y_real)
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
@@ -182,7 +169,7 @@ def train_conditional_gan(
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
-        _ema_update(ema, generator, min(config.ema_decay, (1.0 + step) / (10.0 + step)))
+        ema_update(ema, generator, min(config.ema_decay, (1.0 + step) / (10.0 + step)))
 
         done = step + 1
         if done % log_every == 0 or done == config.steps:
@@ -207,41 +194,3 @@ def train_conditional_gan(
     total_seconds = seconds_before + time.perf_counter() - started
     return TrainedGAN(ema.eval(), config, n_classes, (channels, height, width), history, total_seconds)
 
-
-@torch.no_grad()
-def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    for target, source in zip(ema.parameters(), model.parameters()):
-        target.lerp_(source, 1.0 - decay)
-    for target, source in zip(ema.buffers(), model.buffers()):
-        target.copy_(source)
-
-
-def resume(path: str | Path | None, config: dict, digest: str, modules: dict, rng: torch.Generator,
-           total: int) -> tuple[int, list, float]:
-    """Load a checkpoint made with the same ``config`` and data ``digest`` into ``modules`` (networks
-    and optimisers by key) and ``rng``. Returns ``(step, history, seconds)``; zeros when there is none."""
-    if path is None or not Path(path).is_file():
-        return 0, [], 0.0
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state["config"] != config or state["fingerprint"] != digest:
-        log.warning("ignoring checkpoint %s: it was made with other settings or data", path)
-        return 0, [], 0.0
-    for key, module in modules.items():
-        module.load_state_dict(state[key])
-    rng.set_state(state["rng"])
-    log.info("resuming from %s at step %d/%d", path, state["step"], total)
-    return state["step"], state["history"], state["seconds"]
-
-
-def save_checkpoint(path: str | Path, state: dict) -> None:
-    """Write ``state`` with torch.save via a temporary file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: an interruption never leaves a half-written checkpoint
-
-
-def steps_for_epochs(epochs: float, n_items: int, batch_size: int) -> int:
-    """Generator steps that show the discriminator ``epochs`` passes over ``n_items`` real images."""
-    return max(1, math.ceil(epochs * n_items / batch_size))

@@ -1,2 +1,11 @@
-"""Shared steps of ganpipe: data sources and validation, classic augmentation, downstream
-classifiers, metrics and MLflow tracking. Knows nothing of Prefect or GAN internals."""
+"""The shared steps of ganpipe, in three sub-packages:
+
+- ``pipelines.data``: data sources, the one image decoder/resizer/channel converter, new batches,
+  splits, the class-spec parser and the export of synthetic datasets;
+- ``pipelines.evaluation``: downstream classifiers, metrics (sample-quality maths included),
+  classic augmentation and the other remedies, statistics, the compare experiment (the GAN comes in
+  as a callable), anomaly reports and figures;
+- ``pipelines.tracking``: MLflow runs and the model registry, the only code that imports mlflow.
+
+Never imports Prefect, ``gan_core``, ``gan_aug``, ``anomaly``, ``flows`` or ``benchmarks``.
+"""

@@ -3,8 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
 
-from anomaly.detector import SCORES, GANAnomalyDetector
+from anomaly import SCORES, GANAnomalyDetector
 from anomaly.networks import AnoGenerator, Critic, Encoder
 from anomaly.train import FAnoGANConfig, train_fanogan
 
@@ -43,7 +44,35 @@ def test_anomalies_score_higher_than_normals(fitted):
         parts = fitted.score_components(np.concatenate([normal, noise]))
         assert parts[name][100:].mean() > parts[name][:100].mean(), name
     assert fitted.predict(noise).mean() > 0.9
-    assert (fitted.decision_function(noise) > 0).mean() > 0.9
+    assert (fitted.decision_function(noise) > fitted.threshold_).mean() > 0.9
+
+
+def test_decision_function_is_the_raw_score_and_predict_compares_it_with_the_threshold(fitted):
+    x = np.concatenate([blobs(20, 8), np.random.default_rng(9).random((20, 1, 8, 8)).astype(np.float32)])
+    decision = fitted.decision_function(x)
+    np.testing.assert_array_equal(decision, fitted.score_samples(x))
+    np.testing.assert_array_equal(fitted.predict(x), (decision > fitted.threshold_).astype(np.int64))
+    assert decision[20:].mean() > decision[:20].mean()  # higher = more anomalous, as in PyOD
+
+
+def test_clone_keeps_every_setting_and_calibrate_keeps_the_hyperparameter(fitted):
+    settings = {"score": "critic", "target_fpr": 0.05, "calibration_fraction": 0.3, "epochs": 2.0, "gan_steps": 7,
+                "encoder_steps": 9, "critic_steps": 3, "latent_dim": 5, "width": 6, "batch_size": 12, "kappa": 0.5,
+                "checkpoint_path": "x.pt", "random_state": 4}
+    detector = GANAnomalyDetector(**settings)
+    assert clone(detector).get_params() == detector.get_params() == {**settings, "progress": None}
+    again = fitted
+    before = again.threshold_
+    again.calibrate(blobs(200, 1), target_fpr=0.2)
+    assert again.target_fpr == 0.1 and again.target_fpr_ == 0.2 and again.threshold_ < before
+    again.calibrate(blobs(200, 1))
+    assert again.target_fpr_ == 0.1 and again.threshold_ == before
+
+
+def test_reconstruct_keeps_shape_and_range(fitted):
+    x = blobs(5, 10)
+    rec = fitted.reconstruct(x)
+    assert rec.shape == x.shape and rec.min() >= 0 and rec.max() <= 1
 
 
 def test_calibrated_false_positive_rate_holds_on_fresh_normal_data(fitted):

@@ -5,22 +5,16 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from flows.augment import augment_flow, parse_minority
+from flows.augment import augment_flow
 from flows.cli import main
-from pipelines.errors import GanpipeError
+from flows.params import AugmentParams
 
 TINY_GAN = {"steps": 6, "width": 8, "z_dim": 16, "batch_size": 16}
 
 
-def test_parse_minority():
-    assert parse_minority("2:10, 5 ,scratch:3") == {"2": 10, "5": None, "scratch": 3}
-    with pytest.raises(GanpipeError, match="given twice"):
-        parse_minority("2,2:3")
-
-
 def test_augment_flow_exports_dataset_and_tracks_everything(mlflow_store, tmp_path):
     out = tmp_path / "aug"
-    result = augment_flow.fn(data="digits", minority="3:6,7:8", target=20, seed=0, out=str(out), gan=TINY_GAN)
+    result = augment_flow.fn(AugmentParams(data="digits", minority="3:6,7:8", target=20, seed=0, out=str(out), gan=TINY_GAN))
     assert result["to_make"] == {"3": 14, "7": 12}
 
     with np.load(out / "synthetic.npz") as npz:
@@ -55,7 +49,7 @@ def test_augment_flow_exports_dataset_and_tracks_everything(mlflow_store, tmp_pa
 
 def test_checkpoint_lets_a_rerun_resume(mlflow_store, tmp_path):
     out = tmp_path / "aug"
-    augment_flow.fn(data="digits", minority="3:6", seed=0, out=str(out), gan=TINY_GAN)
+    augment_flow.fn(AugmentParams(data="digits", minority="3:6", seed=0, out=str(out), gan=TINY_GAN))
     assert (out / "checkpoints" / "gan.pt").is_file()
 
 

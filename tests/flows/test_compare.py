@@ -5,29 +5,32 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import flows.compare as compare
+import pipelines.evaluation.compare as experiment
 from flows.cli import main
-from pipelines.data import load_dataset
-from pipelines.splits import stratified_split
+from flows.params import CompareParams
+from pipelines.data.sources import load_dataset
+from pipelines.data.splits import stratified_split
+from pipelines.evaluation.remedies import ARMS
 
 FAST = {"data": "digits", "minority": "3:5,8:5", "classifier": "logreg", "gan_steps": 3, "epochs": 1}
 
 
 def test_compare_runs_every_arm_and_never_shows_test_items_to_resamplers(mlflow_store, tmp_path, monkeypatch):
     seen = []
-    real_apply, real_gan = compare.apply_arm, compare.train_gan_for_arms
-    monkeypatch.setattr(compare, "apply_arm", lambda arm, train, *a, **k: (seen.append(train), real_apply(arm, train, *a, **k))[1])
-    monkeypatch.setattr(compare, "train_gan_for_arms", lambda train, *a: (seen.append(train), real_gan(train, *a))[1])
+    real_apply, real_gan = experiment.apply_arm, compare.train_gan_for_arms
+    monkeypatch.setattr(experiment, "apply_arm", lambda arm, train, *a, **k: (seen.append(train), real_apply(arm, train, *a, **k))[1])
+    monkeypatch.setattr(compare, "train_gan_for_arms", lambda train, *a, **k: (seen.append(train), real_gan(train, *a, **k))[1])
 
-    result = compare.compare_flow.fn(**FAST, seeds=2, out=str(tmp_path / "cmp"))
+    result = compare.compare_flow.fn(CompareParams(**FAST, seeds=2, out=str(tmp_path / "cmp")))
     summary = pd.read_csv(tmp_path / "cmp" / "comparison.csv")
-    assert list(summary["arm"]) == list(compare.ARMS)
+    assert list(summary["arm"]) == list(ARMS)
     assert {"minority_recall", "minority_recall_low", "minority_recall_high", "balanced_accuracy", "g_mean"} <= set(summary.columns)
     assert (tmp_path / "cmp" / "comparison.md").read_text().startswith("# Comparison on digits")
     assert "gan vs best non-GAN arm" in result["text"]
 
     dataset = load_dataset("digits")
     test_ids = {seed: set(stratified_split(dataset, seed=seed).test.item_ids) for seed in (0, 1)}
-    assert len(seen) == 2 * (len(compare.ARMS) + 1)
+    assert len(seen) == 2 * (len(ARMS) + 1)
     for train in seen:
         assert any(not (set(train.item_ids) & ids) for ids in test_ids.values())
         assert len(train) < len(dataset) * 0.6
@@ -38,15 +41,15 @@ def test_compare_runs_every_arm_and_never_shows_test_items_to_resamplers(mlflow_
     client = MlflowClient(tracking_uri=mlflow_store)
     parent = client.get_run(result["run_id"])
     children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{result['run_id']}'")
-    assert len(children) == 2 * len(compare.ARMS)
+    assert len(children) == 2 * len(ARMS)
     artifacts = {f.path for d in ("figures", "tables") for f in client.list_artifacts(result["run_id"], d)}
     assert {"figures/comparison.png", "figures/confusion_gan.png", "tables/comparison.csv",
             "tables/gan_vs_best_baseline.csv"} <= artifacts
 
 
 def test_sweep_gives_one_row_per_count_and_arm(mlflow_store, tmp_path):
-    result = compare.compare_flow.fn(**{**FAST, "minority": "3:5"}, arms="none,ros", seeds=2, sweep="3,6",
-                                     out=str(tmp_path / "s"))
+    result = compare.compare_flow.fn(CompareParams(**{**FAST, "minority": "3:5"}, arms="none,ros", seeds=2, sweep="3,6",
+                                                   out=str(tmp_path / "s")))
     summary = result["summary"]
     assert sorted(zip(summary["count"], summary["arm"])) == [(3, "none"), (3, "ros"), (6, "none"), (6, "ros")]
     client = MlflowClient(tracking_uri=mlflow_store)
@@ -64,6 +67,6 @@ def test_sweep_gives_one_row_per_count_and_arm(mlflow_store, tmp_path):
     ],
 )
 def test_bad_compare_parameters(argv, message, capsys, tmp_path):
-    assert main(["compare", "--data", "digits", "--minority", "3:5", "--out", str(tmp_path), *argv]) == 2
+    assert main(["compare", "--data", "digits", "--out", str(tmp_path), *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err

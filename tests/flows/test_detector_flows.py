@@ -7,7 +7,8 @@ from mlflow.tracking import MlflowClient
 
 from flows.cli import main
 from flows.detector import score_flow, train_detector_flow
-from pipelines.data import load_dataset
+from flows.params import ScoreParams, TrainDetectorParams
+from pipelines.data.sources import load_dataset
 from tests.conftest import write_png
 
 
@@ -23,10 +24,10 @@ def trained(tmp_path_factory, migrated_mlflow_db):
     old = {k: os.environ.get(k) for k in ("GANPIPE_HOME", "MLFLOW_TRACKING_URI")}
     os.environ["GANPIPE_HOME"] = str(home)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
-    first = train_detector_flow.fn(data="digits", normal="0", epochs=8, seed=0, target_fpr=0.05,
-                                   out=str(home / "det"), name="digits-zero")
-    second = train_detector_flow.fn(data="digits", normal="0", epochs=2, seed=0, target_fpr=0.05,
-                                    out=str(home / "det2"), name="digits-zero")
+    first = train_detector_flow.fn(TrainDetectorParams(data="digits", normal="0", epochs=8, seed=0, target_fpr=0.05,
+                                                       out=str(home / "det"), name="digits-zero"))
+    second = train_detector_flow.fn(TrainDetectorParams(data="digits", normal="0", epochs=2, seed=0, target_fpr=0.05,
+                                                        out=str(home / "det2"), name="digits-zero"))
     yield {"home": home, "first": first, "second": second, "uri": os.environ["MLFLOW_TRACKING_URI"]}
     for key, value in old.items():
         if value is None:
@@ -68,7 +69,7 @@ def test_registered_model_scores_like_the_in_memory_one(trained):
     np.testing.assert_allclose(from_registry["p_value"], in_memory.p_values(x))
     assert list(from_registry.columns) == ["score", "combined", "residual", "feature_residual", "critic",
                                            "ensemble", "p_value", "flag"]
-    assert model.unwrap_python_model().detector.image_shape_ == (1, 8, 8)
+    assert model.unwrap_python_model().estimator.image_shape_ == (1, 8, 8)
 
 
 def _mixed_batch(root):
@@ -87,7 +88,7 @@ def _mixed_batch(root):
 def test_score_batch_accounts_for_every_item_and_is_idempotent(trained, tmp_path):
     batch = tmp_path / "batch"
     n_items = _mixed_batch(batch)
-    result = score_flow.fn(batch=str(batch), out=str(tmp_path / "out"), model="models:/digits-zero/1")
+    result = score_flow.fn(ScoreParams(batch=str(batch), out=str(tmp_path / "out"), model="models:/digits-zero/1"))
     scores = pd.read_csv(tmp_path / "out" / "scores.csv")
     rejected = pd.read_csv(tmp_path / "out" / "rejected.csv")
     assert len(scores) + len(rejected) == n_items
@@ -101,7 +102,7 @@ def test_score_batch_accounts_for_every_item_and_is_idempotent(trained, tmp_path
     assert set(scores.columns) >= {"item_id", "score", "combined", "residual", "feature_residual", "critic", "p_value", "flag"}
     assert result["summary"]["scored"] == 11 and result["summary"]["rejected"] == 4 and not result["repeated"]
 
-    again = score_flow.fn(batch=str(batch), out=str(tmp_path / "out2"), model="models:/digits-zero/1")
+    again = score_flow.fn(ScoreParams(batch=str(batch), out=str(tmp_path / "out2"), model="models:/digits-zero/1"))
     assert again["repeated"] and again["run_id"] == result["run_id"]
     client = MlflowClient(tracking_uri=trained["uri"])
     experiment = client.get_experiment_by_name("ganpipe-score")
@@ -114,7 +115,8 @@ def test_score_npz_with_nan_items_and_default_champion(trained, tmp_path):
     x = load_dataset("digits").x[:6].copy()
     x[2, 0, 3, 3] = np.nan
     np.savez(tmp_path / "b.npz", x=x, ids=np.array([f"id{i}" for i in range(6)]))
-    result = score_flow.fn(batch=str(tmp_path / "b.npz"), out=str(tmp_path / "o"), model="models:/digits-zero@champion")
+    result = score_flow.fn(ScoreParams(batch=str(tmp_path / "b.npz"), out=str(tmp_path / "o"),
+                                      model="models:/digits-zero@champion"))
     rejected = pd.read_csv(tmp_path / "o" / "rejected.csv")
     assert rejected.to_dict("records") == [{"item_id": "id2", "reason": "contains NaN or infinite values"}]
     assert result["summary"]["scored"] == 5
@@ -123,7 +125,7 @@ def test_score_npz_with_nan_items_and_default_champion(trained, tmp_path):
 def test_an_anomalous_batch_raises_an_alert(trained, tmp_path):
     ds = load_dataset("digits")
     np.savez(tmp_path / "sevens.npz", x=ds.x[ds.y == 7][:60])
-    result = score_flow.fn(batch=str(tmp_path / "sevens.npz"), out=str(tmp_path / "o"), model="models:/digits-zero/1")
+    result = score_flow.fn(ScoreParams(batch=str(tmp_path / "sevens.npz"), out=str(tmp_path / "o"), model="models:/digits-zero/1"))
     assert result["summary"]["alert"] and result["summary"]["message"].startswith("ALERT")
 
 

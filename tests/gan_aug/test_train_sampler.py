@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 from imblearn.pipeline import Pipeline
+from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 
-from gan_aug.sampler import GANOverSampler
+from gan_aug import GANOverSampler
 from gan_aug.train import GANConfig, class_probabilities, train_conditional_gan
-from pipelines.data import load_dataset
+from pipelines.data.sources import load_dataset
 
 TINY = {"width": 8, "z_dim": 16, "batch_size": 16}
 
@@ -39,6 +40,22 @@ def test_fit_resample_balances_classes_and_keeps_real_items_first(imbalanced_dig
     synthetic = x_res[len(x):]
     assert synthetic.min() >= 0 and synthetic.max() <= 1
     assert sampler.sample(3, 7).shape == (7, 1, 8, 8)
+
+
+def test_clone_keeps_every_setting():
+    settings = {"sampling_strategy": {3: 30}, "epochs": 1.5, "steps": 7, "image_shape": (1, 8, 8), "config": TINY,
+                "checkpoint_path": "g.pt", "progress": print, "random_state": 3}
+    sampler = GANOverSampler(**settings)
+    assert clone(sampler).get_params() == sampler.get_params() == settings
+
+
+def test_fit_then_generate_matches_fit_resample(imbalanced_digits):
+    x, y = imbalanced_digits
+    fitted = GANOverSampler({3: 40}, steps=4, config=TINY, random_state=1).fit(x, y)
+    resampled = GANOverSampler({3: 40}, steps=4, config=TINY, random_state=1).fit_resample(x, y)[0]
+    np.testing.assert_array_equal(fitted.sample(3, 34, seed=2), resampled[len(x):])
+    with pytest.raises(ValueError, match="unknown class 9"):
+        fitted.generate(np.array([9]))
 
 
 def test_flattened_input_with_image_shape_inside_an_imblearn_pipeline(imbalanced_digits):
@@ -87,7 +104,7 @@ def test_interrupted_training_resumes_from_the_last_checkpoint(imbalanced_digits
     with pytest.raises(Interrupt):
         train_conditional_gan(x, y, 4, config, checkpoint_path=checkpoint, progress=stop_after_nine, log_every=1)
     assert torch.load(checkpoint, weights_only=False)["step"] == 8
-    with caplog.at_level(logging.INFO, logger="gan_aug.train"):
+    with caplog.at_level(logging.INFO, logger="gan_core.checkpoint"):
         resumed = train_conditional_gan(x, y, 4, config, checkpoint_path=checkpoint)
     assert "resuming from" in caplog.text and "at step 8/12" in caplog.text
     for name, tensor in reference.generator.state_dict().items():
@@ -99,7 +116,7 @@ def test_checkpoint_of_other_settings_is_not_resumed(imbalanced_digits, tmp_path
     x, y = imbalanced_digits
     checkpoint = tmp_path / "gan.pt"
     train_conditional_gan(x, y, 4, GANConfig(steps=2, seed=0, **TINY), checkpoint_path=checkpoint)
-    with caplog.at_level(logging.WARNING, logger="gan_aug.train"):
+    with caplog.at_level(logging.WARNING, logger="gan_core.checkpoint"):
         train_conditional_gan(x, y, 4, GANConfig(steps=3, seed=0, **TINY), checkpoint_path=checkpoint)
     assert "ignoring checkpoint" in caplog.text
 

@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from flows.serve import claim, pending_batches, start_mlflow_server, start_prefect_server, stop
-from pipelines.data import load_dataset
+from pipelines.data.sources import load_dataset
 from tests.conftest import write_png
 
 pytestmark = pytest.mark.integration
@@ -59,8 +59,10 @@ def test_pending_batches_skips_scored_hidden_and_fresh_entries(tmp_path):
 def test_scheduled_inbox_run_scores_a_dropped_batch_and_logs_to_the_mlflow_server(servers, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", servers["mlflow"])
     from flows.detector import train_detector_flow
+    from flows.params import TrainDetectorParams
 
-    trained = train_detector_flow.fn(data="digits", normal="0", epochs=2, name="ops-detector", out=str(tmp_path / "det"))
+    trained = train_detector_flow.fn(TrainDetectorParams(data="digits", normal="0", epochs=2, name="ops-detector",
+                                                         out=str(tmp_path / "det")))
     assert trained["champion"]
 
     inbox = tmp_path / "inbox"
@@ -134,11 +136,13 @@ def test_compare_on_a_dask_cluster_gives_the_same_table_as_threads(prefect_harne
     from prefect_dask import DaskTaskRunner
 
     from flows.compare import compare_flow
+    from flows.params import CompareParams
 
     params = {"data": "digits", "minority": "3:5,8:5", "arms": "none,ros,smote", "seeds": 2, "classifier": "logreg",
               "epochs": 1}
     dask = compare_flow.with_options(
         task_runner=DaskTaskRunner(cluster_kwargs={"n_workers": 2, "processes": True, "threads_per_worker": 1})
-    )(**params, out=str(tmp_path / "dask"))
-    threads = compare_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))(**params, out=str(tmp_path / "t"))
+    )(CompareParams(**params, out=str(tmp_path / "dask")))
+    threads = compare_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))(
+        CompareParams(**params, out=str(tmp_path / "t")))
     pd.testing.assert_frame_equal(dask["summary"], threads["summary"], check_exact=False, atol=1e-9)

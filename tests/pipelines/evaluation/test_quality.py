@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gan_aug.quality import frechet_distance, label_agreement, memorisation, precision_recall_density_coverage
+from pipelines.evaluation.quality import frechet_distance, label_agreement, memorisation, precision_recall_density_coverage
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.data import IMAGE_SUFFIXES, read_image_files, resize_images
+from pipelines.data.images import IMAGE_SUFFIXES, read_image_files, resize_images
 from pipelines.errors import GanpipeError
 
 

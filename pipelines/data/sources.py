@@ -16,19 +16,16 @@ Sources are named by a spec string, as the CLI accepts them:
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
+from pipelines.data.images import IMAGE_SUFFIXES, convert_channels, images_to_nchw, read_image_files, resize_images, short_reason
 from pipelines.errors import GanpipeError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 BUILTIN_SOURCES = ("digits", "mnist5k")
 MIN_SIDE, MAX_SIDE = 8, 64
 
@@ -118,30 +115,12 @@ def _conform(ds: ImageDataset, image_size: int | None, channels: int | None) -> 
     """Apply the declared size and channel count to a dataset loaded at its native shape."""
     x = ds.x
     if channels is not None and x.shape[1] != channels:
-        x = _convert_channels(x, channels)
+        x = np.ascontiguousarray(convert_channels(x.transpose(0, 2, 3, 1), channels).transpose(0, 3, 1, 2))
     if image_size is not None and x.shape[2:] != (image_size, image_size):
         x = resize_images(x, image_size)
     if x is ds.x:
         return ds
     return ImageDataset(x=x, y=ds.y, class_names=ds.class_names, item_ids=ds.item_ids, source=ds.source)
-
-
-def _convert_channels(x: np.ndarray, channels: int) -> np.ndarray:
-    if channels == 3:
-        return np.repeat(x, 3, axis=1)
-    # ITU-R 601 luma, the same weights PIL uses for "L"
-    weights = np.array([0.299, 0.587, 0.114], dtype=np.float32).reshape(1, 3, 1, 1)
-    return (x * weights).sum(axis=1, keepdims=True).astype(np.float32)
-
-
-def resize_images(x: np.ndarray, size: int) -> np.ndarray:
-    """Resize ``x: (N, C, H, W)`` in [0, 1] to ``(N, C, size, size)`` with bilinear filtering."""
-    out = np.empty((x.shape[0], x.shape[1], size, size), dtype=np.float32)
-    for i, img in enumerate(x):
-        for c, plane in enumerate(img):
-            pil = Image.fromarray(plane.astype(np.float32), mode="F")
-            out[i, c] = np.asarray(pil.resize((size, size), Image.BILINEAR), dtype=np.float32)
-    return np.clip(out, 0.0, 1.0)
 
 
 def _load_digits() -> ImageDataset:
@@ -172,142 +151,6 @@ def _load_mnist5k() -> ImageDataset:
         item_ids=tuple(f"mnist5k#{i}" for i in range(len(y))),
         source="mnist5k",
     )
-
-
-# ---------------------------------------------------------------------------- image files
-
-
-@dataclass(frozen=True)
-class ImageReadResult:
-    """Outcome of reading a list of image files: what was read and why the rest was not.
-
-    ``x: (M, C, H, W)`` float32 in [0, 1] for the ``ok_ids`` (in input order); ``rejected`` holds
-    ``(id, reason)`` for every other input, so ``len(ok_ids) + len(rejected)`` equals the input count.
-    """
-
-    x: np.ndarray
-    ok_ids: tuple[str, ...]
-    rejected: tuple[tuple[str, str], ...]
-
-
-def read_image_files(
-    paths: Sequence[Path | str],
-    image_size: int | None = None,
-    channels: int | None = None,
-    ids: Sequence[str] | None = None,
-    strict_channels: bool = False,
-) -> ImageReadResult:
-    """Read image files without ever raising for one bad file.
-
-    A file that cannot be decoded (missing, truncated, not an image) is rejected with its reason.
-    With ``image_size`` every image is resized to it, unless it is far from square (aspect ratio
-    off by more than 10%), which is rejected; without it every image must share the most common
-    size, and the others are rejected naming their size. ``channels`` sets grey (1) or RGB (3): by
-    default the batch is grey unless any image is in colour; with ``strict_channels`` an image of
-    another channel count is rejected instead of converted (a colour file whose three channels are
-    equal counts as grey).
-    """
-    ids = [str(p) for p in paths] if ids is None else list(ids)
-    decoded: list[tuple[str, np.ndarray]] = []
-    rejected: list[tuple[str, str]] = []
-    for item_id, path in zip(ids, paths):
-        try:
-            decoded.append((item_id, _decode(Path(path))))
-        except _BadImage as exc:
-            rejected.append((item_id, str(exc)))
-
-    if channels is None:
-        channels = 3 if any(a.shape[2] == 3 for _, a in decoded) else 1
-    if image_size is None and decoded:
-        sizes = Counter(a.shape[:2] for _, a in decoded)
-        target = sizes.most_common(1)[0][0]
-    else:
-        target = (image_size, image_size) if image_size else None
-
-    kept_ids: list[str] = []
-    arrays: list[np.ndarray] = []
-    for item_id, arr in decoded:
-        if strict_channels and arr.shape[2] != channels:
-            rejected.append((item_id, f"wrong channel count: image has {arr.shape[2]}, expected {channels}"))
-            continue
-        if image_size is not None and abs(arr.shape[0] / arr.shape[1] - 1.0) > 0.1:
-            rejected.append((item_id, f"size {arr.shape[1]}x{arr.shape[0]} cannot be resized to "
-                                      f"{image_size}x{image_size} without distortion"))
-            continue
-        if image_size is None and arr.shape[:2] != target:
-            rejected.append(
-                (item_id, f"size {arr.shape[1]}x{arr.shape[0]} differs from {target[1]}x{target[0]}; "
-                          "declare an image size to resize")
-            )
-            continue
-        arr = _to_channels(arr, channels)
-        if arr.shape[:2] != target:
-            arr = _resize_hwc(arr, target)
-        kept_ids.append(item_id)
-        arrays.append(arr)
-
-    if arrays:
-        x = np.stack(arrays).transpose(0, 3, 1, 2).astype(np.float32)
-    else:
-        h, w = target if target else (0, 0)
-        x = np.zeros((0, channels, h, w), dtype=np.float32)
-    order = {item_id: i for i, item_id in enumerate(ids)}
-    rejected.sort(key=lambda r: order[r[0]])
-    return ImageReadResult(x=x, ok_ids=tuple(kept_ids), rejected=tuple(rejected))
-
-
-class _BadImage(Exception):
-    pass
-
-
-def _decode(path: Path) -> np.ndarray:
-    """One image file -> ``(H, W, C)`` float32 in [0, 1] with C in {1, 3}."""
-    if not path.is_file():
-        raise _BadImage("file not found")
-    try:
-        with Image.open(path) as img:
-            img.load()  # forces a full decode, so truncated files fail here
-            if img.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"):
-                grey = img.convert("F") if img.mode.startswith("I") or img.mode == "F" else img.convert("L")
-                arr = np.asarray(grey, dtype=np.float32)
-                if img.mode.startswith("I"):
-                    arr = arr / (65535.0 if arr.max() > 255 else 255.0)
-                elif img.mode != "F":
-                    arr = arr / 255.0
-                arr = arr[:, :, None]
-            else:
-                arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-                if np.array_equal(arr[:, :, 0], arr[:, :, 1]) and np.array_equal(arr[:, :, 0], arr[:, :, 2]):
-                    arr = arr[:, :, :1]  # a grey image stored as RGB
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise _BadImage(f"unreadable image ({_short(exc)})") from None
-    if not np.isfinite(arr).all():
-        raise _BadImage("image contains NaN or infinite values")
-    h, w = arr.shape[:2]
-    if min(h, w) < 1:
-        raise _BadImage("image has no pixels")
-    return np.clip(arr, 0.0, 1.0)
-
-
-def _short(exc: Exception) -> str:
-    return str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-
-
-def _to_channels(arr: np.ndarray, channels: int) -> np.ndarray:
-    if arr.shape[2] == channels:
-        return arr
-    if channels == 3:
-        return np.repeat(arr, 3, axis=2)
-    return (arr @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[:, :, None]
-
-
-def _resize_hwc(arr: np.ndarray, target: tuple[int, int]) -> np.ndarray:
-    h, w = target
-    planes = [
-        np.asarray(Image.fromarray(arr[:, :, c], mode="F").resize((w, h), Image.BILINEAR), dtype=np.float32)
-        for c in range(arr.shape[2])
-    ]
-    return np.clip(np.stack(planes, axis=2), 0.0, 1.0)
 
 
 def _load_folder(root: Path, image_size: int | None, channels: int | None) -> ImageDataset:
@@ -357,7 +200,7 @@ def _load_npz(path: Path) -> ImageDataset:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
     except (OSError, ValueError, EOFError) as exc:
-        raise GanpipeError(f"{path}: not a readable .npz file ({_short(exc)})") from None
+        raise GanpipeError(f"{path}: not a readable .npz file ({short_reason(exc)})") from None
     missing = [key for key in ("x", "y") if key not in arrays]
     if missing:
         raise GanpipeError(f"{path}: missing array(s) {', '.join(missing)}; found {', '.join(arrays) or 'none'}")
@@ -374,44 +217,6 @@ def _load_npz(path: Path) -> ImageDataset:
         item_ids=tuple(f"{path.name}#{i}" for i in range(len(y))),
         source=f"npz:{path}",
     )
-
-
-def images_to_nchw(x: np.ndarray, where: str) -> np.ndarray:
-    """Validate an image array and bring it to ``(N, C, H, W)`` float32 in [0, 1].
-
-    Accepts ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)`` with C in {1, 3}; integer pixel
-    values are read as 0..255 (0..65535 for 16-bit), floats must already be in [0, 1].
-    """
-    if x.dtype.kind not in "uif" or x.dtype == np.bool_:
-        raise GanpipeError(f"{where}: images must be numeric, got dtype {x.dtype}")
-    if len(x) == 0:
-        raise GanpipeError(f"{where}: no images (x is empty)")
-    if x.ndim == 3:
-        x = x[:, None]
-    elif x.ndim == 4:
-        if x.shape[1] not in (1, 3) and x.shape[3] in (1, 3):
-            x = x.transpose(0, 3, 1, 2)
-        elif x.shape[1] not in (1, 3):
-            raise GanpipeError(f"{where}: cannot find a channel axis of size 1 or 3 in shape {x.shape}")
-    else:
-        raise GanpipeError(f"{where}: images must be (N,H,W), (N,H,W,C) or (N,C,H,W), got shape {x.shape}")
-    if x.dtype.kind == "f":
-        bad = ~np.isfinite(x).reshape(len(x), -1).all(axis=1)
-        if bad.any():
-            idx = np.flatnonzero(bad)
-            raise GanpipeError(
-                f"{where}: {len(idx)} image(s) contain NaN or infinite values, first at index {idx[0]}"
-            )
-        lo, hi = float(x.min()), float(x.max())
-        if lo < 0.0 or hi > 1.0:
-            raise GanpipeError(
-                f"{where}: float pixel values span [{lo:g}, {hi:g}]; expected [0, 1] (or integer 0..255)"
-            )
-        return x.astype(np.float32)
-    scale = 65535.0 if x.max() > 255 else 255.0
-    if x.min() < 0:
-        raise GanpipeError(f"{where}: negative integer pixel values (min {x.min()})")
-    return (x.astype(np.float32) / scale).astype(np.float32)
 
 
 def _encode_labels(y: np.ndarray, class_names: list[str] | None, where: str) -> tuple[np.ndarray, tuple[str, ...]]:

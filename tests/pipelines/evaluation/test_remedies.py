@@ -5,9 +5,11 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from pipelines.data import ImageDataset
+from pipelines.data.sources import ImageDataset
 from pipelines.errors import GanpipeError
-from pipelines.remedies import ARMS, apply_arm, gan_verdicts, mean_interval, paired_difference, parse_arms, summarise
+from pipelines.evaluation.compare import gan_verdicts
+from pipelines.evaluation.remedies import ARMS, apply_arm, parse_arms
+from pipelines.evaluation.statistics import mean_interval, paired_difference, summarise
 
 
 @pytest.fixture

@@ -59,6 +59,14 @@ def image_grid(x: np.ndarray, rows: Sequence[str] | None = None, ncols: int = 10
     return fig
 
 
+def samples_figure(real: np.ndarray, fake: np.ndarray, title: str, ncols: int = 10):
+    """Up to ``ncols`` real images in the first row (blank cells keep rows aligned), the synthetic
+    ``fake`` images below; both ``(N, C, H, W)`` in [0, 1]."""
+    real = real[:ncols]
+    real = np.concatenate([real, np.zeros((ncols - len(real), *real.shape[1:]), np.float32)])
+    return image_grid(np.concatenate([real, fake]), ncols=ncols, title=title)
+
+
 def comparison_bars(summary, metrics: Sequence[str], title: str = "mean and 95% interval across seeds"):
     """Grouped bars, one group per metric, one bar per arm, with interval whiskers."""
     arms = list(summary["arm"])

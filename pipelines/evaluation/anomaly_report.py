@@ -1,4 +1,7 @@
-"""Metrics, alerts and figures for anomaly scores (any detector: higher score = more anomalous)."""
+"""Metrics, tables, alerts and figures for anomaly scores (any detector: higher score = more anomalous).
+
+A detector here is anything with ``score_components(x) -> {name: (N,)}`` (the selected score's
+``p_value`` last), ``score`` (the name that flags), ``threshold_`` and ``score_samples(x)``."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 from scipy.stats import binomtest  # noqa: E402
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve  # noqa: E402
 
@@ -26,6 +30,54 @@ def anomaly_metrics(anomalous: np.ndarray, scores: np.ndarray, threshold: float)
         out["auroc"] = float(roc_auc_score(anomalous, scores))
         out["aupr"] = float(average_precision_score(anomalous, scores))
     return out
+
+
+def score_table(detector, x: np.ndarray) -> pd.DataFrame:
+    """One row per image of ``x: (N, C, H, W)``: the score that flags, every component score, the
+    p-value and the flag (1 = score above ``threshold_``)."""
+    components = detector.score_components(x)
+    table = pd.DataFrame({"score": components[detector.score], **components})
+    table["flag"] = (table["score"] > detector.threshold_).astype(np.int64)
+    return table
+
+
+def validation_auroc(detector, x: np.ndarray, anomalous: np.ndarray) -> float | None:
+    """AUROC of ``detector`` on labelled images; None when it cannot tell (one kind only, other shape)."""
+    if not anomalous.any() or anomalous.all() or tuple(detector.image_shape_) != tuple(x.shape[1:]):
+        return None
+    return anomaly_metrics(anomalous, detector.score_samples(x), np.inf)["auroc"]
+
+
+def calibration_note(n_calibration: int, target_fpr: float) -> str | None:
+    """A warning when too few held-out normal images calibrate the threshold for ``target_fpr``."""
+    if n_calibration >= 1 / target_fpr:
+        return None
+    return (f"only {n_calibration} held-out normal images calibrate the threshold: a false positive rate "
+            f"below {1 / (n_calibration + 1):.1%} cannot be told apart from {target_fpr:.1%}; "
+            "the threshold is the highest calibration score")
+
+
+def detector_report(detector, val_x: np.ndarray, val_anomalous: np.ndarray, test_x: np.ndarray,
+                    test_anomalous: np.ndarray, examples: int = 8) -> tuple[dict, dict, dict]:
+    """Evaluate a calibrated detector (with a ``reconstruct`` method) on labelled validation and test
+    images -> (metrics per split, the same flattened with ``val_``/``test_`` prefixes plus the test
+    AUROC of every component, figures by artifact path: ROC, score histogram, reconstructions)."""
+    selected, threshold = detector.score, detector.threshold_
+    val_metrics = anomaly_metrics(val_anomalous, detector.score_components(val_x)[selected], threshold)
+    results, flat = {"val": val_metrics}, {f"val_{k}": v for k, v in val_metrics.items()}
+    test_scores = detector.score_components(test_x)
+    components = {k: v for k, v in test_scores.items() if k != "p_value"}
+    figures = {}
+    if test_anomalous.any():
+        results["test"] = anomaly_metrics(test_anomalous, test_scores[selected], threshold)
+        flat.update({f"test_{k}": v for k, v in results["test"].items()})
+        flat.update({f"test_auroc_{k}": anomaly_metrics(test_anomalous, v, np.inf)["auroc"] for k, v in components.items()})
+        figures["figures/roc_test.png"] = roc_figure(test_anomalous, components)
+    figures["figures/score_histogram_test.png"] = score_histogram(test_scores[selected], test_anomalous, threshold, selected)
+    picks = np.concatenate([np.flatnonzero(~test_anomalous)[:examples], np.flatnonzero(test_anomalous)[:examples]])
+    figures["figures/reconstructions.png"] = reconstruction_figure(test_x[picks], detector.reconstruct(test_x[picks]),
+                                                                   test_anomalous[picks])
+    return results, flat, figures
 
 
 def batch_summary(scored: int, rejected: int, flagged: int, expected_rate: float) -> dict:

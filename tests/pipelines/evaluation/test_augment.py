@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.augment import ClassicAugment, augment_to_counts
-from pipelines.data import load_dataset
+from pipelines.data.sources import load_dataset
+from pipelines.evaluation.augment import ClassicAugment, augment_to_counts
 
 
 def test_classic_augment_keeps_shape_and_range_and_changes_images():

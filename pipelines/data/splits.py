@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Literal, Mapping
 
 import numpy as np
 
-from pipelines.data import ImageDataset
+from pipelines.data.sources import ImageDataset
 from pipelines.errors import GanpipeError
 
 
@@ -50,19 +50,31 @@ def stratified_split(
     return Splits(**{key: ds.subset(np.sort(np.concatenate(idx))) for key, idx in parts.items()})
 
 
-def parse_class_counts(text: str) -> dict[str, int]:
-    """``"2:10,5:10"`` -> ``{"2": 10, "5": 10}``; a malformed entry -> GanpipeError naming it."""
-    counts: dict[str, int] = {}
+def parse_class_spec(text: str, counts: Literal["required", "optional", "none"] = "optional") -> dict[str, int | None]:
+    """The classes a user names: ``"2:10, 5 ,scratch:3"`` -> ``{"2": 10, "5": None, "scratch": 3}``.
+
+    ``counts="required"``: every entry is ``CLASS:N``; ``"optional"``: ``CLASS`` or ``CLASS:N`` (None
+    keeps every item); ``"none"``: plain class names. A malformed, repeated or missing entry ->
+    GanpipeError naming it.
+    """
+    form = {"required": "CLASS:N", "optional": "CLASS[:N]", "none": "CLASS"}[counts]
+    result: dict[str, int | None] = {}
     for entry in filter(None, (e.strip() for e in text.split(","))):
         name, sep, number = entry.rpartition(":")
-        if not sep or not name or not number.strip().isdigit():
+        if counts != "none" and sep and number.strip().isdigit():
+            key, count = name.strip(), int(number)
+        elif counts == "required":
             raise GanpipeError(f"bad class count {entry!r}; expected CLASS:N, e.g. 2:10")
-        if name.strip() in counts:
-            raise GanpipeError(f"class {name.strip()!r} is given twice in {text!r}")
-        counts[name.strip()] = int(number)
-    if not counts:
-        raise GanpipeError(f"no class counts in {text!r}; expected CLASS:N[,CLASS:N...]")
-    return counts
+        else:
+            key, count = entry, None
+        if not key:
+            raise GanpipeError(f"bad class entry {entry!r}; expected {form}")
+        if key in result:
+            raise GanpipeError(f"class {key!r} is given twice in {text!r}")
+        result[key] = count
+    if not result:
+        raise GanpipeError(f"no classes given in {text!r}; expected {form}[,{form}...]")
+    return result
 
 
 def make_imbalanced(splits: Splits, minority: Mapping[str | int, int], seed: int = 0) -> Splits:
@@ -87,3 +99,34 @@ def make_imbalanced(splits: Splits, minority: Mapping[str | int, int], seed: int
         dropped = rng.permutation(members)[n:]
         keep[dropped] = False
     return Splits(train=train.subset(np.flatnonzero(keep)), val=splits.val, test=splits.test)
+
+
+def synthesis_plan(dataset: ImageDataset, minority: str, target: int | None, seed: int) -> tuple[Splits, dict[int, int]]:
+    """Split ``dataset``, cut the classes of ``minority`` (``CLASS[:N],...``) and decide how many
+    synthetic items each of them gets to reach ``target`` (default: the majority count). Every
+    check that can fail on user input happens here, before any training."""
+    side = dataset.x.shape[2:]
+    if side[0] != side[1]:
+        raise GanpipeError(f"{dataset.source}: images must be square for the GAN, got {side[0]}x{side[1]}; pass --image-size")
+    if not 8 <= side[0] <= 64:
+        raise GanpipeError(f"{dataset.source}: the GAN handles 8x8 to 64x64 images, got {side[0]}x{side[1]}; "
+                           "pass --image-size")
+    classes = parse_class_spec(minority)
+    for key in classes:
+        if dataset.class_counts[dataset.class_names[dataset.class_index(key)]] == 0:
+            raise GanpipeError(f"class {key!r} has no images in {dataset.source}")
+    splits = stratified_split(dataset, seed=seed)
+    cuts = {k: n for k, n in classes.items() if n is not None}
+    if cuts:
+        splits = make_imbalanced(splits, cuts, seed=seed)
+    counts = splits.train.class_counts
+    goal = target or max(counts.values())
+    to_make: dict[int, int] = {}
+    for key in classes:
+        index = splits.train.class_index(key)
+        real = counts[splits.train.class_names[index]]
+        if goal < real:
+            raise GanpipeError(f"target {goal} for class {key!r} is below its {real} real training items; "
+                               "ask for a target at or above the real count")
+        to_make[index] = goal - real
+    return splits, to_make

@@ -1,4 +1,5 @@
-"""The one place that decides how ganpipe talks to MLflow.
+"""Runs: where ganpipe's MLflow store is, experiment names, run tags, and how params, metrics,
+figures and tables are logged.
 
 - Tracking URI: ``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///<home>/mlflow/mlflow.db``.
 - Artifacts of local stores go to ``<home>/mlflow/artifacts/<experiment>``; a tracking server
@@ -34,7 +35,7 @@ def project_home() -> Path:
     """Folder that holds ``mlflow/`` (see module doc)."""
     if os.environ.get("GANPIPE_HOME"):
         return Path(os.environ["GANPIPE_HOME"]).expanduser().resolve()
-    checkout = Path(__file__).resolve().parents[1]
+    checkout = Path(__file__).resolve().parents[2]
     if (checkout / "pyproject.toml").is_file():
         return checkout
     return Path.cwd()
@@ -203,42 +204,6 @@ def _metric_key(key: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "_-./ " else "_" for ch in key)
 
 
-def log_pyfunc_model(
-    run: TrackedRun,
-    python_model,
-    name: str,
-    registered_model_name: str,
-    artifacts: Mapping[str, str],
-    input_example: pd.DataFrame,
-    output_example,
-    description: str = "",
-) -> str:
-    """Log a pyfunc model with a signature into ``run`` and register it; returns the new version."""
-    import mlflow
-    from mlflow.models import infer_signature
-
-    import warnings
-
-    client()
-    with warnings.catch_warnings():  # integer inputs are intended: class index and seed
-        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
-        signature = infer_signature(input_example, output_example)
-    with mlflow.start_run(run_id=run.run_id):
-        info = mlflow.pyfunc.log_model(
-            name=name,
-            python_model=python_model,
-            artifacts=dict(artifacts),
-            signature=signature,
-            input_example=input_example,
-            registered_model_name=registered_model_name,
-            pip_requirements=["ganpipe"],  # the package is installed where models are served
-        )
-    version = str(info.registered_model_version)
-    if description:
-        run.client.update_model_version(registered_model_name, version, description=description)
-    return version
-
-
 def find_runs(experiment: str, tags: Mapping[str, str]) -> list[str]:
     """Ids of finished runs in ``experiment`` carrying all ``tags`` (newest first)."""
     name = EXPERIMENTS.get(experiment, experiment)
@@ -249,28 +214,3 @@ def find_runs(experiment: str, tags: Mapping[str, str]) -> list[str]:
     query = " and ".join([f"tags.`{k}` = '{v}'" for k, v in tags.items()] + ["attributes.status = 'FINISHED'"])
     runs = mlflow_client.search_runs([found.experiment_id], filter_string=query, order_by=["attributes.start_time DESC"])
     return [r.info.run_id for r in runs]
-
-
-def set_alias_if_better(name: str, version: str, alias: str, evaluate) -> bool:
-    """Point ``alias`` at ``version`` when there is no holder yet, or when ``evaluate(uri)`` (higher
-    is better, None = cannot evaluate) rates the new version above the current holder on the same
-    data. When either cannot be evaluated the holder stays. Records the comparison as a version
-    tag; returns whether the alias moved."""
-    from mlflow.exceptions import MlflowException
-
-    mlflow_client = client()
-    try:
-        holder = mlflow_client.get_model_version_by_alias(name, alias).version
-    except MlflowException:
-        holder = None
-    if holder is None or str(holder) == str(version):
-        mlflow_client.set_registered_model_alias(name, alias, version)
-        return True
-    new_score = evaluate(f"models:/{name}/{version}")
-    old_score = evaluate(f"models:/{name}/{holder}")
-    mlflow_client.set_model_version_tag(name, version, f"{alias}_comparison",
-                                        f"this version {new_score} vs version {holder} {old_score}")
-    if new_score is not None and old_score is not None and new_score > old_score:
-        mlflow_client.set_registered_model_alias(name, alias, version)
-        return True
-    return False

@@ -1,5 +1,4 @@
-"""The standard remedies for class imbalance, as arms of a comparison, plus the statistics that
-say whether one arm really beats another.
+"""The standard remedies for class imbalance, as arms of a comparison.
 
 Every arm sees only the training split and brings each minority class up to the same target
 count, so arms differ only in *how* the missing items are made.
@@ -10,13 +9,11 @@ from __future__ import annotations
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 from imblearn.over_sampling import SMOTE, RandomOverSampler
-from scipy import stats
 
-from pipelines.augment import augment_to_counts
-from pipelines.data import ImageDataset
+from pipelines.data.sources import ImageDataset
 from pipelines.errors import GanpipeError
+from pipelines.evaluation.augment import augment_to_counts
 
 NON_GAN_ARMS = ("none", "class_weight", "ros", "smote", "albumentations")
 GAN_ARMS = ("gan", "gan+albumentations")
@@ -77,54 +74,3 @@ def apply_arm(
             parts_y.append(aug_y)
         return np.concatenate(parts_x).astype(np.float32), np.concatenate(parts_y), None
     raise GanpipeError(f"unknown arm {arm!r}; choose from: {', '.join(ARMS)}")
-
-
-def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
-    """Mean and two-sided Student-t interval across seeds; needs 2 values or more."""
-    values = np.asarray(values, dtype=float)
-    if len(values) < 2:
-        raise GanpipeError("an interval needs at least 2 seeds")
-    mean = float(values.mean())
-    half = float(stats.t.ppf(0.5 + confidence / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
-    return mean, mean - half, mean + half
-
-
-def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
-    """Mean of ``a - b`` over paired seeds, its 95% interval and the paired t-test p-value (two-sided)."""
-    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    mean, low, high = mean_interval(diff)
-    if np.allclose(diff, diff[0]):
-        p = 0.0 if diff[0] != 0 else 1.0  # no spread: the t statistic is undefined
-    else:
-        p = float(stats.ttest_rel(a, b).pvalue)
-    return {"difference": mean, "low": low, "high": high, "p_value": p}
-
-
-def summarise(results: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
-    """One row per arm: mean and 95% interval across seeds of each metric (columns ``m``,
-    ``m_low``, ``m_high``), in the order the arms first appear."""
-    rows = []
-    for arm, group in results.groupby("arm", sort=False):
-        row: dict[str, object] = {"arm": arm, "seeds": len(group)}
-        for metric in metrics:
-            row[metric], row[f"{metric}_low"], row[f"{metric}_high"] = mean_interval(group.sort_values("seed")[metric])
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def gan_verdicts(results: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Each GAN arm against the best non-GAN arm (by mean ``metric``), paired by seed."""
-    present = set(results["arm"])
-    baselines = [a for a in NON_GAN_ARMS if a in present]
-    rows = []
-    if not baselines:
-        return pd.DataFrame(rows)
-    means = results.groupby("arm")[metric].mean()
-    best = max(baselines, key=lambda a: means[a])
-    reference = results[results.arm == best].set_index("seed")[metric]
-    for arm in (a for a in GAN_ARMS if a in present):
-        values = results[results.arm == arm].set_index("seed")[metric]
-        seeds = sorted(set(values.index) & set(reference.index))
-        rows.append({"arm": arm, "versus": best, "metric": metric,
-                     **paired_difference(values.loc[seeds].to_numpy(), reference.loc[seeds].to_numpy())})
-    return pd.DataFrame(rows)

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipelines import tracking
+from pipelines.tracking import runs as tracking
 
 
 def test_default_store_lives_under_the_project_home(monkeypatch, tmp_path):

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.data import load_dataset
-from pipelines.sample_quality import compare_sample_quality
-from pipelines.splits import make_imbalanced, stratified_split
+from pipelines.data.sources import load_dataset
+from pipelines.data.splits import make_imbalanced, stratified_split
+from pipelines.evaluation.sample_quality import compare_sample_quality
 
 
 def test_quality_table_scores_real_copies_well_and_noise_badly():

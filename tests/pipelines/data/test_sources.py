@@ -3,7 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.data import load_dataset, read_image_files
+from pipelines.data.images import read_image_files
+from pipelines.data.sources import load_dataset
 from pipelines.errors import GanpipeError
 from tests.conftest import write_png
 

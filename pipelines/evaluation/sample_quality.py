@@ -13,11 +13,12 @@ import pandas as pd
 import torch
 from imblearn.over_sampling import SMOTE
 
-from gan_aug.quality import frechet_distance, label_agreement, memorisation, precision_recall_density_coverage
-from pipelines.augment import augment_to_counts
-from pipelines.classifier import CNNClassifier
-from pipelines.splits import Splits
+from pipelines.data.splits import Splits
+from pipelines.evaluation.augment import augment_to_counts
+from pipelines.evaluation.classifier import CNNClassifier
+from pipelines.evaluation.quality import frechet_distance, label_agreement, memorisation, precision_recall_density_coverage
 
+SAMPLES = 200  # synthetic items per class and method
 MIN_REFERENCE = 10  # held-out images a class needs before they alone serve as the real reference
 Generate = Callable[[np.ndarray, int], np.ndarray]  # (labels, seed) -> images (N, C, H, W) in [0, 1]
 
@@ -33,7 +34,7 @@ def smote_samples(x: np.ndarray, y: np.ndarray, classes: Sequence[int], n: int, 
 
 
 def compare_sample_quality(
-    splits: Splits, generate: Generate, classes: Sequence[int], seed: int = 0, n: int = 200
+    splits: Splits, generate: Generate, classes: Sequence[int], seed: int = 0, n: int = SAMPLES
 ) -> pd.DataFrame:
     """One row per class and method (``gan``, ``smote``, ``albumentations``) with Fréchet distance,
     precision/recall/density/coverage, label agreement and memorisation, all from ``n`` samples."""

@@ -3,11 +3,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.classifier import CNNClassifier, LogisticClassifier, make_classifier
-from pipelines.data import load_dataset
+from pipelines.data.sources import load_dataset
+from pipelines.data.splits import stratified_split
 from pipelines.errors import GanpipeError
-from pipelines.metrics import classification_report
-from pipelines.splits import stratified_split
+from pipelines.evaluation.classifier import CNNClassifier, LogisticClassifier, make_classifier
+from pipelines.evaluation.metrics import classification_report
 
 
 def test_metrics_on_a_known_case():

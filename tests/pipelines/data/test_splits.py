@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.data import load_dataset
+from pipelines.data.sources import load_dataset
+from pipelines.data.splits import make_imbalanced, parse_class_spec, stratified_split
 from pipelines.errors import GanpipeError
-from pipelines.splits import make_imbalanced, parse_class_counts, stratified_split
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +62,16 @@ def test_make_imbalanced_bad_requests(digits, minority, message):
         make_imbalanced(stratified_split(digits), minority)
 
 
-def test_parse_class_counts():
-    assert parse_class_counts("2:10, 5:3") == {"2": 10, "5": 3}
-    assert parse_class_counts("a:b:4") == {"a:b": 4}
-    for bad, message in [("2=10", "bad class count '2=10'"), ("2:x", "bad class count"), ("", "no class counts"),
+def test_parse_class_spec():
+    assert parse_class_spec("2:10, 5:3", counts="required") == {"2": 10, "5": 3}
+    assert parse_class_spec("a:b:4", counts="required") == {"a:b": 4}
+    for bad, message in [("2=10", "bad class count '2=10'"), ("2:x", "bad class count"), ("", "no classes given"),
                          ("2:1,2:3", "given twice")]:
         with pytest.raises(GanpipeError, match=message):
-            parse_class_counts(bad)
+            parse_class_spec(bad, counts="required")
+    assert parse_class_spec("2:10, 5 ,scratch:3") == {"2": 10, "5": None, "scratch": 3}
+    with pytest.raises(GanpipeError, match="given twice"):
+        parse_class_spec("2,2:3")
+    assert parse_class_spec("0, 7", counts="none") == {"0": None, "7": None}
+    with pytest.raises(GanpipeError, match="no classes given"):
+        parse_class_spec(" , ", counts="none")

@@ -1,0 +1,47 @@
+"""Checkpoints that an interrupted training run resumes from, only for the same settings and data."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def fingerprint_arrays(*arrays: np.ndarray) -> str:
+    """A digest of array contents: a checkpoint is only resumed for the data it was made on."""
+    digest = hashlib.sha1()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def resume(path: str | Path | None, config: dict, digest: str, modules: dict, rng: torch.Generator,
+           total: int) -> tuple[int, list, float]:
+    """Load a checkpoint made with the same ``config`` and data ``digest`` into ``modules`` (networks
+    and optimisers by key) and ``rng``. Returns ``(step, history, seconds)``; zeros when there is none."""
+    if path is None or not Path(path).is_file():
+        return 0, [], 0.0
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state["config"] != config or state["fingerprint"] != digest:
+        log.warning("ignoring checkpoint %s: it was made with other settings or data", path)
+        return 0, [], 0.0
+    for key, module in modules.items():
+        module.load_state_dict(state[key])
+    rng.set_state(state["rng"])
+    log.info("resuming from %s at step %d/%d", path, state["step"], total)
+    return state["step"], state["history"], state["seconds"]
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Write ``state`` with torch.save via a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: an interruption never leaves a half-written checkpoint

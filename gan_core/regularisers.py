@@ -1,0 +1,48 @@
+"""Regularisers both GAN families train with: the WGAN-GP gradient penalty, differentiable
+augmentation applied to real and fake images alike, and the EMA of generator weights."""
+
+from __future__ import annotations
+
+import torch
+
+
+def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator, *args) -> torch.Tensor:
+    """WGAN-GP penalty ``E[(||grad critic(x_hat)|| - 1)^2]`` on random interpolates of real and fake."""
+    alpha = torch.rand(len(real), 1, 1, 1, generator=generator)
+    mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    grad = torch.autograd.grad(critic(mixed, *args).sum(), mixed, create_graph=True)[0]
+    return ((grad.flatten(1).norm(dim=1) - 1.0) ** 2).mean()
+
+
+def diff_augment(x: torch.Tensor, generator: torch.Generator, translation: float = 0.125, cutout: float = 0.5) -> torch.Tensor:
+    """Random translation (up to ``translation`` of the side, zero fill) and one square cutout
+    (``cutout`` of the side) per image, differentiable in ``x`` (Zhao et al. 2020)."""
+    n, _, h, w = x.shape
+    if translation > 0:
+        shift_h, shift_w = max(1, int(h * translation + 0.5)), max(1, int(w * translation + 0.5))
+        dy = torch.randint(-shift_h, shift_h + 1, (n, 1, 1), generator=generator)
+        dx = torch.randint(-shift_w, shift_w + 1, (n, 1, 1), generator=generator)
+        rows = torch.arange(h).view(1, h, 1) + dy
+        cols = torch.arange(w).view(1, 1, w) + dx
+        inside = ((rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)).unsqueeze(1)
+        batch = torch.arange(n).view(n, 1, 1)
+        moved = x.permute(0, 2, 3, 1)[batch, rows.clamp(0, h - 1), cols.clamp(0, w - 1)].permute(0, 3, 1, 2)
+        x = moved * inside
+    if cutout > 0:
+        ch, cw = max(1, int(h * cutout + 0.5)), max(1, int(w * cutout + 0.5))
+        cy = torch.randint(0, h + (1 - ch % 2), (n, 1, 1), generator=generator)
+        cx = torch.randint(0, w + (1 - cw % 2), (n, 1, 1), generator=generator)
+        rows = torch.arange(h).view(1, h, 1)
+        cols = torch.arange(w).view(1, 1, w)
+        hole = ((rows - cy).abs() <= ch // 2) & ((cols - cx).abs() <= cw // 2)
+        x = x * (~hole).unsqueeze(1)
+    return x
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """Move ``ema``'s weights towards ``model``'s (``ema = decay * ema + (1 - decay) * model``); copy buffers."""
+    for target, source in zip(ema.parameters(), model.parameters()):
+        target.lerp_(source, 1.0 - decay)
+    for target, source in zip(ema.buffers(), model.buffers()):
+        target.copy_(source)

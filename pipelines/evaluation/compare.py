@@ -1,0 +1,204 @@
+"""The compare experiment: the same classifier trained under every remedy (and the GAN), over
+several seeds with identical splits, judged on the untouched test split with intervals and paired
+tests of each GAN arm against the best non-GAN arm.
+
+The GAN comes in as a callable (:data:`TrainGAN`), so this module knows no GAN family.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from pipelines.data.sources import ImageDataset
+from pipelines.data.splits import Splits, make_imbalanced, parse_class_spec, stratified_split
+from pipelines.errors import GanpipeError
+from pipelines.evaluation.classifier import make_classifier
+from pipelines.evaluation.metrics import classification_report
+from pipelines.evaluation.plots import comparison_bars, confusion_figure, sweep_curves
+from pipelines.evaluation.remedies import GAN_ARMS, NON_GAN_ARMS, Synthesise, apply_arm, parse_arms
+from pipelines.evaluation.statistics import paired_difference, summarise
+from pipelines.tracking.runs import markdown_table, start_run
+
+METRICS = ["minority_recall", "balanced_accuracy", "macro_f1", "g_mean", "minority_pr_auc"]
+PRIMARY = "minority_recall"
+TrainGAN = Callable[[ImageDataset, int], Synthesise]  # (training split, seed) -> (labels, seed) -> images
+
+
+def sweep_counts(text: str | None) -> list[int | None]:
+    """``"5,10"`` -> ``[5, 10]``; no sweep -> ``[None]``."""
+    if not text:
+        return [None]
+    try:
+        counts = sorted({int(c) for c in text.split(",") if c.strip()})
+    except ValueError:
+        raise GanpipeError(f"bad sweep {text!r}; expected counts like 5,10,20,50") from None
+    if not counts or counts[0] < 1:
+        raise GanpipeError(f"bad sweep {text!r}; counts must be whole numbers >= 1")
+    return counts
+
+
+def check_experiment(dataset: ImageDataset, minority: str, arms: str, sweep: str | None
+                     ) -> tuple[dict[str, int], list[str], list[int | None]]:
+    """Everything a user can get wrong, checked before any training: -> (counts, arms, sweep counts)."""
+    arm_list = parse_arms(arms)
+    counts = parse_class_spec(minority, counts="required")
+    sweep_list = sweep_counts(sweep)
+    probe = stratified_split(dataset, seed=0)
+    for count in sweep_list:
+        make_imbalanced(probe, {k: count or n for k, n in counts.items()}, seed=0)  # raises on bad classes/counts
+    if any(a in GAN_ARMS for a in arm_list) and not 8 <= dataset.x.shape[2] <= 64:
+        raise GanpipeError(f"the GAN arms need images from 8x8 to 64x64, got {dataset.x.shape[2]}; pass --image-size")
+    return counts, arm_list, sweep_list
+
+
+def seed_splits(dataset: ImageDataset, counts: Mapping[str, int], seed: int, sweep_count: int | None = None
+                ) -> tuple[Splits, list[int], dict[int, int]]:
+    """The split of one seed with the minority classes cut, their indices and their target counts."""
+    minority = {k: sweep_count or n for k, n in counts.items()}
+    splits = make_imbalanced(stratified_split(dataset, seed=seed), minority, seed=seed)
+    minority_idx = [splits.train.class_index(k) for k in minority]
+    majority = int(np.bincount(splits.train.y).max())
+    return splits, minority_idx, {k: majority for k in minority_idx}
+
+
+def evaluate_arms(splits: Splits, minority_idx: list[int], targets: dict[int, int], arms: Sequence[str],
+                  classifier: str, epochs: int, seed: int, synthesise: Synthesise | None = None,
+                  sweep_count: int | None = None) -> list[dict]:
+    """Train the classifier under each arm on the training split; metrics on the test split."""
+    train = splits.train
+    shifted = None if synthesise is None else (lambda labels, s: synthesise(labels, s + 1))
+    rows = []
+    for arm in arms:
+        x, y, class_weight = apply_arm(arm, train, targets, seed, shifted)
+        model = make_classifier(classifier, class_weight=class_weight, epochs=epochs, random_state=seed)
+        model.fit(x, y, n_classes=len(train.class_names))
+        proba = model.predict_proba(splits.test.x)
+        summary, per_class = classification_report(splits.test.y, proba, train.class_names, minority_idx)
+        rows.append({"arm": arm, "seed": seed, "count": sweep_count, "train_items": len(y), **summary,
+                     **{f"recall_{r['class']}": r["recall"] for r in per_class.to_dict("records")},
+                     "_pred": proba.argmax(axis=1), "_true": splits.test.y, "_per_class": per_class})
+    return rows
+
+
+def run_seed(dataset: ImageDataset, counts: Mapping[str, int], arms: Sequence[str], seed: int, classifier: str,
+             epochs: int, train_gan: TrainGAN | None = None, sweep_count: int | None = None) -> list[dict]:
+    """All arms for one seed (and one sweep count): same split, same imbalance, same classifier; the
+    GAN of the GAN arms is trained on the training split only."""
+    splits, minority_idx, targets = seed_splits(dataset, counts, seed, sweep_count)
+    synthesise = train_gan(splits.train, seed) if train_gan is not None and any(a in GAN_ARMS for a in arms) else None
+    return evaluate_arms(splits, minority_idx, targets, arms, classifier, epochs, seed, synthesise, sweep_count)
+
+
+def gan_verdicts(results: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Each GAN arm against the best non-GAN arm (by mean ``metric``), paired by seed."""
+    present = set(results["arm"])
+    baselines = [a for a in NON_GAN_ARMS if a in present]
+    rows = []
+    if not baselines:
+        return pd.DataFrame(rows)
+    means = results.groupby("arm")[metric].mean()
+    best = max(baselines, key=lambda a: means[a])
+    reference = results[results.arm == best].set_index("seed")[metric]
+    for arm in (a for a in GAN_ARMS if a in present):
+        values = results[results.arm == arm].set_index("seed")[metric]
+        seeds = sorted(set(values.index) & set(reference.index))
+        rows.append({"arm": arm, "versus": best, "metric": metric,
+                     **paired_difference(values.loc[seeds].to_numpy(), reference.loc[seeds].to_numpy())})
+    return pd.DataFrame(rows)
+
+
+def verdict_text(summary: pd.DataFrame, verdicts: pd.DataFrame) -> str:
+    best = summary.sort_values(PRIMARY, ascending=False).iloc[0]
+    lines = [f"Best arm on {PRIMARY}: {best['arm']} ({best[PRIMARY]:.3f}, 95% interval "
+             f"[{best[f'{PRIMARY}_low']:.3f}, {best[f'{PRIMARY}_high']:.3f}])."]
+    for row in (verdicts[verdicts.metric == PRIMARY].to_dict("records") if len(verdicts) else []):
+        better = "better" if row["difference"] > 0 else "worse"
+        significant = "significant" if row["p_value"] < 0.05 else "not significant"
+        lines.append(f"{row['arm']} vs best non-GAN arm {row['versus']}: {row['difference']:+.3f} "
+                     f"[{row['low']:+.3f}, {row['high']:+.3f}], paired t-test p={row['p_value']:.3g}: "
+                     f"{better}, {significant} at 0.05.")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Per-run ``rows`` (with the private ``_pred``/``_true``/``_per_class``), their public ``results``
+    table, the ``summary`` (mean and interval per arm, per sweep count), the ``verdicts``, and the
+    ``headline`` rows (the largest sweep count, or all) with their verdicts and ``text``."""
+
+    rows: list[dict]
+    results: pd.DataFrame
+    summary: pd.DataFrame
+    verdicts: pd.DataFrame
+    headline: pd.DataFrame
+    headline_verdicts: pd.DataFrame
+    text: str
+    by_count: bool
+
+    @property
+    def headline_count(self) -> int | None:
+        return max(r["count"] for r in self.rows) if self.by_count else None
+
+
+def summarise_comparison(rows: list[dict], by_count: bool = False) -> Comparison:
+    """Summaries, paired verdicts (on the primary metric and balanced accuracy) and the verdict text;
+    ``by_count``: one summary per sweep count."""
+    results = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
+    count_of = (lambda c: {"count": c}) if by_count else (lambda c: {})
+    summaries, verdicts = [], []
+    for key, part in (results.groupby(["count"], sort=True) if by_count else [(None, results)]):
+        count = key[0] if isinstance(key, tuple) else key
+        summaries.append(summarise(part, METRICS).assign(**count_of(count)))
+        for metric in (PRIMARY, "balanced_accuracy"):
+            verdicts.append(gan_verdicts(part, metric).assign(**count_of(count)))
+    summary = pd.concat(summaries, ignore_index=True)
+    verdict = pd.concat(verdicts, ignore_index=True) if verdicts else pd.DataFrame()
+    headline = summary[summary["count"] == summary["count"].max()] if by_count else summary
+    headline_verdicts = verdict[verdict["count"] == verdict["count"].max()] if by_count and len(verdict) else verdict
+    return Comparison(rows, results, summary, verdict, headline, headline_verdicts,
+                      verdict_text(headline, headline_verdicts), by_count)
+
+
+def write_comparison(out_dir: Path, comparison: Comparison, title: str) -> None:
+    """``comparison.csv`` (summary), ``comparison.md`` (summary, verdict, paired tests) and ``runs.csv``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    comparison.summary.to_csv(out_dir / "comparison.csv", index=False)
+    report = [f"# {title}\n", markdown_table(comparison.summary), "\n" + comparison.text + "\n"]
+    if len(comparison.verdicts):
+        report += ["\n## GAN arms against the best non-GAN arm (paired by seed)\n", markdown_table(comparison.verdicts)]
+    (out_dir / "comparison.md").write_text("\n".join(report))
+    comparison.results.to_csv(out_dir / "runs.csv", index=False)
+
+
+def log_comparison(comparison: Comparison, params: Mapping[str, Any], class_names: Sequence[str], run_name: str,
+                   tags: Mapping[str, str]) -> str:
+    """One MLflow parent run (summary, verdicts, charts) with a nested run per arm, seed and count;
+    returns the parent's run id."""
+    with start_run("compare", run_name=run_name, tags=tags) as parent:
+        parent.log_params(params)
+        for row in comparison.rows:
+            name = f"{row['arm']}-seed{row['seed']}" + (f"-n{row['count']}" if row["count"] else "")
+            with start_run("compare", run_name=name, parent=parent, tags={"arm": row["arm"], "seed": row["seed"]}) as child:
+                child.log_params({"arm": row["arm"], "seed": row["seed"],
+                                  "minority_count": row["count"] or params["minority"]})
+                child.log_metrics({k: v for k, v in row.items() if isinstance(v, float)})
+                child.log_table(row["_per_class"], "tables/per_class.csv")
+        parent.log_table(comparison.summary, "tables/comparison.csv")
+        if len(comparison.verdicts):
+            parent.log_table(comparison.verdicts, "tables/gan_vs_best_baseline.csv")
+        parent.log_text(comparison.text, "verdict.txt")
+        parent.log_figure(comparison_bars(comparison.headline, METRICS), "figures/comparison.png")
+        for row in comparison.rows:
+            if row["seed"] == 0 and row["count"] == comparison.headline_count:
+                parent.log_figure(confusion_figure(row["_true"], row["_pred"], class_names, f"{row['arm']} (seed 0)"),
+                                  f"figures/confusion_{row['arm'].replace('+', '_')}.png")
+        if comparison.by_count:
+            for metric in (PRIMARY, "balanced_accuracy"):
+                parent.log_figure(sweep_curves(comparison.summary, metric), f"figures/sweep_{metric}.png")
+        parent.log_metrics({f"{r['arm']}.{m}": r[m] for r in comparison.headline.to_dict("records") for m in METRICS})
+        return parent.run_id
