@@ -24,7 +24,7 @@ import torch
 from sklearn.base import BaseEstimator
 
 from anomaly.train import FAnoGAN, FAnoGANConfig, Progress, networks_from_state, state_of, train_fanogan
-from gan_core.config import steps_for_epochs
+from pipelines.gan_core.config import steps_for_epochs
 
 SCORES = ("combined", "residual", "feature_residual", "critic", "ensemble")
 

@@ -23,9 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from anomaly.networks import AnoGenerator, Critic, Encoder
-from gan_core.checkpoint import fingerprint_arrays, resume, save_checkpoint
-from gan_core.config import GANTrainingConfig
-from gan_core.regularisers import gradient_penalty
+from pipelines.gan_core.checkpoint import fingerprint_arrays, resume, save_checkpoint
+from pipelines.gan_core.config import GANTrainingConfig
+from pipelines.gan_core.seeding import build_seeded
+from pipelines.gan_core.regularisers import gradient_penalty
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ Progress = Callable[[str, int, int, dict], None]  # (stage, step, steps, metrics
 
 @dataclass(frozen=True)
 class FAnoGANConfig(GANTrainingConfig):
-    """Hyperparameters on top of :class:`~gan_core.config.GANTrainingConfig`: ``gan_steps`` generator
+    """Hyperparameters on top of :class:`~pipelines.gan_core.config.GANTrainingConfig`: ``gan_steps`` generator
     updates of stage 1, ``encoder_steps`` encoder updates of stage 2, ``kappa`` the weight of the
     feature residual in the izi_f loss and the anomaly score."""
 
@@ -64,9 +65,8 @@ class FAnoGAN:
 
 def _build(config: FAnoGANConfig, shape: tuple[int, int, int]) -> tuple[AnoGenerator, Critic, Encoder]:
     c, h, _ = shape
-    torch.manual_seed(config.seed)
-    return (AnoGenerator(config.latent_dim, c, h, config.width), Critic(c, h, config.width),
-            Encoder(config.latent_dim, c, h, config.width))
+    return build_seeded(lambda: (AnoGenerator(config.latent_dim, c, h, config.width), Critic(c, h, config.width),
+                                 Encoder(config.latent_dim, c, h, config.width)), config.seed)
 
 
 def train_fanogan(

@@ -20,9 +20,10 @@ import torch
 
 from gan_aug import losses
 from gan_aug.networks import Discriminator, Generator
-from gan_core.checkpoint import fingerprint_arrays, resume, save_checkpoint
-from gan_core.config import GANTrainingConfig
-from gan_core.regularisers import diff_augment, ema_update, gradient_penalty
+from pipelines.gan_core.checkpoint import fingerprint_arrays, resume, save_checkpoint
+from pipelines.gan_core.config import GANTrainingConfig
+from pipelines.gan_core.seeding import build_seeded
+from pipelines.gan_core.regularisers import diff_augment, ema_update, gradient_penalty
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ Progress = Callable[[int, int, dict], None]
 
 @dataclass(frozen=True)
 class GANConfig(GANTrainingConfig):
-    """Hyperparameters on top of :class:`~gan_core.config.GANTrainingConfig`. ``steps`` counts
+    """Hyperparameters on top of :class:`~pipelines.gan_core.config.GANTrainingConfig`. ``steps`` counts
     generator updates; ``class_balance`` sets how often each class is drawn: probability proportional
     to ``count ** (1 - class_balance)`` (1 = every class equally often, 0 = as often as in the data)."""
 
@@ -110,9 +111,9 @@ def train_conditional_gan(
     channels, height, width = x.shape[1:]
     if height != width:
         raise ValueError(f"images must be square, got {height}x{width}")
-    torch.manual_seed(config.seed)
-    generator = Generator(n_classes, channels, height, config.z_dim, config.width)
-    discriminator = Discriminator(n_classes, channels, height, config.width)
+    generator, discriminator = build_seeded(lambda: (
+        Generator(n_classes, channels, height, config.z_dim, config.width),
+        Discriminator(n_classes, channels, height, config.width)), config.seed)
     ema = copy.deepcopy(generator).eval()
     betas = (0.0, 0.9)
     opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr_generator, betas=betas)

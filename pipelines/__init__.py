@@ -1,11 +1,13 @@
-"""The shared steps of ganpipe, in three sub-packages:
+"""The shared steps of ganpipe, in four sub-packages:
 
 - ``pipelines.data``: data sources, the one image decoder/resizer/channel converter, new batches,
   splits, the class-spec parser and the export of synthetic datasets;
 - ``pipelines.evaluation``: downstream classifiers, metrics (sample-quality maths included),
   classic augmentation and the other remedies, statistics, the compare experiment (the GAN comes in
   as a callable), anomaly reports and figures;
-- ``pipelines.tracking``: MLflow runs and the model registry, the only code that imports mlflow.
+- ``pipelines.tracking``: MLflow runs and the model registry, the only code that imports mlflow;
+- ``pipelines.gan_core``: the torch machinery both GAN families share (pure torch; it imports no
+  other part of ``pipelines``), including the thread-safe seeded construction the classifiers use.
 
-Never imports Prefect, ``gan_core``, ``gan_aug``, ``anomaly``, ``flows`` or ``benchmarks``.
+Never imports Prefect, ``gan_aug``, ``anomaly``, ``flows`` or ``benchmarks``.
 """

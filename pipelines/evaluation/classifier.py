@@ -12,6 +12,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
+from pipelines.gan_core.seeding import SeededDropout, build_seeded
+
 
 class SmallCNN(nn.Module):
     """Two conv blocks and a small head; works for any input from 8x8 to 64x64, grey or RGB."""
@@ -33,7 +35,7 @@ class SmallCNN(nn.Module):
             nn.Flatten(),
         )
         self.head = nn.Sequential(
-            nn.Dropout(0.3), nn.Linear(2 * width * 16, 128), nn.ReLU(inplace=True), nn.Linear(128, n_classes)
+            SeededDropout(0.3), nn.Linear(2 * width * 16, 128), nn.ReLU(inplace=True), nn.Linear(128, n_classes)
         )
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -71,10 +73,10 @@ class CNNClassifier:
         self.random_state = random_state
 
     def fit(self, X: np.ndarray, y: np.ndarray, n_classes: int | None = None) -> "CNNClassifier":
-        torch.manual_seed(self.random_state)
         rng = np.random.default_rng(self.random_state)
         self.n_classes_ = int(n_classes if n_classes is not None else y.max() + 1)
-        self.model_ = SmallCNN(X.shape[1], self.n_classes_, self.width)
+        self.model_ = build_seeded(lambda: SmallCNN(X.shape[1], self.n_classes_, self.width), self.random_state)
+        self.model_.head[0].seed(self.random_state)
         weight = None
         if self.class_weight == "balanced":
             present = np.unique(y)

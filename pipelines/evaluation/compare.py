@@ -69,7 +69,8 @@ def seed_splits(dataset: ImageDataset, counts: Mapping[str, int], seed: int, swe
 def evaluate_arms(splits: Splits, minority_idx: list[int], targets: dict[int, int], arms: Sequence[str],
                   classifier: str, epochs: int, seed: int, synthesise: Synthesise | None = None,
                   sweep_count: int | None = None) -> list[dict]:
-    """Train the classifier under each arm on the training split; metrics on the test split."""
+    """Train the classifier under each arm on the training split; metrics on the test split (the
+    report) and, as ``val_<metric>``, on the validation split (for every choice, e.g. the best arm)."""
     train = splits.train
     shifted = None if synthesise is None else (lambda labels, s: synthesise(labels, s + 1))
     rows = []
@@ -77,9 +78,12 @@ def evaluate_arms(splits: Splits, minority_idx: list[int], targets: dict[int, in
         x, y, class_weight = apply_arm(arm, train, targets, seed, shifted)
         model = make_classifier(classifier, class_weight=class_weight, epochs=epochs, random_state=seed)
         model.fit(x, y, n_classes=len(train.class_names))
+        val_summary, _ = classification_report(splits.val.y, model.predict_proba(splits.val.x), train.class_names,
+                                               minority_idx)
         proba = model.predict_proba(splits.test.x)
         summary, per_class = classification_report(splits.test.y, proba, train.class_names, minority_idx)
         rows.append({"arm": arm, "seed": seed, "count": sweep_count, "train_items": len(y), **summary,
+                     **{f"val_{k}": v for k, v in val_summary.items()},
                      **{f"recall_{r['class']}": r["recall"] for r in per_class.to_dict("records")},
                      "_pred": proba.argmax(axis=1), "_true": splits.test.y, "_per_class": per_class})
     return rows
@@ -94,21 +98,29 @@ def run_seed(dataset: ImageDataset, counts: Mapping[str, int], arms: Sequence[st
     return evaluate_arms(splits, minority_idx, targets, arms, classifier, epochs, seed, synthesise, sweep_count)
 
 
-def gan_verdicts(results: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Each GAN arm against the best non-GAN arm (by mean ``metric``), paired by seed."""
-    present = set(results["arm"])
-    baselines = [a for a in NON_GAN_ARMS if a in present]
-    rows = []
+def best_baseline(results: pd.DataFrame, metric: str) -> str | None:
+    """The non-GAN arm with the best mean ``metric`` on the validation split (``val_<metric>``): the
+    choice never sees the test split. ``None`` when no non-GAN arm ran."""
+    baselines = [a for a in NON_GAN_ARMS if a in set(results["arm"])]
     if not baselines:
+        return None
+    means = results.groupby("arm")[f"val_{metric}"].mean()
+    return max(baselines, key=lambda a: means[a])
+
+
+def gan_verdicts(results: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Each GAN arm against the best non-GAN arm (chosen on validation), paired by seed on test."""
+    present = set(results["arm"])
+    best = best_baseline(results, metric)
+    rows = []
+    if best is None:
         return pd.DataFrame(rows)
-    means = results.groupby("arm")[metric].mean()
-    best = max(baselines, key=lambda a: means[a])
     reference = results[results.arm == best].set_index("seed")[metric]
     for arm in (a for a in GAN_ARMS if a in present):
         values = results[results.arm == arm].set_index("seed")[metric]
         seeds = sorted(set(values.index) & set(reference.index))
         rows.append({"arm": arm, "versus": best, "metric": metric,
-                     **paired_difference(values.loc[seeds].to_numpy(), reference.loc[seeds].to_numpy())})
+                     **paired_difference(values.loc[seeds].to_numpy(), reference.loc[seeds].to_numpy(), bounds=(-1.0, 1.0))})
     return pd.DataFrame(rows)
 
 
@@ -119,7 +131,7 @@ def verdict_text(summary: pd.DataFrame, verdicts: pd.DataFrame) -> str:
     for row in (verdicts[verdicts.metric == PRIMARY].to_dict("records") if len(verdicts) else []):
         better = "better" if row["difference"] > 0 else "worse"
         significant = "significant" if row["p_value"] < 0.05 else "not significant"
-        lines.append(f"{row['arm']} vs best non-GAN arm {row['versus']}: {row['difference']:+.3f} "
+        lines.append(f"{row['arm']} vs best non-GAN arm {row['versus']} (chosen on validation): {row['difference']:+.3f} "
                      f"[{row['low']:+.3f}, {row['high']:+.3f}], paired t-test p={row['p_value']:.3g}: "
                      f"{better}, {significant} at 0.05.")
     return "\n".join(lines)
@@ -153,7 +165,7 @@ def summarise_comparison(rows: list[dict], by_count: bool = False) -> Comparison
     summaries, verdicts = [], []
     for key, part in (results.groupby(["count"], sort=True) if by_count else [(None, results)]):
         count = key[0] if isinstance(key, tuple) else key
-        summaries.append(summarise(part, METRICS).assign(**count_of(count)))
+        summaries.append(summarise(part, METRICS, bounds=(0.0, 1.0)).assign(**count_of(count)))
         for metric in (PRIMARY, "balanced_accuracy"):
             verdicts.append(gan_verdicts(part, metric).assign(**count_of(count)))
     summary = pd.concat(summaries, ignore_index=True)

@@ -38,17 +38,28 @@ def test_paired_difference_on_known_cases():
     assert paired_difference([0.5, 0.5], [0.5, 0.5])["p_value"] == 1.0
 
 
-def test_verdict_compares_each_gan_arm_with_the_best_baseline():
+def test_verdict_compares_each_gan_arm_with_the_baseline_best_on_validation():
     results = pd.DataFrame({
         "arm": ["none"] * 3 + ["ros"] * 3 + ["gan"] * 3,
         "seed": [0, 1, 2] * 3,
         "minority_recall": [0.5, 0.52, 0.48, 0.8, 0.82, 0.78, 0.7, 0.73, 0.69],
+        "val_minority_recall": [0.5, 0.5, 0.5, 0.8, 0.8, 0.8, 0.7, 0.7, 0.7],
     })
     verdict = gan_verdicts(results, "minority_recall").iloc[0]
     assert verdict["versus"] == "ros" and verdict["difference"] == pytest.approx((0.7 + 0.73 + 0.69 - 2.4) / 3)
     summary = summarise(results, ["minority_recall"])
     assert list(summary["arm"]) == ["none", "ros", "gan"]
     assert summary.loc[1, "minority_recall"] == pytest.approx(0.8)
+    # the choice follows validation even where test would pick another arm: test never chooses
+    results.loc[results.arm == "none", "val_minority_recall"] = 0.9
+    assert gan_verdicts(results, "minority_recall").iloc[0]["versus"] == "none"
+
+
+def test_intervals_of_bounded_metrics_stay_in_range():
+    results = pd.DataFrame({"arm": ["ros"] * 2, "seed": [0, 1], "minority_recall": [0.98, 0.6]})
+    row = summarise(results, ["minority_recall"], bounds=(0.0, 1.0)).iloc[0]
+    assert 0.0 == row["minority_recall_low"] < row["minority_recall"] < row["minority_recall_high"] == 1.0
+    assert paired_difference([1.0, 0.0], [0.0, 0.9], bounds=(-1.0, 1.0))["high"] == 1.0
 
 
 def test_parse_arms():
