@@ -91,3 +91,24 @@ class Discriminator(nn.Module):
         h = self.features(x).sum(dim=(2, 3))
         return self.linear(h).squeeze(1) + (self.embed(y) * h).sum(dim=1)
 
+
+
+class Judge(nn.Module):
+    """Class judge ``J(x)``: images ``(N, C, H, W)`` in [-1, 1] -> class logits ``(N, n_classes)``.
+
+    Trained on the real training images only; it steers the generator towards the class it is asked
+    for and ranks candidates when sampling (label-consistency filtering).
+    """
+
+    def __init__(self, n_classes: int, channels: int, width: int = 32) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(),
+            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.head = nn.Linear(2 * width, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))

@@ -34,6 +34,8 @@ class GANOverSampler(BaseOverSampler):
     steps : generator steps when ``epochs`` is None.
     image_shape : ``(C, H, W)`` when ``X`` is flattened; inferred from 4-D ``X`` otherwise.
     config : further :class:`~gan_aug.train.GANConfig` fields as a dict (e.g. ``{"loss": "wgan-gp"}``).
+    synthetic_share : share of the added items of each class that are synthetic, in (0, 1]; the rest
+        are copies of the class's real items drawn at random (as random over-sampling does).
     checkpoint_path : where to checkpoint; an interrupted fit resumes from it.
     random_state : seed for training and sampling.
 
@@ -52,6 +54,7 @@ class GANOverSampler(BaseOverSampler):
         steps: int = GANConfig.steps,
         image_shape: tuple[int, int, int] | None = None,
         config: dict | None = None,
+        synthetic_share: float = 1.0,
         checkpoint_path: str | Path | None = None,
         progress: Progress | None = None,
         random_state: int = 0,
@@ -61,6 +64,7 @@ class GANOverSampler(BaseOverSampler):
         self.steps = steps
         self.image_shape = image_shape
         self.config = config
+        self.synthetic_share = synthetic_share
         self.checkpoint_path = checkpoint_path
         self.progress = progress
         self.random_state = random_state
@@ -116,13 +120,17 @@ class GANOverSampler(BaseOverSampler):
         )
 
     def _fit_resample(self, X, y):
+        if not 0 < self.synthetic_share <= 1:
+            raise ValueError(f"synthetic_share must be in (0, 1], got {self.synthetic_share}")
         self._train(X, y)
+        rng = np.random.default_rng(self.random_state)
         new_x, new_y = [X], [y]
         for offset, (label, n) in enumerate(sorted(self.sampling_strategy_.items())):
             if n <= 0:
                 continue
-            fake = self.sample(label, n, seed=self.random_state + 1 + offset)
-            new_x.append(fake.reshape(n, -1))
+            n_fake = int(np.ceil(n * self.synthetic_share))
+            copies = rng.choice(np.flatnonzero(y == label), n - n_fake)
+            new_x += [self.sample(label, n_fake, seed=self.random_state + 1 + offset).reshape(n_fake, -1), X[copies]]
             new_y.append(np.full(n, label, dtype=np.asarray(y).dtype))
         return np.concatenate(new_x).astype(X.dtype, copy=False), np.concatenate(new_y)
 

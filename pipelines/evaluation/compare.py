@@ -27,6 +27,9 @@ from pipelines.tracking.runs import markdown_table, start_run
 METRICS = ["minority_recall", "balanced_accuracy", "macro_f1", "g_mean", "minority_pr_auc"]
 PRIMARY = "minority_recall"
 TrainGAN = Callable[[ImageDataset, int], Synthesise]  # (training split, seed) -> (labels, seed) -> images
+# shares of synthetic items among the added ones that the gan arm tries; the validation split picks
+# one per seed. Below half, the arm would be mostly random over-sampling, so it is not offered.
+SYNTHETIC_SHARES = (0.5, 0.75, 1.0)
 
 
 def sweep_counts(text: str | None) -> list[int | None]:
@@ -70,20 +73,26 @@ def evaluate_arms(splits: Splits, minority_idx: list[int], targets: dict[int, in
                   classifier: str, epochs: int, seed: int, synthesise: Synthesise | None = None,
                   sweep_count: int | None = None) -> list[dict]:
     """Train the classifier under each arm on the training split; metrics on the test split (the
-    report) and, as ``val_<metric>``, on the validation split (for every choice, e.g. the best arm)."""
+    report) and, as ``val_<metric>``, on the validation split, which makes every choice: the best
+    arm, and the ``gan`` arm's synthetic share (one of :data:`SYNTHETIC_SHARES`)."""
     train = splits.train
     shifted = None if synthesise is None else (lambda labels, s: synthesise(labels, s + 1))
     rows = []
     for arm in arms:
-        x, y, class_weight = apply_arm(arm, train, targets, seed, shifted)
-        model = make_classifier(classifier, class_weight=class_weight, epochs=epochs, random_state=seed)
-        model.fit(x, y, n_classes=len(train.class_names))
-        val_summary, _ = classification_report(splits.val.y, model.predict_proba(splits.val.x), train.class_names,
-                                               minority_idx)
+        fits = []
+        for share in SYNTHETIC_SHARES if arm == "gan" else (1.0,):
+            x, y, class_weight = apply_arm(arm, train, targets, seed, shifted, synthetic_share=share)
+            model = make_classifier(classifier, class_weight=class_weight, epochs=epochs, random_state=seed)
+            model.fit(x, y, n_classes=len(train.class_names))
+            val_summary, _ = classification_report(splits.val.y, model.predict_proba(splits.val.x),
+                                                   train.class_names, minority_idx)
+            fits.append((val_summary[PRIMARY], share, len(y), model, val_summary))
+        _, share, n_items, model, val_summary = max(fits, key=lambda fit: fit[0])  # first share wins ties
         proba = model.predict_proba(splits.test.x)
         summary, per_class = classification_report(splits.test.y, proba, train.class_names, minority_idx)
-        rows.append({"arm": arm, "seed": seed, "count": sweep_count, "train_items": len(y), **summary,
+        rows.append({"arm": arm, "seed": seed, "count": sweep_count, "train_items": n_items, **summary,
                      **{f"val_{k}": v for k, v in val_summary.items()},
+                     **({"synthetic_share": share} if arm == "gan" else {}),
                      **{f"recall_{r['class']}": r["recall"] for r in per_class.to_dict("records")},
                      "_pred": proba.argmax(axis=1), "_true": splits.test.y, "_per_class": per_class})
     return rows

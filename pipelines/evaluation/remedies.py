@@ -38,9 +38,12 @@ def apply_arm(
     targets: Mapping[int, int],
     seed: int,
     synthesise: Synthesise | None = None,
+    synthetic_share: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray, str | None]:
     """Training data of one arm: ``(x, y, class_weight)``. ``targets`` maps minority class index to
-    the item count it is brought up to; ``synthesise`` makes GAN images for the GAN arms."""
+    the item count it is brought up to; ``synthesise`` makes GAN images for the GAN arms. In the
+    ``gan`` arm ``synthetic_share`` of the added items are synthetic and the rest random copies of
+    real ones; ``gan+albumentations`` adds half synthetic, half classically augmented items."""
     x, y = train.x, train.y
     missing = {k: int(t - np.sum(y == k)) for k, t in targets.items() if t > np.sum(y == k)}
     if arm == "none" or not missing:
@@ -64,10 +67,16 @@ def apply_arm(
     if arm in GAN_ARMS:
         if synthesise is None:
             raise ValueError(f"arm {arm!r} needs a synthesise function")
-        gan_share = {k: n if arm == "gan" else (n + 1) // 2 for k, n in missing.items()}
+        share = synthetic_share if arm == "gan" else 0.5
+        gan_share = {k: int(np.ceil(n * share)) for k, n in missing.items()}
         labels = np.concatenate([np.full(n, k, dtype=np.int64) for k, n in sorted(gan_share.items())])
         parts_x, parts_y = [x, synthesise(labels, seed)], [y, labels]
-        if arm == "gan+albumentations":
+        if arm == "gan":
+            rng = np.random.default_rng(seed)
+            copies = np.concatenate([rng.choice(np.flatnonzero(y == k), n - gan_share[k]) for k, n in sorted(missing.items())])
+            parts_x.append(x[copies])
+            parts_y.append(y[copies])
+        else:
             rest = {k: int(np.sum(y == k)) + n - gan_share[k] for k, n in missing.items()}
             aug_x, aug_y = augment_to_counts(x, y, rest, random_state=seed)
             parts_x.append(aug_x)

@@ -10,10 +10,11 @@ from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 
 from gan_aug import GANOverSampler
+import gan_aug.train as gan_train
 from gan_aug.train import GANConfig, class_probabilities, train_conditional_gan
 from pipelines.data.sources import load_dataset
 
-TINY = {"width": 8, "z_dim": 16, "batch_size": 16}
+TINY = {"width": 8, "z_dim": 16, "batch_size": 16, "judge_steps": 10}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def test_fit_resample_balances_classes_and_keeps_real_items_first(imbalanced_dig
 
 def test_clone_keeps_every_setting():
     settings = {"sampling_strategy": {3: 30}, "epochs": 1.5, "steps": 7, "image_shape": (1, 8, 8), "config": TINY,
-                "checkpoint_path": "g.pt", "progress": print, "random_state": 3}
+                "synthetic_share": 0.75, "checkpoint_path": "g.pt", "progress": print, "random_state": 3}
     sampler = GANOverSampler(**settings)
     assert clone(sampler).get_params() == sampler.get_params() == settings
 
@@ -130,3 +131,34 @@ def test_wgan_gp_option_trains(imbalanced_digits):
 def test_bad_config_is_refused():
     with pytest.raises(ValueError, match="loss must be"):
         GANConfig(loss="lsgan")
+
+
+def test_judge_learns_from_the_training_images_only_and_filtering_keeps_its_favourites(imbalanced_digits, monkeypatch):
+    x, y = imbalanced_digits
+    seen = []
+    real_train_judge = gan_train.train_judge
+    monkeypatch.setattr(gan_train, "train_judge", lambda *a, **k: (seen.append(a[0].clone()), real_train_judge(*a, **k))[1])
+    config = {**TINY, "judge_steps": 60, "filter_candidates": 4}
+    gan = train_conditional_gan(x, y, 4, GANConfig(steps=3, seed=0, **config))
+    assert len(seen) == 1 and torch.equal(seen[0], torch.from_numpy(x) * 2 - 1)  # exactly the images given to fit
+    labels = np.full(32, 3)
+    filtered = gan.sample(labels, seed=5)
+    judge, gan.judge = gan.judge, None
+    unfiltered = gan.sample(labels, seed=5)
+
+    def fit(images):
+        with torch.no_grad():
+            return torch.log_softmax(judge(torch.from_numpy(images) * 2 - 1), 1)[:, 3].mean().item()
+
+    assert fit(filtered) > fit(unfiltered)
+
+
+def test_synthetic_share_mixes_random_copies_of_real_items(imbalanced_digits):
+    x, y = imbalanced_digits
+    x_res, y_res = GANOverSampler({3: 40}, steps=3, config=TINY, synthetic_share=0.5, random_state=0).fit_resample(x, y)
+    added = x_res[len(x):]
+    real_3 = x[y == 3].reshape(6, -1)
+    copies = [any(np.array_equal(a.ravel(), r) for r in real_3) for a in added]
+    assert len(added) == 34 and sum(copies) == 17  # ceil(34 * 0.5) synthetic, the rest real copies
+    with pytest.raises(ValueError, match="synthetic_share"):
+        GANOverSampler({3: 40}, steps=3, config=TINY, synthetic_share=0.0).fit_resample(x, y)
