@@ -8,8 +8,13 @@ return the raw anomaly score (as in PyOD), and ``predict`` returns 1 where it is
 - ``feature_residual``: ``A_D = mean((f(x) - f(G(E(x))))^2)`` over critic features;
 - ``combined``: ``A = A_R + kappa * A_D`` (the paper's anomaly score);
 - ``critic``: ``-D(x)``, the WGAN critic's own score (low critic value = unlike the normal data);
-- ``ensemble``: mean of ``combined`` and ``critic`` after standardising each on the held-out
-  normal calibration scores, so neither dominates by its units.
+- ``critic_feature_distance``: Mahalanobis distance of ``f(x)`` to the critic features of the normal
+  training images (mean and Ledoit-Wolf shrunk covariance fitted on them, nothing else);
+- ``ensemble``: mean of the :data:`ENSEMBLE` components after standardising each on the held-out
+  normal calibration scores, so none dominates by its units.
+
+The :data:`CRITIC_ONLY` scores need one critic pass over ``x`` and no reconstruction ``G(E(x))``;
+``score_samples`` (and ``score_components(X, every_component=False)``) skip the reconstruction for them.
 
 Calibration uses held-out normal images only: ``threshold_`` is the ``1 - target_fpr_`` quantile of
 their scores and the p-value of an item is the share of calibration scores at or above its score.
@@ -22,11 +27,23 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
+from sklearn.covariance import LedoitWolf
 
 from anomaly.train import FAnoGAN, FAnoGANConfig, Progress, networks_from_state, state_of, train_fanogan
 from pipelines.gan_core.config import steps_for_epochs
 
-SCORES = ("combined", "residual", "feature_residual", "critic", "ensemble")
+SCORES = ("combined", "residual", "feature_residual", "critic", "critic_feature_distance", "ensemble")
+DEFAULT_SCORE = "ensemble"
+ENSEMBLE = ("combined", "critic")
+CRITIC_ONLY = ("critic", "critic_feature_distance")
+STALE_STATE = ("this detector was saved before the critic-feature scores (issue 10) and lacks their density "
+               "of the training features; train it again (ganpipe train-detector)")
+
+
+def _network_input(X: np.ndarray) -> torch.Tensor:
+    """Images ``(N, C, H, W)`` in [0, 1] -> [-1, 1], channels-last like the evaluated networks' weights."""
+    x = torch.from_numpy(np.ascontiguousarray(X)) * 2.0 - 1.0
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 class GANAnomalyDetector(BaseEstimator):
@@ -37,14 +54,15 @@ class GANAnomalyDetector(BaseEstimator):
     f-AnoGAN settings (see :class:`~anomaly.train.FAnoGANConfig`), ``checkpoint_path``,
     ``progress`` (called as ``progress(stage, step, steps, record)``) and ``random_state``.
 
-    Fitted attributes: ``model_`` (the networks), ``threshold_``, ``target_fpr_`` (the rate it was
+    Fitted attributes: ``model_`` (the networks), ``feature_mean_`` and ``feature_whitening_`` (the
+    critic-feature Gaussian of the normal training images), ``threshold_``, ``target_fpr_`` (the rate it was
     calibrated for), ``calibration_scores_`` (all components on the calibration images),
     ``standardisation_`` and ``reference_scores_`` (for the ensemble and the p-values), ``image_shape_``.
     """
 
     def __init__(
         self,
-        score: str = "ensemble",
+        score: str = DEFAULT_SCORE,
         target_fpr: float = 0.01,
         calibration_fraction: float = 0.2,
         epochs: float | None = None,
@@ -99,8 +117,22 @@ class GANAnomalyDetector(BaseEstimator):
         )
         self.model_ = train_fanogan(X, config, self.checkpoint_path, self.progress)
         self.image_shape_ = tuple(X.shape[1:])
+        self._fit_feature_density(X)
         self.calibrate(X_calibration)
         return self
+
+    @torch.inference_mode()
+    def _fit_feature_density(self, X: np.ndarray, batch_size: int = 256) -> None:
+        """Gaussian model of the critic features of the normal training images ``X``: ``feature_mean_ (F,)``
+        and ``feature_whitening_ (F, F)``, with ``||(f - mean) @ whitening||`` the Mahalanobis distance."""
+        features = np.concatenate([self._critic_features(X[s : s + batch_size]).numpy() for s in range(0, len(X), batch_size)])
+        density = LedoitWolf().fit(features.astype(np.float64))
+        self.feature_mean_ = density.location_.astype(np.float32)
+        self.feature_whitening_ = np.linalg.cholesky(density.precision_).astype(np.float32)
+
+    def _critic_features(self, X: np.ndarray) -> torch.Tensor:
+        """``f(x)``: ``(N, F)`` critic features of images ``X: (N, C, H, W)`` in [0, 1]."""
+        return self.model_.critic.body(_network_input(X))
 
     def calibrate(self, X_normal: np.ndarray, target_fpr: float | None = None) -> "GANAnomalyDetector":
         """Set the threshold and p-value reference from held-out normal images, for ``target_fpr``
@@ -108,7 +140,7 @@ class GANAnomalyDetector(BaseEstimator):
         X_normal = self._check(X_normal)
         self.target_fpr_ = self.target_fpr if target_fpr is None else target_fpr
         raw = self._raw_components(X_normal)
-        self.standardisation_ = {k: (float(raw[k].mean()), float(raw[k].std() + 1e-12)) for k in ("combined", "critic")}
+        self.standardisation_ = {k: (float(raw[k].mean()), float(raw[k].std() + 1e-12)) for k in ENSEMBLE}
         self.calibration_scores_ = self._with_ensemble(raw)
         self.reference_scores_ = np.sort(self.calibration_scores_[self.score])
         self.threshold_ = float(np.quantile(self.reference_scores_, 1.0 - self.target_fpr_, method="higher"))
@@ -116,37 +148,53 @@ class GANAnomalyDetector(BaseEstimator):
 
     # ------------------------------------------------------------------ scoring
 
-    @torch.no_grad()
-    def _raw_components(self, X: np.ndarray, batch_size: int = 1024) -> dict[str, np.ndarray]:
+    @torch.inference_mode()
+    def _raw_components(self, X: np.ndarray, reconstruction: bool = True, batch_size: int = 256) -> dict[str, np.ndarray]:
+        """Raw components per item; without ``reconstruction`` only the :data:`CRITIC_ONLY` ones (one
+        critic pass, no ``G(E(x))``). Batches of 256 keep the activations in cache."""
         model: FAnoGAN = self.model_
-        parts: dict[str, list[np.ndarray]] = {k: [] for k in ("residual", "feature_residual", "critic")}
+        names = CRITIC_ONLY + (("residual", "feature_residual") if reconstruction else ())
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in names}
+        mean, whitening = torch.from_numpy(self.feature_mean_), torch.from_numpy(self.feature_whitening_)
         for start in range(0, len(X), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(X[start : start + batch_size])) * 2.0 - 1.0
-            rec = model.generator(model.encoder(x))
-            f_x = model.critic.body(x)
-            f_rec = model.critic.body(rec)
-            parts["residual"].append(((x - rec) ** 2).flatten(1).mean(1).numpy())
-            parts["feature_residual"].append(((f_x - f_rec) ** 2).mean(1).numpy())
+            x = _network_input(X[start : start + batch_size])
+            if reconstruction:
+                rec = model.generator(model.encoder(x))
+                # one critic pass over the images and their reconstructions
+                features = model.critic.body(torch.cat([x, rec]))
+                f_x, f_rec = features[: len(x)], features[len(x) :]
+                parts["residual"].append(((x - rec) ** 2).flatten(1).mean(1).numpy())
+                parts["feature_residual"].append(((f_x - f_rec) ** 2).mean(1).numpy())
+            else:
+                f_x = model.critic.body(x)
             parts["critic"].append((-model.critic.head(f_x).squeeze(1)).numpy())
-        out = {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
-        out["combined"] = out["residual"] + model.config.kappa * out["feature_residual"]
+            parts["critic_feature_distance"].append(((f_x - mean) @ whitening).norm(dim=1).numpy())
+        out = {k: np.concatenate(v) if v else np.zeros(0, np.float32) for k, v in parts.items()}
+        if reconstruction:
+            out["combined"] = out["residual"] + model.config.kappa * out["feature_residual"]
         return out
 
     def _with_ensemble(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Add ``ensemble`` when its components were computed (the critic-only pass skips it)."""
+        if not all(k in raw for k in ENSEMBLE):
+            return raw
         z = [(raw[k] - mean) / std for k, (mean, std) in self.standardisation_.items()]
         return {**raw, "ensemble": np.mean(z, axis=0)}
 
-    def score_components(self, X: np.ndarray) -> dict[str, np.ndarray]:
-        """Every score of :data:`SCORES` per item (in that order), plus ``p_value`` of the selected score."""
+    def score_components(self, X: np.ndarray, every_component: bool = True) -> dict[str, np.ndarray]:
+        """Scores per item (in :data:`SCORES` order), plus ``p_value`` of the selected score. With
+        ``every_component=False``, only those of the pass the selected score needs: the
+        :data:`CRITIC_ONLY` scores for a critic-only score (no ``G(E(x))``, several times faster)."""
         X = self._check(X)
-        raw = self._with_ensemble(self._raw_components(X))
-        components = {k: raw[k] for k in SCORES}
+        reconstruction = every_component or self.score not in CRITIC_ONLY
+        raw = self._with_ensemble(self._raw_components(X, reconstruction=reconstruction))
+        components = {k: raw[k] for k in SCORES if k in raw}
         components["p_value"] = self._p_values(components[self.score])
         return components
 
     def score_samples(self, X: np.ndarray) -> np.ndarray:
-        """Anomaly score per item (higher = more anomalous)."""
-        return self.score_components(X)[self.score]
+        """Anomaly score per item (higher = more anomalous); skips ``G(E(x))`` when the score does not use it."""
+        return self.score_components(X, every_component=False)[self.score]
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """The raw anomaly score, as in PyOD (higher = more anomalous); compare it with ``threshold_``."""
@@ -156,12 +204,12 @@ class GANAnomalyDetector(BaseEstimator):
         """1 for anomalous (``decision_function`` above ``threshold_``), 0 for normal."""
         return (self.decision_function(X) > self.threshold_).astype(np.int64)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def reconstruct(self, X: np.ndarray) -> np.ndarray:
         """``G(E(x))`` of images ``X: (N, C, H, W)`` in [0, 1], same shape and range."""
         X = self._check(X)
         model: FAnoGAN = self.model_
-        return ((model.generator(model.encoder(torch.from_numpy(X) * 2 - 1)) + 1) / 2).numpy()
+        return ((model.generator(model.encoder(_network_input(X))) + 1) / 2).contiguous().numpy()
 
     def p_values(self, X: np.ndarray) -> np.ndarray:
         return self.score_components(X)["p_value"]
@@ -182,16 +230,21 @@ class GANAnomalyDetector(BaseEstimator):
         params = {k: v for k, v in self.get_params().items() if k not in ("checkpoint_path", "progress")}
         return {"params": params, "model": state_of(self.model_), "threshold": self.threshold_,
                 "target_fpr": self.target_fpr_, "standardisation": self.standardisation_,
+                "feature_mean": self.feature_mean_, "feature_whitening": self.feature_whitening_,
                 "reference": self.reference_scores_, "calibration_scores": self.calibration_scores_,
                 "image_shape": list(self.image_shape_)}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "GANAnomalyDetector":
+        if "feature_mean" not in state:
+            raise ValueError(STALE_STATE)
         detector = cls(**state["params"])
         detector.model_ = networks_from_state(state["model"])
         detector.threshold_ = state["threshold"]
         detector.target_fpr_ = state["target_fpr"]
         detector.standardisation_ = state["standardisation"]
+        detector.feature_mean_ = np.asarray(state["feature_mean"], dtype=np.float32)
+        detector.feature_whitening_ = np.asarray(state["feature_whitening"], dtype=np.float32)
         detector.reference_scores_ = np.asarray(state["reference"])
         detector.calibration_scores_ = state["calibration_scores"]
         detector.image_shape_ = tuple(state["image_shape"])
@@ -204,6 +257,8 @@ class GANAnomalyDetector(BaseEstimator):
         if fitted:
             if not hasattr(self, "model_"):
                 raise ValueError("GANAnomalyDetector is not fitted: call fit first")
+            if not hasattr(self, "feature_mean_"):
+                raise ValueError(STALE_STATE)
             if tuple(X.shape[1:]) != tuple(self.image_shape_):
                 raise ValueError(f"images must be {tuple(self.image_shape_)}, got {tuple(X.shape[1:])}")
         if not np.isfinite(X).all():

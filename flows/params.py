@@ -8,7 +8,7 @@ from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from anomaly import SCORES
+from anomaly import DEFAULT_SCORE, SCORES
 from gan_aug import GANConfig
 from pipelines.errors import GanpipeError
 from pipelines.evaluation.remedies import ARMS
@@ -108,8 +108,9 @@ class TrainDetectorParams(JobParams):
                                                                    "unset: the detector's GAN and encoder steps")
     seed: int = Field(0, ge=0, description="seed for split and training")
     name: str = Field(DETECTOR, min_length=1, description="registered model name")
-    score: str = Field("ensemble", description=f"score that flags items: {', '.join(SCORES)} "
-                                               "(ensemble: combined and critic, standardised)")
+    score: str = Field(DEFAULT_SCORE, description=f"score that flags items: {', '.join(SCORES)} (critic and "
+                                                  "critic_feature_distance need no reconstruction, the fastest; "
+                                                  "ensemble: combined and critic, standardised)")
     target_fpr: float = Field(0.01, gt=0, lt=0.5, description="false positive rate the threshold aims for")
     image_size: int | None = Field(None, ge=8, le=64, description=IMAGE_SIZE_HELP)
     out: str = Field("out/detector", description="folder for checkpoints")

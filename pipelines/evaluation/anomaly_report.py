@@ -1,7 +1,8 @@
 """Metrics, tables, alerts and figures for anomaly scores (any detector: higher score = more anomalous).
 
-A detector here is anything with ``score_components(x) -> {name: (N,)}`` (the selected score's
-``p_value`` last), ``score`` (the name that flags), ``threshold_`` and ``score_samples(x)``."""
+A detector here is anything with ``score_components(x, every_component=True) -> {name: (N,)}`` (the
+selected score's ``p_value`` last; ``every_component=False``: only the components the selected score's
+pass computes), ``score`` (the name that flags), ``threshold_`` and ``score_samples(x)``."""
 
 from __future__ import annotations
 
@@ -33,9 +34,10 @@ def anomaly_metrics(anomalous: np.ndarray, scores: np.ndarray, threshold: float)
 
 
 def score_table(detector, x: np.ndarray) -> pd.DataFrame:
-    """One row per image of ``x: (N, C, H, W)``: the score that flags, every component score, the
-    p-value and the flag (1 = score above ``threshold_``)."""
-    components = detector.score_components(x)
+    """One row per image of ``x: (N, C, H, W)``: the score that flags, the component scores computed on
+    the way (no reconstruction when the score does not need it), the p-value and the flag (1 = score
+    above ``threshold_``)."""
+    components = detector.score_components(x, every_component=False)
     table = pd.DataFrame({"score": components[detector.score], **components})
     table["flag"] = (table["score"] > detector.threshold_).astype(np.int64)
     return table

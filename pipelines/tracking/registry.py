@@ -57,7 +57,7 @@ class GeneratorModel(EstimatorModel):
 
 class DetectorModel(EstimatorModel):
     """Input: images ``(N, C, H, W)`` float32 in [0, 1]. Output: one row per image with the score
-    used to flag, every component score, the p-value and the flag (1 = anomalous); see
+    used to flag, the component scores computed on the way, the p-value and the flag (1 = anomalous); see
     :func:`~pipelines.evaluation.anomaly_report.score_table`."""
 
     def frame(self, detector, model_input) -> pd.DataFrame:

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
 
-from anomaly import SCORES, GANAnomalyDetector
+from anomaly import CRITIC_ONLY, SCORES, GANAnomalyDetector
 from anomaly.networks import AnoGenerator, Critic, Encoder
 from anomaly.train import FAnoGANConfig, train_fanogan
 
@@ -40,7 +42,7 @@ def test_networks_shapes(channels, size):
 def test_anomalies_score_higher_than_normals(fitted):
     normal = blobs(100, 2)
     noise = np.random.default_rng(3).random((100, 1, 8, 8)).astype(np.float32)
-    for name in ("combined", "residual", "ensemble"):
+    for name in ("combined", "residual", "critic_feature_distance", "ensemble"):
         parts = fitted.score_components(np.concatenate([normal, noise]))
         assert parts[name][100:].mean() > parts[name][:100].mean(), name
     assert fitted.predict(noise).mean() > 0.9
@@ -111,6 +113,57 @@ def test_bad_inputs(fitted):
         GANAnomalyDetector().score_samples(blobs(2, 0))
     with pytest.raises(ValueError, match="score must be one of"):
         GANAnomalyDetector(score="magic").fit(blobs(10, 0))
+
+
+def test_critic_feature_distance_is_the_mahalanobis_distance_to_the_training_features(fitted):
+    train = blobs(300, 0)  # the images the fixture trained on
+    features = fitted._critic_features(train).numpy().astype(np.float64)
+    np.testing.assert_allclose(fitted.feature_mean_, features.mean(0), rtol=1e-4, atol=1e-5)
+    x = np.concatenate([blobs(5, 11), np.random.default_rng(12).random((5, 1, 8, 8)).astype(np.float32)])
+    centred = fitted._critic_features(x).numpy().astype(np.float64) - fitted.feature_mean_
+    precision = fitted.feature_whitening_.astype(np.float64) @ fitted.feature_whitening_.T
+    expected = np.sqrt(np.einsum("nf,fg,ng->n", centred, precision, centred))
+    np.testing.assert_allclose(fitted.score_components(x)["critic_feature_distance"], expected, rtol=1e-3)
+
+
+def test_nothing_is_fitted_on_calibration_anomalous_or_scored_images(fitted):
+    density = fitted.feature_mean_.copy(), fitted.feature_whitening_.copy()
+    detector = copy.deepcopy(fitted)
+    noise = np.random.default_rng(13).random((50, 1, 8, 8)).astype(np.float32)
+    detector.calibrate(np.concatenate([blobs(100, 9), noise]))  # even a contaminated calibration set
+    detector.score_components(noise)
+    np.testing.assert_array_equal(detector.feature_mean_, density[0])
+    np.testing.assert_array_equal(detector.feature_whitening_, density[1])
+    # with no calibration set, the held-out share never reaches the feature density
+    small = GANAnomalyDetector(calibration_fraction=0.25, **{**TINY, "gan_steps": 2, "encoder_steps": 2})
+    images = blobs(40, 0)
+    small.fit(images)
+    held_out = np.random.default_rng(small.random_state).permutation(40)[:10]
+    trained_on = np.delete(images, held_out, axis=0)
+    np.testing.assert_allclose(small.feature_mean_, small._critic_features(trained_on).numpy().mean(0), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("score", SCORES)
+def test_fast_path_gives_the_full_path_scores(fitted, score):
+    x = np.concatenate([blobs(10, 8), np.random.default_rng(9).random((10, 1, 8, 8)).astype(np.float32)])
+    detector = copy.deepcopy(fitted).set_params(score=score).calibrate(blobs(200, 1))
+    full = detector.score_components(x)
+    fast = detector.score_components(x, every_component=False)
+    expected_keys = [*CRITIC_ONLY, "p_value"] if score in CRITIC_ONLY else [*SCORES, "p_value"]
+    assert list(fast) == expected_keys
+    for key in fast:
+        np.testing.assert_allclose(fast[key], full[key], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(detector.score_samples(x), full[score], rtol=1e-5, atol=1e-6)
+
+
+def test_a_state_saved_before_the_critic_feature_scores_gives_a_clear_error(fitted):
+    old = {k: v for k, v in fitted.state_dict().items() if k not in ("feature_mean", "feature_whitening")}
+    with pytest.raises(ValueError, match="saved before the critic-feature scores"):
+        GANAnomalyDetector.from_state_dict(old)
+    unpickled = copy.deepcopy(fitted)  # an estimator pickled whole (the registry) before the change
+    del unpickled.feature_mean_, unpickled.feature_whitening_
+    with pytest.raises(ValueError, match="train it again"):
+        unpickled.score_samples(blobs(2, 0))
 
 
 def test_fit_holds_out_a_calibration_share_when_none_is_given():
