@@ -33,7 +33,7 @@ from anomaly.train import FAnoGAN, FAnoGANConfig, Progress, networks_from_state,
 from pipelines.gan_core.config import steps_for_epochs
 
 SCORES = ("combined", "residual", "feature_residual", "critic", "critic_feature_distance", "ensemble")
-DEFAULT_SCORE = "ensemble"
+DEFAULT_SCORE = "critic_feature_distance"
 ENSEMBLE = ("combined", "critic")
 CRITIC_ONLY = ("critic", "critic_feature_distance")
 STALE_STATE = ("this detector was saved before the critic-feature scores (issue 10) and lacks their density "

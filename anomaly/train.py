@@ -3,8 +3,8 @@
 Stage 1: a WGAN-GP generator and critic. Stage 2: an encoder trained with G and D frozen on the
 izi_f loss ``||x - G(E(x))||^2 / n + kappa * ||f(x) - f(G(E(x)))||^2 / n_f`` where ``f`` is the
 critic's feature layer. Deviations from the paper, for 2 CPU cores: small networks (``width``),
-far fewer iterations, 2 critic updates per generator update instead of 5, and nearest-neighbour
-upsampling instead of transposed convolutions.
+far fewer iterations (but 5 critic updates per generator update, as in the paper), and
+nearest-neighbour upsampling instead of transposed convolutions.
 
 One seeded ``torch.Generator`` drives all randomness and is checkpointed with the weights, so an
 interrupted run resumes to the same result.
@@ -40,9 +40,10 @@ class FAnoGANConfig(GANTrainingConfig):
     feature residual in the izi_f loss and the anomaly score."""
 
     latent_dim: int = 64
-    gan_steps: int = 300
-    critic_steps: int = 2
-    encoder_steps: int = 500
+    width: int = 8
+    gan_steps: int = 500
+    critic_steps: int = 5
+    encoder_steps: int = 100
     lr: float = 2e-4
     kappa: float = 1.0
 
