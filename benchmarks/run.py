@@ -13,6 +13,7 @@ import argparse
 import datetime as dt
 import platform
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,10 +32,23 @@ HEADER = (
 )
 
 
+def _commit() -> str:
+    """The checked-out commit, with ``+changes`` when the work tree differs from it."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return head + ("+changes" if dirty else "")
+
+
 def _section(name: str, body: str, quick: bool) -> str:
     command = f"python -m benchmarks.run --only {name}" + (" --quick" if quick else "")
-    stamp = (f"_Produced by `{command}` on {dt.date.today().isoformat()}: {platform.machine()}, "
-             f"{torch.get_num_threads()} torch threads, torch {torch.__version__}._")
+    stamp = (f"_Produced by `{command}` at commit {_commit()} on {dt.date.today().isoformat()}: "
+             f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}._")
     warning = "\n**Quick mode**: tiny settings that only check the machinery; the numbers mean little.\n" if quick else ""
     return f"<!-- bench:{name} -->\n{body.strip()}\n\n{stamp}\n{warning}<!-- /bench:{name} -->"
 
