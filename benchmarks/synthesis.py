@@ -26,10 +26,10 @@ SETTINGS = [("mnist5k", {"2": 10, "5": 10, "8": 10}), ("digits", {"3": 5, "8": 5
 QUALITY = ["frechet", "precision", "recall", "coverage", "label_agreement", "near_duplicate_share"]
 
 
-def run(quick: bool = False) -> str:
+def run(setting: tuple[str, dict[str, int]], quick: bool = False) -> str:
+    """The sections of one ``(data, minority)`` setting of :data:`SETTINGS`."""
     seeds, steps, epochs = ([0, 1], 40, 2) if quick else ([0, 1, 2, 3, 4], 1500, 15)
-    settings = SETTINGS[1:] if quick else SETTINGS
-    return "\n\n".join(run_setting(data, minority, seeds, steps, epochs) for data, minority in settings)
+    return run_setting(*setting, seeds, steps, epochs)
 
 
 def run_setting(data: str, minority: dict[str, int], seeds: list[int], steps: int, epochs: int) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
+import torch
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
@@ -24,7 +25,10 @@ def train_gan_for_arms(train: ImageDataset, seed: int, steps: int) -> Synthesise
 
 @task(name="compare-seed", cache_policy=NO_CACHE)
 def run_seed(dataset: ImageDataset, counts: dict[str, int], arms: list[str], seed: int, classifier: str, epochs: int,
-             train_gan: compare.TrainGAN, sweep_count: int | None) -> list[dict]:
+             train_gan: compare.TrainGAN, sweep_count: int | None, torch_threads: int) -> list[dict]:
+    # a Dask worker starts with one torch thread; another thread count sums gradients in another order,
+    # so every worker uses the flow's count and the table does not depend on where a seed ran
+    torch.set_num_threads(torch_threads)
     return compare.run_seed(dataset, counts, arms, seed, classifier, epochs, train_gan, sweep_count)
 
 
@@ -36,7 +40,7 @@ def compare_flow(params: CompareParams = CompareParams()) -> dict:
     dataset = load_data(params.data, params.image_size)
     counts, arms, sweep = compare.check_experiment(dataset, params.minority, params.arms, params.sweep)
     gan = partial(train_gan_for_arms, steps=params.gan_steps)
-    calls = [(dataset, counts, arms, seed, params.classifier, params.epochs, gan, count)
+    calls = [(dataset, counts, arms, seed, params.classifier, params.epochs, gan, count, torch.get_num_threads())
              for count in sweep for seed in range(params.seeds)]
     comparison = compare.summarise_comparison([r for rows in fan_out(run_seed, calls) for r in rows], bool(params.sweep))
     out = Path(params.out).expanduser()
