@@ -34,8 +34,9 @@ class SmallCNN(nn.Module):
             nn.AdaptiveAvgPool2d(4),
             nn.Flatten(),
         )
+        self.dropout = SeededDropout(0.3)  # its masks come from its own generator: see CNNClassifier.fit
         self.head = nn.Sequential(
-            SeededDropout(0.3), nn.Linear(2 * width * 16, 128), nn.ReLU(inplace=True), nn.Linear(128, n_classes)
+            self.dropout, nn.Linear(2 * width * 16, 128), nn.ReLU(inplace=True), nn.Linear(128, n_classes)
         )
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -76,7 +77,7 @@ class CNNClassifier:
         rng = np.random.default_rng(self.random_state)
         self.n_classes_ = int(n_classes if n_classes is not None else y.max() + 1)
         self.model_ = build_seeded(lambda: SmallCNN(X.shape[1], self.n_classes_, self.width), self.random_state)
-        self.model_.head[0].seed(self.random_state)
+        self.model_.dropout.seed(self.random_state)
         weight = None
         if self.class_weight == "balanced":
             present = np.unique(y)
