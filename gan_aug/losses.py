@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -25,3 +27,12 @@ def mode_seeking(fake_a: torch.Tensor, fake_b: torch.Tensor, z_a: torch.Tensor, 
     latent_gap = (z_a - z_b).abs().mean(dim=1)
     return 1.0 / ((image_gap / latent_gap).mean() + 1e-5)
 
+
+
+def guidance(logits: torch.Tensor, labels: torch.Tensor, confidence: float = 0.0) -> torch.Tensor:
+    """The judge's cross-entropy of the asked class, only above ``-log(confidence)``: an image the
+    judge already gives at least ``confidence`` for its class adds nothing, so guidance makes a
+    class recognisable without pulling every image towards the judge's most typical one."""
+    ce = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    margin = -math.log(confidence) if confidence > 0 else 0.0
+    return torch.relu(ce - margin).mean()

@@ -55,6 +55,8 @@ class GANConfig(GANTrainingConfig):
     translation: float = 0.125
     cutout: float = 0.25
     guide_weight: float = 1.0
+    guide_confidence: float = 0.0
+    guide_augment: bool = False
     judge_steps: int = 400
     filter_candidates: int = 1
 
@@ -65,6 +67,8 @@ class GANConfig(GANTrainingConfig):
             raise ValueError("steps must be >= 1 and batch_size >= 2")
         if not 0.0 <= self.class_balance <= 1.0:
             raise ValueError(f"class_balance must be in [0, 1], got {self.class_balance}")
+        if not 0.0 <= self.guide_confidence < 1.0:
+            raise ValueError(f"guide_confidence must be in [0, 1), got {self.guide_confidence}")
         if self.guide_weight < 0 or self.judge_steps < 0 or self.filter_candidates < 1:
             raise ValueError("guide_weight and judge_steps must be >= 0 and filter_candidates >= 1")
 
@@ -215,7 +219,8 @@ def train_conditional_gan(
         ms = losses.mode_seeking(fakes[:half], fakes[half:], z[:half], z[half:])
         g_loss = g_adv + config.mode_seeking_weight * ms
         if judge is not None and config.guide_weight > 0:
-            g_loss = g_loss + config.guide_weight * torch.nn.functional.cross_entropy(judge(fakes), y_gen)
+            g_loss = g_loss + config.guide_weight * losses.guidance(
+                judge(aug(fakes) if config.guide_augment else fakes), y_gen, config.guide_confidence)
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
