@@ -146,7 +146,14 @@ def train_detector(params: TrainDetectorParams) -> int:
 @command("score", ScoreParams, positional=("batch",))
 def score(params: ScoreParams) -> int:
     from flows.detector import score_flow
+    from pipelines.data.batches import check_batch
+    from pipelines.tracking.registry import resolve_model
+    from pipelines.tracking.runs import check_tracking
 
+    # user errors and a tracking server that is down end here, before any server starts
+    check_batch(params.batch)
+    check_tracking()
+    resolve_model(params.model)
     result = score_flow(params)
     summary = result["summary"]
     print()
@@ -186,7 +193,7 @@ def serve(params: ServeParams) -> int:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.common import DASK_ADDRESS_ENV, DASK_WORKERS_ENV
-    from flows.serve import deployments, start_prefect_server, stop
+    from flows.serve import deployments, reset_deployments, start_prefect_server, stop
 
     inbox = Path(params.inbox).expanduser().resolve()
     inbox.mkdir(parents=True, exist_ok=True)
@@ -201,7 +208,12 @@ def serve(params: ServeParams) -> int:
     if not api:
         print("Starting a Prefect server on 127.0.0.1 (its SQLite database lives under .prefect-server/) ...", flush=True)
         server, api = start_prefect_server(params.port)
+    status = 0
     try:
+        cleaned = reset_deployments(api)
+        if cleaned["deployments"] or cleaned["crashed_runs"]:
+            print(f"Replaced {cleaned['deployments']} deployments of an earlier serve "
+                  f"({cleaned['crashed_runs']} of its runs left running are marked crashed)", flush=True)
         with temporary_settings({PREFECT_API_URL: api}):
             served = deployments(params, inbox, outbox)
             print(f"\nPrefect API: {api}\nPrefect UI:  {api.removesuffix('/api')}")
@@ -212,13 +224,14 @@ def serve(params: ServeParams) -> int:
             print("  ganpipe-compare/compare-on-demand     on demand: prefect deployment run "
                   "'ganpipe-compare/compare-on-demand'", flush=True)
             serve_deployments(*served, print_starting_message=False)
-    except KeyboardInterrupt:
-        print("\nStopped serving.")
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (flows.lifecycle.Terminated)
+        print(f"\nStopped serving ({exc or 'SIGINT'}).", flush=True)
+        status = 128 + getattr(exc, "signum", 2)
     finally:
         if server is not None:
             stop(server)
-            print("Stopped the Prefect server.")
-    return 0
+            print("Stopped the Prefect server.", flush=True)
+    return status
 
 
 @command("mlflow-server", MlflowServerParams)
@@ -233,20 +246,30 @@ def mlflow_server(params: MlflowServerParams) -> int:
           f"  export MLFLOW_TRACKING_URI=http://127.0.0.1:{params.port}", flush=True)
     try:
         return subprocess.call(command_line)
-    except KeyboardInterrupt:
-        return 0
+    except KeyboardInterrupt as exc:
+        return 128 + getattr(exc, "signum", 2)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``ganpipe`` program. Run as a program (``argv`` None), SIGTERM/SIGINT end it and every
+    process it started (:mod:`flows.lifecycle`); called from Python, signals stay the caller's."""
+    from contextlib import nullcontext
+
+    from flows.lifecycle import Terminated, signals_end_the_command
+
     # The temporary Prefect server's telemetry heartbeat races the flow for its SQLite file.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     logging.basicConfig(level=os.environ.get("GANPIPE_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     tokens = list(sys.argv[1:] if argv is None else argv)
     try:
-        result = app(tokens, exit_on_error=False, print_error=False, result_action="return_value")
+        with signals_end_the_command() if argv is None else nullcontext():
+            result = app(tokens, exit_on_error=False, print_error=False, result_action="return_value")
     except (CycloptsError, GanpipeError) as exc:
         print(f"ganpipe: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except Terminated as exc:
+        print(f"ganpipe: stopped by {exc}", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("ganpipe: interrupted", file=sys.stderr)
         return 130

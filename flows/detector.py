@@ -4,6 +4,7 @@ batch with a registered detector; every item ends in scores.csv or rejected.csv)
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,8 @@ from prefect.cache_policies import NO_CACHE
 from anomaly import GANAnomalyDetector
 from flows.common import call, load_data, prefect_tags, run_logger
 from flows.params import ScoreParams, TrainDetectorParams
-from pipelines.data.batches import Batch, read_batch
+from pipelines.data.batches import batch_digest, check_batch, iter_batch
+from pipelines.data.results import ResultLog
 from pipelines.data.sources import ImageDataset
 from pipelines.data.splits import parse_class_spec, stratified_split
 from pipelines.evaluation.anomaly_report import (
@@ -83,7 +85,7 @@ def train_detector_flow(params: TrainDetectorParams = TrainDetectorParams()) -> 
             "threshold": detector.threshold_, "seconds": detector.model_.seconds, "detector": detector}
 
 
-def record_scores(data: Batch, out_dir: Path, scores: pd.DataFrame, summary: dict, detector, model: tuple[str, str, str]) -> str:
+def record_scores(data: BatchInfo, out_dir: Path, summary: dict, detector, model: tuple[str, str, str]) -> str:
     """One MLflow run (and a Prefect artifact inside a flow run) for a scored batch; returns its id."""
     name, version, pinned_uri = model
     tags = {**prefect_tags(), "batch_id": data.batch_id, "model_name": name, "model_version": version}
@@ -93,8 +95,9 @@ def record_scores(data: Batch, out_dir: Path, scores: pd.DataFrame, summary: dic
         run.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
         run.log_artifact(out_dir / "scores.csv", "results")
         run.log_artifact(out_dir / "rejected.csv", "results")
-        if len(scores):
-            run.log_figure(score_histogram(scores["score"].to_numpy(), None, detector.threshold_, detector.score),
+        if summary["scored"]:
+            scores = pd.read_csv(out_dir / "scores.csv", usecols=["score"])["score"].to_numpy()
+            run.log_figure(score_histogram(scores, None, detector.threshold_, detector.score),
                            "figures/score_histogram.png")
     if tags.get("prefect.flow_run_id"):
         create_markdown_artifact(
@@ -106,20 +109,49 @@ def record_scores(data: Batch, out_dir: Path, scores: pd.DataFrame, summary: dic
     return run.run_id
 
 
+@dataclass(frozen=True)
+class BatchInfo:
+    batch_id: str
+    source: str
+
+
+def score_chunks(detector, params: ScoreParams, out_dir: Path) -> dict[str, int]:
+    """Read the batch chunk by chunk, score each chunk and append its rows; continues a batch an
+    earlier run left half scored. Memory stays at one chunk, whatever the batch size."""
+    logger = run_logger()
+    shape = tuple(detector.image_shape_)
+    columns = list(score_table(detector, np.zeros((1, *shape), dtype=np.float32)).columns)
+    results = ResultLog(out_dir)
+    done = results.resume()
+    if done:
+        logger.info("continuing %s after %d items scored earlier", params.batch, done)
+    roots = tuple(Path(r).expanduser() for r in params.allow_roots)
+    for chunk in iter_batch(params.batch, shape, chunk_size=params.chunk_size, skip=done, allow_roots=roots):
+        scored = score_table(detector, chunk.x) if len(chunk.ids) else pd.DataFrame(columns=columns)
+        scored.insert(0, "reason", "")
+        scored.insert(0, "status", "scored")
+        scored.insert(0, "item_id", list(chunk.ids))
+        rejected = pd.DataFrame({"item_id": [r[0] for r in chunk.rejected], "status": "rejected",
+                                 "reason": [r[1] for r in chunk.rejected]})
+        rows = pd.concat([scored, rejected.reindex(columns=scored.columns)], ignore_index=True)
+        results.append(rows.astype({"flag": "Int64"}), chunk.end)
+        logger.info("scored %d items of %s", chunk.end, params.batch)
+    return results.finish(out_dir / "scores.csv", out_dir / "rejected.csv")
+
+
 @flow(name="ganpipe-score", log_prints=True)
 def score_flow(params: ScoreParams) -> dict:
-    """Read and validate every item -> score the valid ones -> write scores.csv and rejected.csv ->
-    log the summary. The same batch id and model version is scored once: a repeat reuses that run."""
+    """Read and validate the batch chunk by chunk -> score the valid items -> append them to the
+    results (a re-run continues a half-scored batch) -> scores.csv and rejected.csv -> log the
+    summary. The same batch id and model version is scored once: a repeat reuses that run."""
+    check_batch(params.batch)
     model = resolve_model(params.model)
     detector = load_estimator(model[2])
-    data = read_batch(params.batch, tuple(detector.image_shape_), params.batch_id)
+    data = BatchInfo(params.batch_id or batch_digest(params.batch), str(Path(params.batch).expanduser()))
     out_dir = Path(params.out).expanduser()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    scores = pd.concat([pd.DataFrame({"item_id": list(data.ids)}), score_table(detector, data.x)], axis=1)
-    scores.to_csv(out_dir / "scores.csv", index=False)
-    pd.DataFrame(list(data.rejected), columns=["item_id", "reason"]).to_csv(out_dir / "rejected.csv", index=False)
-    summary = batch_summary(len(scores), len(data.rejected), int(scores["flag"].sum()), detector.target_fpr_)
+    counts = score_chunks(detector, params, out_dir)
+    summary = batch_summary(counts["scored"], counts["rejected"], counts["flagged"], detector.target_fpr_)
     previous = find_runs("score", {"batch_id": data.batch_id, "model_name": model[0], "model_version": model[1]})
-    run_id = previous[0] if previous else record_scores(data, out_dir, scores, summary, detector, model)
+    run_id = previous[0] if previous else record_scores(data, out_dir, summary, detector, model)
     return {"run_id": run_id, "repeated": bool(previous), "batch_id": data.batch_id, "model_version": model[1],
             "summary": summary, "out": str(out_dir)}

@@ -127,15 +127,21 @@ class ScoreParams(JobParams):
     """Score a new data batch with a registered detector.
 
     Validate every item of a batch, score the valid ones with a registered detector and write
-    OUT/scores.csv (item_id, score, component scores, p_value, flag) and OUT/rejected.csv (item_id,
-    reason). Every input item is in exactly one of the two. Scoring the same batch with the same
-    model version again does not create a second MLflow run.
+    OUT/scores.csv (item_id, score, component scores, flag) and OUT/rejected.csv (item_id, reason).
+    Every input item is in exactly one of the two. The batch is read and scored in chunks (memory
+    does not grow with the batch) and results are appended as they are computed: scoring again after
+    a crash continues where it stopped. Symlinks that leave a batch folder and CSV paths outside the
+    CSV's folder are rejected unless under --allow-roots. Scoring the same batch with the same model
+    version again does not create a second MLflow run.
     """
 
     batch: str = Field(..., description="a folder of images, an .npz with x (and ids), or a .csv with a path column")
     out: str = Field(..., description="output folder for scores.csv and rejected.csv")
     model: str = Field(CHAMPION, description="models:/NAME@ALIAS or models:/NAME/VERSION")
     batch_id: str | None = Field(None, description="id of the batch; unset: a digest of its content")
+    chunk_size: int = Field(4096, ge=1, description="items read and scored at a time (memory grows with it)")
+    allow_roots: list[str] = Field(default_factory=list,
+                                   description="folders a CSV batch may point into besides its own folder")
 
 
 class ScoreInboxParams(JobParams):

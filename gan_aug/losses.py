@@ -36,3 +36,12 @@ def guidance(logits: torch.Tensor, labels: torch.Tensor, confidence: float = 0.0
     ce = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
     margin = -math.log(confidence) if confidence > 0 else 0.0
     return torch.relu(ce - margin).mean()
+
+
+def lecam(real_scores: torch.Tensor, fake_scores: torch.Tensor, anchors: dict[str, float], decay: float = 0.99) -> torch.Tensor:
+    """LeCam regulariser (Tseng et al. 2021): keeps the critic's outputs on real images near the moving
+    average of its outputs on fakes and vice versa, so a critic trained on few images cannot drift
+    into memorising them. ``anchors`` (``real``, ``fake``) holds the moving averages and is updated."""
+    anchors["real"] = decay * anchors["real"] + (1 - decay) * real_scores.mean().item()
+    anchors["fake"] = decay * anchors["fake"] + (1 - decay) * fake_scores.mean().item()
+    return (torch.relu(real_scores - anchors["fake"]) ** 2).mean() + (torch.relu(anchors["real"] - fake_scores) ** 2).mean()

@@ -57,6 +57,7 @@ class GANConfig(GANTrainingConfig):
     guide_weight: float = 1.0
     guide_confidence: float = 0.0
     guide_augment: bool = False
+    lecam_weight: float = 0.0
     judge_steps: int = 400
     filter_candidates: int = 1
 
@@ -191,6 +192,7 @@ def train_conditional_gan(
 
     started = time.perf_counter()
     bs = config.batch_size
+    anchors = {"real": 0.0, "fake": 0.0}  # LeCam: moving averages of the critic's outputs
     log_every = log_every or max(1, config.steps // 20)
     for step in range(start_step, config.steps):
         generator.train()
@@ -203,6 +205,8 @@ def train_conditional_gan(
             fake_scores = discriminator(aug(x_fake), y_fake)
             if config.loss == "hinge":
                 d_loss = losses.hinge_discriminator(real_scores, fake_scores)
+            if config.lecam_weight > 0:
+                d_loss = d_loss + config.lecam_weight * losses.lecam(real_scores, fake_scores, anchors)
             else:
                 d_loss = losses.wasserstein_discriminator(real_scores, fake_scores) + config.gp_weight * \
                     gradient_penalty(discriminator, x_real, x_fake, rng, y_real)

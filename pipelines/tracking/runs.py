@@ -71,6 +71,27 @@ def client():
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+def check_tracking(timeout: float = 5.0) -> None:
+    """Raise GanpipeError (one line) when the tracking URI is a server that does not answer; local
+    stores always pass. Commands call it before doing work, so a server that is down costs nothing."""
+    import urllib.error
+    import urllib.request
+
+    from pipelines.errors import GanpipeError
+
+    uri = tracking_uri()
+    if _is_local_store(uri) or not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:
+            if response.status == 200:
+                return
+            problem = f"status {response.status}"
+    except (urllib.error.URLError, OSError) as exc:
+        problem = str(getattr(exc, "reason", exc))
+    raise GanpipeError(f"MLflow tracking server {uri} is not reachable ({problem}); nothing was done")
+
+
 def experiment_id(name: str) -> str:
     """Id of experiment ``name``, created on first use (with a local artifact folder for local stores)."""
     mlflow_client = client()
