@@ -41,8 +41,8 @@ class Kind:
     def expected(self) -> str:
         if self.error:
             return f"batch refused: {self.error}"
-        rejected = sorted({reason for _, reason in self.items if reason})
-        return "; ".join(["scored"] * (len(rejected) < len(self.items)) + [f"rejected: {r}" for r in rejected])
+        scored = ["scored"] if any(reason is None for _, reason in self.items) else []
+        return "; ".join(scored + [f"rejected: {r}" for r in sorted({reason for _, reason in self.items if reason})])
 
 
 @dataclass
