@@ -3,6 +3,7 @@ channel converter every data source and batch reader uses."""
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,90 +58,105 @@ def read_image_files(
     channels: int | None = None,
     ids: Sequence[str] | None = None,
     strict_channels: bool = False,
+    max_pixels: int | None = None,
 ) -> ImageReadResult:
     """Read image files without ever raising for one bad file.
 
-    A file that cannot be decoded (missing, truncated, not an image) is rejected with its reason.
-    With ``image_size`` every image is resized to it, unless it is far from square (aspect ratio
-    off by more than 10%), which is rejected; without it every image must share the most common
-    size, and the others are rejected naming their size. ``channels`` sets grey (1) or RGB (3): by
-    default the batch is grey unless any image is in colour; with ``strict_channels`` an image of
-    another channel count is rejected instead of converted (a colour file whose three channels are
-    equal counts as grey).
+    A file that cannot be decoded (missing, empty, truncated, not an image, animated, more than
+    ``max_pixels`` pixels) is rejected with its reason. With ``image_size`` every image is resized to
+    it, unless it is far from square (aspect ratio off by more than 10%), which is rejected; without
+    it every image must share the most common size, and the others are rejected naming their size.
+    ``channels`` sets grey (1) or RGB (3): by default the batch is grey unless any image is in colour;
+    with ``strict_channels`` an image of another channel count is rejected instead of converted (a
+    colour file whose three channels are equal counts as grey). With both ``image_size`` and
+    ``channels`` each image is resized as soon as it is decoded, so memory holds one full-size image.
     """
     ids = [str(p) for p in paths] if ids is None else list(ids)
+    fit_now = image_size is not None and channels is not None
+    target = (image_size, image_size) if image_size else None
     decoded: list[tuple[str, np.ndarray]] = []
     rejected: list[tuple[str, str]] = []
     for item_id, path in zip(ids, paths):
         try:
-            decoded.append((item_id, _decode(Path(path))))
+            arr = _decode(Path(path), max_pixels)
+            decoded.append((item_id, _fit(arr, target, channels, strict_channels) if fit_now else arr))
         except _BadImage as exc:
             rejected.append((item_id, str(exc)))
 
-    if channels is None:
-        channels = 3 if any(a.shape[2] == 3 for _, a in decoded) else 1
-    if image_size is None and decoded:
-        sizes = Counter(a.shape[:2] for _, a in decoded)
-        target = sizes.most_common(1)[0][0]
-    else:
-        target = (image_size, image_size) if image_size else None
+    if not fit_now:
+        if channels is None:
+            channels = 3 if any(a.shape[2] == 3 for _, a in decoded) else 1
+        if target is None and decoded:
+            target = Counter(a.shape[:2] for _, a in decoded).most_common(1)[0][0]
+        fitted = []
+        for item_id, arr in decoded:
+            try:
+                fitted.append((item_id, _fit(arr, target, channels, strict_channels, declared=image_size is not None)))
+            except _BadImage as exc:
+                rejected.append((item_id, str(exc)))
+        decoded = fitted
 
-    kept_ids: list[str] = []
-    arrays: list[np.ndarray] = []
-    for item_id, arr in decoded:
-        if strict_channels and arr.shape[2] != channels:
-            rejected.append((item_id, f"wrong channel count: image has {arr.shape[2]}, expected {channels}"))
-            continue
-        if image_size is not None and abs(arr.shape[0] / arr.shape[1] - 1.0) > 0.1:
-            rejected.append((item_id, f"size {arr.shape[1]}x{arr.shape[0]} cannot be resized to "
-                                      f"{image_size}x{image_size} without distortion"))
-            continue
-        if image_size is None and arr.shape[:2] != target:
-            rejected.append(
-                (item_id, f"size {arr.shape[1]}x{arr.shape[0]} differs from {target[1]}x{target[0]}; "
-                          "declare an image size to resize")
-            )
-            continue
-        arr = convert_channels(arr, channels)
-        if arr.shape[:2] != target:
-            arr = resize_images(arr.transpose(2, 0, 1)[None], target)[0].transpose(1, 2, 0)
-        kept_ids.append(item_id)
-        arrays.append(arr)
-
-    if arrays:
-        x = np.stack(arrays).transpose(0, 3, 1, 2).astype(np.float32)
+    if decoded:
+        x = np.stack([a for _, a in decoded]).transpose(0, 3, 1, 2).astype(np.float32)
     else:
         h, w = target if target else (0, 0)
         x = np.zeros((0, channels, h, w), dtype=np.float32)
     order = {item_id: i for i, item_id in enumerate(ids)}
     rejected.sort(key=lambda r: order[r[0]])
-    return ImageReadResult(x=x, ok_ids=tuple(kept_ids), rejected=tuple(rejected))
+    return ImageReadResult(x=x, ok_ids=tuple(i for i, _ in decoded), rejected=tuple(rejected))
 
 
 class _BadImage(Exception):
     pass
 
 
-def _decode(path: Path) -> np.ndarray:
-    """One image file -> ``(H, W, C)`` float32 in [0, 1] with C in {1, 3}."""
+def _fit(arr: np.ndarray, target: tuple[int, int], channels: int, strict_channels: bool,
+         declared: bool = True) -> np.ndarray:
+    """One decoded ``(H, W, C)`` image -> ``(*target, channels)``, or _BadImage saying why not."""
+    if strict_channels and arr.shape[2] != channels:
+        raise _BadImage(f"wrong channel count: image has {arr.shape[2]}, expected {channels}")
+    if declared and abs(arr.shape[0] / arr.shape[1] - 1.0) > 0.1:
+        raise _BadImage(f"size {arr.shape[1]}x{arr.shape[0]} cannot be resized to {target[1]}x{target[0]} "
+                        "without distortion")
+    if not declared and arr.shape[:2] != target:
+        raise _BadImage(f"size {arr.shape[1]}x{arr.shape[0]} differs from {target[1]}x{target[0]}; "
+                        "declare an image size to resize")
+    arr = convert_channels(arr, channels)
+    if arr.shape[:2] != target:
+        arr = resize_images(arr.transpose(2, 0, 1)[None], target)[0].transpose(1, 2, 0)
+    return arr
+
+
+def _decode(path: Path, max_pixels: int | None = None) -> np.ndarray:
+    """One image file -> ``(H, W, C)`` float32 in [0, 1] with C in {1, 3}.
+
+    Modes: 1/L/LA and 8-bit ints are grey /255, 16-bit (I;16) grey /65535, 32-bit ints /65535 when
+    any value exceeds 255 (else /255), float (F) as stored and clipped; P, PA, RGB, RGBA, CMYK and
+    YCbCr become RGB through PIL (alpha is dropped, not composited). Animated or multi-frame files
+    are rejected, and so is an image of more than ``max_pixels`` pixels, before its pixels are decoded.
+    """
     if not path.is_file():
         raise _BadImage("file not found")
+    if path.stat().st_size == 0:
+        raise _BadImage("empty file (0 bytes)")
     try:
-        with Image.open(path) as img:
-            img.load()  # forces a full decode, so truncated files fail here
-            if img.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"):
-                grey = img.convert("F") if img.mode.startswith("I") or img.mode == "F" else img.convert("L")
-                arr = np.asarray(grey, dtype=np.float32)
-                if img.mode.startswith("I"):
-                    arr = arr / (65535.0 if arr.max() > 255 else 255.0)
-                elif img.mode != "F":
-                    arr = arr / 255.0
-                arr = arr[:, :, None]
-            else:
-                arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-                if np.array_equal(arr[:, :, 0], arr[:, :, 1]) and np.array_equal(arr[:, :, 0], arr[:, :, 2]):
-                    arr = arr[:, :, :1]  # a grey image stored as RGB
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+                if max_pixels is not None and width * height > max_pixels:
+                    raise _BadImage(f"image too large ({width}x{height} pixels, limit {max_pixels})")
+                if getattr(img, "is_animated", False):
+                    raise _BadImage("animated or multi-frame image; give one frame per file")
+                img.load()  # forces a full decode, so truncated files fail here
+                arr = _to_array(img)
+    except _BadImage:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise _BadImage("image too large (PIL decompression bomb limit)") from None
+    except UnidentifiedImageError:  # its message holds the full path, which a reason must not
+        raise _BadImage("unreadable image (not a known image format)") from None
+    except Exception as exc:  # decoders raise many kinds of error on hostile bytes; each is one rejected file
         raise _BadImage(f"unreadable image ({short_reason(exc)})") from None
     if not np.isfinite(arr).all():
         raise _BadImage("image contains NaN or infinite values")
@@ -148,6 +164,20 @@ def _decode(path: Path) -> np.ndarray:
     if min(h, w) < 1:
         raise _BadImage("image has no pixels")
     return np.clip(arr, 0.0, 1.0)
+
+
+def _to_array(img: Image.Image) -> np.ndarray:
+    if img.mode in ("1", "L", "LA"):
+        return np.asarray(img.convert("L"), dtype=np.float32)[:, :, None] / 255.0
+    if img.mode.startswith("I;16"):
+        return np.asarray(img.convert("F"), dtype=np.float32)[:, :, None] / 65535.0
+    if img.mode in ("I", "F"):
+        arr = np.asarray(img.convert("F"), dtype=np.float32)[:, :, None]
+        return arr if img.mode == "F" else arr / (65535.0 if arr.max() > 255 else 255.0)
+    arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    if np.array_equal(arr[:, :, 0], arr[:, :, 1]) and np.array_equal(arr[:, :, 0], arr[:, :, 2]):
+        return arr[:, :, :1]  # a grey image stored as RGB
+    return arr
 
 
 def short_reason(exc: Exception) -> str:
