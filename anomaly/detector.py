@@ -226,7 +226,8 @@ class GANAnomalyDetector(BaseEstimator):
         return {**super().__getstate__(), "progress": None}
 
     def state_dict(self) -> dict:
-        """Everything needed to score again: networks, calibration and settings (for torch.save)."""
+        """Everything needed to score again: networks, calibration and settings, as plain data only
+        (tensors, numeric numpy arrays, JSON values), so it is saved without pickling objects."""
         params = {k: v for k, v in self.get_params().items() if k not in ("checkpoint_path", "progress")}
         return {"params": params, "model": state_of(self.model_), "threshold": self.threshold_,
                 "target_fpr": self.target_fpr_, "standardisation": self.standardisation_,

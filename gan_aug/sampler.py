@@ -42,7 +42,8 @@ class GANOverSampler(BaseOverSampler):
     Attributes
     ----------
     gan_ : the trained :class:`~gan_aug.train.TrainedGAN`; ``classes_``: the labels seen in ``fit``;
-    ``input_shape_``: ``(C, H, W)`` of 4-D ``X`` (None when ``X`` was flattened).
+    ``input_shape_``: ``(C, H, W)`` of 4-D ``X`` (None when ``X`` was flattened). :meth:`state_dict`
+    gives what sampling needs as plain data; :meth:`from_state_dict` rebuilds a sampler from it.
     """
 
     _sampling_type = "over-sampling"
@@ -148,3 +149,19 @@ class GANOverSampler(BaseOverSampler):
     def sample(self, class_label, n: int, seed: int | None = None) -> np.ndarray:
         """``n`` synthetic images of ``class_label`` as ``(n, C, H, W)`` in [0, 1]."""
         return self.generate(np.full(int(n), class_label), seed)
+
+    def state_dict(self) -> dict:
+        """Plain data only (weights, settings, class labels): what :meth:`generate` and :meth:`sample` need."""
+        if not hasattr(self, "gan_"):
+            raise ValueError("GANOverSampler is not fitted: call fit or fit_resample first")
+        params = {k: v for k, v in self.get_params().items() if k not in ("checkpoint_path", "progress")}
+        return {"params": params, "gan": self.gan_.state_dict(), "classes": self.classes_,
+                "input_shape": None if self.input_shape_ is None else list(self.input_shape_)}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "GANOverSampler":
+        sampler = cls(**state["params"])
+        sampler.gan_ = TrainedGAN.from_state_dict(state["gan"])
+        sampler.classes_ = np.asarray(state["classes"])
+        sampler.input_shape_ = None if state["input_shape"] is None else tuple(state["input_shape"])
+        return sampler

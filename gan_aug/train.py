@@ -91,6 +91,27 @@ class TrainedGAN:
     seconds: float = 0.0
     judge: Judge | None = None
 
+    def state_dict(self) -> dict:
+        """Plain data only (weights, config as a dict, numbers): what :meth:`from_state_dict` needs to sample."""
+        return {"config": asdict(self.config), "n_classes": self.n_classes, "image_shape": list(self.image_shape),
+                "generator": self.generator.state_dict(),
+                "judge": None if self.judge is None else self.judge.state_dict(),
+                "history": self.history, "seconds": self.seconds}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "TrainedGAN":
+        config = GANConfig(**state["config"])
+        channels, size, _ = state["image_shape"]
+        generator = Generator(state["n_classes"], channels, size, config.z_dim, config.width)
+        generator.load_state_dict(state["generator"])
+        judge = None
+        if state["judge"] is not None:
+            judge = Judge(state["n_classes"], channels)
+            judge.load_state_dict(state["judge"])
+            judge.eval().requires_grad_(False)
+        return cls(generator.eval(), config, state["n_classes"], tuple(state["image_shape"]), state["history"],
+                   state["seconds"], judge)
+
     @torch.no_grad()
     def sample(self, labels: np.ndarray, seed: int = 0, batch_size: int = 512) -> np.ndarray:
         """Images for ``labels: (M,)`` as ``(M, C, H, W)`` float32 in [0, 1]; same seed, same images.

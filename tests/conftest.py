@@ -71,3 +71,28 @@ def image_folder(tmp_path) -> Path:
         for i in range(n):
             write_png(root / name / f"{i:02d}.png", rng.integers(0, 256, (12, 12), dtype=np.uint8))
     return root
+
+
+class RunsCodeWhenUnpickled:
+    """A pickle payload: unpickling it calls ``exec``, which writes ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').write('code ran')",)
+
+
+def write_code_pickle(path: Path, marker: Path, torch_format: bool) -> Path:
+    """Overwrite ``path`` with a dict holding :class:`RunsCodeWhenUnpickled`, as ``torch.save`` writes it
+    (zip) or as a bare pickle."""
+    import pickle
+
+    import torch
+
+    payload = {"weight": RunsCodeWhenUnpickled(marker)}
+    if torch_format:
+        torch.save(payload, path)
+    else:
+        path.write_bytes(pickle.dumps(payload, protocol=2))  # torch.load's own protocol
+    return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +25,22 @@ def fingerprint_arrays(*arrays: np.ndarray) -> str:
 def resume(path: str | Path | None, config: dict, digest: str, modules: dict, rng: torch.Generator,
            total: int) -> tuple[int, list, float]:
     """Load a checkpoint made with the same ``config`` and data ``digest`` into ``modules`` (networks
-    and optimisers by key) and ``rng``. Returns ``(step, history, seconds)``; zeros when there is none."""
+    and optimisers by key) and ``rng``. Returns ``(step, history, seconds)``; zeros when there is none.
+
+    The file is read with ``torch.load(weights_only=True)``: tensors, state dicts, the rng's ByteTensor
+    and plain lists, dicts and numbers only. A checkpoint that needs more (a pickle that would build
+    other objects, possibly code) or cannot be read is ignored with a warning and training starts
+    again from step 0; the next checkpoint overwrites it."""
     if path is None or not Path(path).is_file():
         return 0, [], 0.0
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        log.warning("ignoring checkpoint %s: not plain tensors (possible code in a pickle); training starts again", path)
+        return 0, [], 0.0
+    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+        log.warning("ignoring checkpoint %s: unreadable (%s); training starts again", path, type(exc).__name__)
+        return 0, [], 0.0
     if state["config"] != config or state["fingerprint"] != digest:
         log.warning("ignoring checkpoint %s: it was made with other settings or data", path)
         return 0, [], 0.0

@@ -1,13 +1,18 @@
 """The model registry: ganpipe's fitted estimators as MLflow pyfunc models, registered versions,
 aliases, and loading them back by ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``.
 
-An estimator is stored whole with ``torch.save`` (its networks, calibration and settings) as the
-artifact ``estimator``; the pyfunc wrappers only rely on the methods they call, so this module
-knows no GAN family.
+Nothing is pickled. An estimator is stored as the artifact folder ``estimator`` with
+:func:`~pipelines.gan_core.safe_state.save_state`: its ``state_dict()`` (weights as plain tensors,
+calibration and settings as JSON), the estimator's dotted class name (one of :data:`ESTIMATORS`) and
+the output the model gives (:data:`OUTPUTS`, with its settings such as the class names). The pyfunc
+model is logged from code (``logged_model.py``), so MLflow writes no ``python_model.pkl``.
+:func:`load_estimator` reads only that folder and never runs code from the store; this module
+names the estimator classes only as strings, so it knows no GAN family.
 """
 
 from __future__ import annotations
 
+import importlib
 import tempfile
 import warnings
 from pathlib import Path
@@ -19,22 +24,24 @@ import pandas as pd
 
 from pipelines.errors import GanpipeError
 from pipelines.evaluation.anomaly_report import score_table
+from pipelines.gan_core.safe_state import load_state, save_state
 from pipelines.tracking.runs import TrackedRun, client
 
+# the only classes a stored estimator may name; each has state_dict() and from_state_dict(state)
+ESTIMATORS = ("anomaly.detector.GANAnomalyDetector", "gan_aug.sampler.GANOverSampler")
+MODEL_CODE = Path(__file__).with_name("logged_model.py")
+ARTIFACT = "estimator"
 
-class EstimatorModel(mlflow.pyfunc.PythonModel):
-    """A fitted estimator saved as the artifact ``estimator``; subclasses say what ``predict`` returns."""
 
-    def load_context(self, context) -> None:
-        import torch
+class EstimatorModel:
+    """What a registered model's ``predict`` returns for its estimator; ``settings()`` (JSON values)
+    are stored beside the estimator and rebuild it as ``type(self)(**settings)``."""
 
-        self.estimator = torch.load(context.artifacts["estimator"], map_location="cpu", weights_only=False)
+    def settings(self) -> dict:
+        return {}
 
     def frame(self, estimator, model_input) -> pd.DataFrame:
         raise NotImplementedError
-
-    def predict(self, context, model_input, params=None) -> pd.DataFrame:
-        return self.frame(self.estimator, model_input)
 
 
 class GeneratorModel(EstimatorModel):
@@ -43,7 +50,10 @@ class GeneratorModel(EstimatorModel):
     generator with ``generate(labels, seed) -> (M, C, H, W)`` whose labels index ``class_names``."""
 
     def __init__(self, class_names: Sequence[str]) -> None:
-        self.class_names = list(class_names)
+        self.class_names = [str(name) for name in class_names]
+
+    def settings(self) -> dict:
+        return {"class_names": self.class_names}
 
     def frame(self, generator, model_input: pd.DataFrame) -> pd.DataFrame:
         names = self.class_names
@@ -64,17 +74,54 @@ class DetectorModel(EstimatorModel):
         return score_table(detector, np.asarray(model_input, dtype=np.float32))
 
 
+OUTPUTS = {kind.__name__: kind for kind in (GeneratorModel, DetectorModel)}
+
+
+def save_estimator(estimator: Any, output: EstimatorModel, folder: str | Path) -> Path:
+    """Write ``estimator`` (a class of :data:`ESTIMATORS`) and the ``output`` its model gives to ``folder``."""
+    name = f"{type(estimator).__module__}.{type(estimator).__qualname__}"
+    if name not in ESTIMATORS:
+        raise GanpipeError(f"cannot store a {name}: only {', '.join(ESTIMATORS)} can be registered")
+    return save_state({"estimator": name, "output": type(output).__name__, "settings": output.settings(),
+                       "state": estimator.state_dict()}, folder)
+
+
+def read_estimator(folder: str | Path) -> tuple[Any, EstimatorModel]:
+    """The estimator and its output written by :func:`save_estimator`. Only classes named in
+    :data:`ESTIMATORS` and :data:`OUTPUTS` are built; any other name or a file that is not plain
+    data -> GanpipeError."""
+    stored = load_state(folder)
+    name, output = stored.get("estimator"), stored.get("output")
+    if name not in ESTIMATORS:
+        raise GanpipeError(f"refusing to load {folder}: estimator class {name!r} is not one of {', '.join(ESTIMATORS)}")
+    if output not in OUTPUTS:
+        raise GanpipeError(f"refusing to load {folder}: model output {output!r} is not one of {', '.join(OUTPUTS)}")
+    module, _, class_name = name.rpartition(".")
+    # by name at load time: pipelines may not import the GAN families
+    estimator = getattr(importlib.import_module(module), class_name).from_state_dict(stored["state"])
+    return estimator, OUTPUTS[output](**stored["settings"])
+
+
+class LoggedEstimator(mlflow.pyfunc.PythonModel):
+    """The pyfunc model ``logged_model.py`` sets: reads the ``estimator`` artifact folder with
+    :func:`read_estimator` and answers ``predict`` as the stored output says."""
+
+    def load_context(self, context) -> None:
+        self.estimator, self.output = read_estimator(context.artifacts[ARTIFACT])
+
+    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        return self.output.frame(self.estimator, model_input)
+
+
 def register_estimator(run: TrackedRun, python_model: EstimatorModel, estimator: Any, registered_model_name: str,
                        input_example, description: str = "") -> str:
-    """Log ``estimator`` wrapped in ``python_model`` (with a signature from ``input_example``) into
-    ``run`` and register it; returns the new version."""
-    import torch
+    """Log ``estimator`` with the output ``python_model`` gives (with a signature from ``input_example``)
+    into ``run`` and register it; returns the new version."""
     from mlflow.models import infer_signature
 
     client()
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "estimator.pt"
-        torch.save(estimator, path)
+        folder = save_estimator(estimator, python_model, Path(tmp) / ARTIFACT)
         output_example = python_model.frame(estimator, input_example)
         with warnings.catch_warnings():  # integer inputs are intended: class index and seed
             warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
@@ -82,8 +129,8 @@ def register_estimator(run: TrackedRun, python_model: EstimatorModel, estimator:
         with mlflow.start_run(run_id=run.run_id):
             info = mlflow.pyfunc.log_model(
                 name="model",
-                python_model=python_model,
-                artifacts={"estimator": str(path)},
+                python_model=str(MODEL_CODE),
+                artifacts={ARTIFACT: str(folder)},
                 signature=signature,
                 input_example=input_example,
                 registered_model_name=registered_model_name,
@@ -115,9 +162,20 @@ def resolve_model(uri: str) -> tuple[str, str, str]:
 
 
 def load_estimator(uri: str) -> Any:
-    """The fitted estimator inside a registered pyfunc model."""
+    """The fitted estimator inside a registered model, read from its ``estimator`` artifact folder
+    only: no pickle is loaded and none of the model's code runs."""
+    import mlflow.artifacts
+    from mlflow.models import Model
+
     client()
-    return mlflow.pyfunc.load_model(uri).unwrap_python_model().estimator
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+        artifacts = Model.load(local / "MLmodel").flavors["python_function"].get("artifacts", {})
+        folder = local / artifacts.get(ARTIFACT, {}).get("path", ARTIFACT)
+        if not folder.is_dir():
+            raise GanpipeError(f"model {uri} has no '{ARTIFACT}' folder of plain data (a ganpipe before safe loading "
+                               "stored it as a pickle, which is not loaded); train and register it again")
+        return read_estimator(folder)[0]
 
 
 def set_alias_if_better(name: str, version: str, alias: str, evaluate) -> bool:

@@ -13,6 +13,7 @@ from gan_aug import GANOverSampler
 import gan_aug.train as gan_train
 from gan_aug.train import GANConfig, class_probabilities, train_conditional_gan
 from pipelines.data.sources import load_dataset
+from pipelines.gan_core.safe_state import load_state, save_state
 
 TINY = {"width": 8, "z_dim": 16, "batch_size": 16, "judge_steps": 10}
 
@@ -104,7 +105,7 @@ def test_interrupted_training_resumes_from_the_last_checkpoint(imbalanced_digits
     checkpoint = tmp_path / "gan.pt"
     with pytest.raises(Interrupt):
         train_conditional_gan(x, y, 4, config, checkpoint_path=checkpoint, progress=stop_after_nine, log_every=1)
-    assert torch.load(checkpoint, weights_only=False)["step"] == 8
+    assert torch.load(checkpoint, weights_only=True)["step"] == 8  # plain tensors and numbers
     with caplog.at_level(logging.INFO, logger="pipelines.gan_core.checkpoint"):
         resumed = train_conditional_gan(x, y, 4, config, checkpoint_path=checkpoint)
     assert "resuming from" in caplog.text and "at step 8/12" in caplog.text
@@ -162,3 +163,18 @@ def test_synthetic_share_mixes_random_copies_of_real_items(imbalanced_digits):
     assert len(added) == 34 and sum(copies) == 17  # ceil(34 * 0.5) synthetic, the rest real copies
     with pytest.raises(ValueError, match="synthetic_share"):
         GANOverSampler({3: 40}, steps=3, config=TINY, synthetic_share=0.0).fit_resample(x, y)
+
+
+@pytest.mark.parametrize("config, judged", [({**TINY, "filter_candidates": 3}, True), ({**TINY, "judge_steps": 0}, False)])
+def test_state_saved_as_plain_data_generates_the_same_images(imbalanced_digits, tmp_path, config, judged):
+    x, y = imbalanced_digits
+    fitted = GANOverSampler({13: 40}, steps=3, config=config, random_state=2).fit(x, y + 10)
+    again = GANOverSampler.from_state_dict(load_state(save_state(fitted.state_dict(), tmp_path)))
+    assert (again.gan_.judge is not None) == judged
+    labels = np.array([10, 13, 13, 12])
+    np.testing.assert_array_equal(again.generate(labels, seed=7), fitted.generate(labels, seed=7))
+    np.testing.assert_array_equal(again.sample(13, 5), fitted.sample(13, 5))
+    assert again.get_params() == {**fitted.get_params(), "checkpoint_path": None, "progress": None}
+    assert again.classes_.dtype == fitted.classes_.dtype and again.input_shape_ == (1, 8, 8)
+    with pytest.raises(ValueError, match="not fitted"):
+        GANOverSampler().state_dict()
