@@ -3,6 +3,7 @@ batch with a registered detector; every item ends in scores.csv or rejected.csv)
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,7 +126,7 @@ def score_chunks(detector, params: ScoreParams, out_dir: Path) -> dict[str, int]
     done = results.resume()
     if done:
         logger.info("continuing %s after %d items scored earlier", params.batch, done)
-    roots = tuple(Path(r).expanduser() for r in params.allow_roots)
+    roots = tuple(Path(r).expanduser() for r in (params.allow_roots or "").split(os.pathsep) if r)
     for chunk in iter_batch(params.batch, shape, chunk_size=params.chunk_size, skip=done, allow_roots=roots):
         scored = score_table(detector, chunk.x) if len(chunk.ids) else pd.DataFrame(columns=columns)
         scored.insert(0, "reason", "")

@@ -4,6 +4,8 @@ at the edge, with messages a user understands."""
 
 from __future__ import annotations
 
+import os
+
 from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -140,8 +142,8 @@ class ScoreParams(JobParams):
     model: str = Field(CHAMPION, description="models:/NAME@ALIAS or models:/NAME/VERSION")
     batch_id: str | None = Field(None, description="id of the batch; unset: a digest of its content")
     chunk_size: int = Field(4096, ge=1, description="items read and scored at a time (memory grows with it)")
-    allow_roots: list[str] = Field(default_factory=list,
-                                   description="folders a CSV batch may point into besides its own folder")
+    allow_roots: str | None = Field(None, description="folders a CSV batch may also point into, separated by "
+                                                      f"'{os.pathsep}'; unset: only the CSV's own folder")
 
 
 class ScoreInboxParams(JobParams):

@@ -12,8 +12,15 @@ def hinge_discriminator(real_scores: torch.Tensor, fake_scores: torch.Tensor) ->
     return F.relu(1.0 - real_scores).mean() + F.relu(1.0 + fake_scores).mean()
 
 
-def hinge_generator(fake_scores: torch.Tensor) -> torch.Tensor:
-    return -fake_scores.mean()
+def hinge_generator(fake_scores: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """``-E[D(G(z))]``; with ``weights`` (one per fake) a weighted mean, so weight-0 fakes earn nothing."""
+    return -_weighted_mean(fake_scores.view(len(fake_scores), -1).mean(dim=1), weights)
+
+
+def _weighted_mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    if weights is None:
+        return values.mean()
+    return (values * weights).sum() / weights.sum().clamp(min=1.0)
 
 
 def wasserstein_discriminator(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
@@ -29,13 +36,14 @@ def mode_seeking(fake_a: torch.Tensor, fake_b: torch.Tensor, z_a: torch.Tensor, 
 
 
 
-def guidance(logits: torch.Tensor, labels: torch.Tensor, confidence: float = 0.0) -> torch.Tensor:
+def guidance(logits: torch.Tensor, labels: torch.Tensor, confidence: float = 0.0,
+             weights: torch.Tensor | None = None) -> torch.Tensor:
     """The judge's cross-entropy of the asked class, only above ``-log(confidence)``: an image the
     judge already gives at least ``confidence`` for its class adds nothing, so guidance makes a
     class recognisable without pulling every image towards the judge's most typical one."""
     ce = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
     margin = -math.log(confidence) if confidence > 0 else 0.0
-    return torch.relu(ce - margin).mean()
+    return _weighted_mean(torch.relu(ce - margin), weights)
 
 
 def lecam(real_scores: torch.Tensor, fake_scores: torch.Tensor, anchors: dict[str, float], decay: float = 0.99) -> torch.Tensor:

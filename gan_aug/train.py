@@ -58,6 +58,7 @@ class GANConfig(GANTrainingConfig):
     guide_confidence: float = 0.0
     guide_augment: bool = False
     lecam_weight: float = 0.0
+    memorisation_rejection: float = 0.0
     judge_steps: int = 400
     filter_candidates: int = 1
 
@@ -154,6 +155,33 @@ def train_judge(x: torch.Tensor, y: torch.Tensor, n_classes: int, config: GANCon
     return judge.eval().requires_grad_(False)
 
 
+def _copy_thresholds(real: torch.Tensor, labels: torch.Tensor, n_classes: int, quantile: float) -> torch.Tensor:
+    """Per class: the ``quantile`` of its real images' RMS distances to their nearest other real image
+    of the class (0 for a class with fewer than two images: nothing counts as a copy)."""
+    thresholds = torch.zeros(n_classes)
+    for k in range(n_classes):
+        members = real[labels == k].flatten(1)
+        if len(members) >= 2:
+            distances = torch.cdist(members, members) / members.shape[1] ** 0.5
+            distances.fill_diagonal_(float("inf"))
+            thresholds[k] = torch.quantile(distances.min(dim=1).values, quantile)
+    return thresholds
+
+
+@torch.no_grad()
+def _not_copies(fakes: torch.Tensor, y: torch.Tensor, real: torch.Tensor, members: list[torch.Tensor],
+                thresholds: torch.Tensor) -> torch.Tensor:
+    """1.0 for each fake at least its class's threshold away from every real image of its class, else 0."""
+    keep = torch.ones(len(fakes))
+    flat = fakes.flatten(1)
+    for k in y.unique().tolist():
+        rows = (y == k).nonzero().view(-1)
+        if len(members[k]):
+            nearest = torch.cdist(flat[rows], real[members[k]].flatten(1)).min(dim=1).values / flat.shape[1] ** 0.5
+            keep[rows] = (nearest >= thresholds[k]).float()
+    return keep
+
+
 def class_probabilities(y: np.ndarray, n_classes: int, class_balance: float) -> np.ndarray:
     """Draw probability per class (classes without items get 0)."""
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)
@@ -208,6 +236,11 @@ def train_conditional_gan(
         idx = torch.stack([members[c][torch.randint(len(members[c]), (1,), generator=rng)[0]] for c in classes.tolist()])
         return real[idx], labels[idx]
 
+    # memorisation rejection (Bai et al. 2022): a fake closer to a real image of its class than this
+    # quantile of the real images' distances to their nearest same-class neighbour earns no reward
+    too_close = _copy_thresholds(real, labels, n_classes, config.memorisation_rejection) \
+        if config.memorisation_rejection > 0 else None
+
     def draw_labels(n: int) -> torch.Tensor:
         return torch.multinomial(class_p, n, replacement=True, generator=rng)
 
@@ -240,12 +273,13 @@ def train_conditional_gan(
         y_gen = draw_labels(half).repeat(2)
         z = torch.randn(2 * half, config.z_dim, generator=rng)
         fakes = generator(z, y_gen)
-        g_adv = losses.hinge_generator(discriminator(aug(fakes), y_gen))  # -E[D(G(z))], as in WGAN
+        keep = None if too_close is None else _not_copies(fakes.detach(), y_gen, real, members, too_close)
+        g_adv = losses.hinge_generator(discriminator(aug(fakes), y_gen), keep)  # -E[D(G(z))], as in WGAN
         ms = losses.mode_seeking(fakes[:half], fakes[half:], z[:half], z[half:])
         g_loss = g_adv + config.mode_seeking_weight * ms
         if judge is not None and config.guide_weight > 0:
             g_loss = g_loss + config.guide_weight * losses.guidance(
-                judge(aug(fakes) if config.guide_augment else fakes), y_gen, config.guide_confidence)
+                judge(aug(fakes) if config.guide_augment else fakes), y_gen, config.guide_confidence, keep)
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()

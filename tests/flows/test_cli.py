@@ -81,6 +81,6 @@ def test_corrupt_image_in_folder_is_one_line_from_a_real_process(image_folder):
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip().endswith("nut/bad.png: unreadable image (cannot identify image file "
-                                        f"'{image_folder}/nut/bad.png')")
+    assert proc.stderr.strip().endswith(f"ganpipe: error: {image_folder}/nut/bad.png: unreadable image (not a known "
+                                        "image format)")
     assert "Traceback" not in proc.stderr
