@@ -27,7 +27,7 @@ import pandas as pd
 
 from pipelines.data.sources import load_dataset
 
-INTERVAL = 10  # seconds between inbox polls of the served deployment
+INTERVAL = 30  # seconds between inbox polls of the served deployment (the README example)
 RESTART_BATCH = 100_000  # items per batch in the restart cycles: scoring takes a few seconds
 
 

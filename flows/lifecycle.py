@@ -10,6 +10,7 @@ on a lock, a server that does not answer), a watchdog stops every child and exit
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import threading
@@ -64,7 +65,9 @@ def _watchdog(signum: int, grace: float) -> None:
 @contextmanager
 def signals_end_the_command(grace: float = GRACE_SECONDS) -> Iterator[None]:
     """Within the block, SIGTERM/SIGINT raise :class:`Terminated` in the main thread and arm the
-    watchdog; on leaving the block (in any way) every child process is stopped."""
+    watchdog; after a signal, leaving the block stops every child process. On a normal exit the
+    children are left to their owners (Prefect stops its temporary server after delivering the
+    last logs) and swept once more when the interpreter exits."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -78,9 +81,11 @@ def signals_end_the_command(grace: float = GRACE_SECONDS) -> Iterator[None]:
             raise Terminated(signum)
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    atexit.register(stop_children)  # registered first, so it runs after Prefect's own exit handlers
     try:
         yield
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-        stop_children()
+        if received:
+            stop_children()
