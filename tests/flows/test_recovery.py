@@ -101,3 +101,40 @@ def test_results_without_progress_start_over(tmp_path):
     (tmp_path / ".items.partial.csv").write_text("item_id,status,reason\nx,scored,\n")
     assert ResultLog(tmp_path).resume() == 0
     assert not (tmp_path / ".items.partial.csv").exists()
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_tracking_server_down_fails_score_before_any_work(tmp_path, monkeypatch):
+    from flows.cli import main
+
+    batch = tmp_path / "b.npz"
+    import numpy as np
+
+    np.savez(batch, x=np.zeros((2, 28, 28), np.float32))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_closed_port()}")
+    assert main(["score", str(batch), "--out", str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out").exists()
+
+
+def test_inbox_waits_while_the_tracking_server_is_down(tmp_path, monkeypatch):
+    from flows.params import ScoreInboxParams
+
+    inbox = tmp_path / "in"
+    (inbox / "a").mkdir(parents=True)
+    (inbox / "a" / "x.png").write_bytes(b"")
+    import os
+
+    os.utime(inbox / "a" / "x.png", (0, 0))
+    os.utime(inbox / "a", (0, 0))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_closed_port()}")
+    assert serve.score_inbox_flow.fn(ScoreInboxParams(inbox=str(inbox))) == []
+    assert not (inbox / "_scored" / "a" / ".claimed").exists()  # left for a later poll
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.setattr(serve, "fan_out", lambda task_, calls: [{"batch": c[0], "status": "scored", "message": ""}
+                                                                   for c in calls])
+    assert [r["batch"] for r in serve.score_inbox_flow.fn(ScoreInboxParams(inbox=str(inbox)))] == [str(inbox / "a")]

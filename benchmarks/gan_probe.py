@@ -1,0 +1,52 @@
+"""One-seed probe of a cGAN setting (direction only; `make bench` gives the multi-seed numbers).
+
+    python -m benchmarks.gan_probe digits 0 '{"guide_confidence": 0.5}'
+    python -m benchmarks.gan_probe mnist5k 0 '{}' ros,gan
+
+Trains one GAN (`GANOverSampler` defaults plus the JSON overrides of `GANConfig` fields) on the
+seed's training split of the `synthesis` benchmark setting, then prints one JSON line: GAN seconds,
+per minority class the label agreement, near-duplicate share and coverage of its samples, and per
+arm the minority recall on validation and test (with the synthetic share chosen on validation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from benchmarks.synthesis import SETTINGS
+from gan_aug import GANOverSampler
+from pipelines.data.sources import load_dataset
+from pipelines.evaluation.compare import evaluate_arms, seed_splits
+from pipelines.evaluation.sample_quality import compare_sample_quality
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", choices=[data for data, _ in SETTINGS])
+    parser.add_argument("seed", type=int)
+    parser.add_argument("config", nargs="?", default="{}", help="JSON object of GANConfig fields")
+    parser.add_argument("arms", nargs="?", default="ros,gan", help="comma-separated compare arms")
+    args = parser.parse_args(argv)
+    minority = dict(SETTINGS)[args.data]
+    overrides = json.loads(args.config)
+    splits, minority_idx, targets = seed_splits(load_dataset(args.data), dict(minority), args.seed)
+    gan = GANOverSampler(random_state=args.seed, config=overrides).fit(splits.train.x, splits.train.y)
+    quality = compare_sample_quality(splits, lambda labels, s: gan.generate(labels, seed=s + 10_000), minority_idx,
+                                     args.seed)
+    quality = quality[quality.method == "gan"]
+    rows = evaluate_arms(splits, minority_idx, targets, args.arms.split(","), "cnn", 15, args.seed, gan.generate)
+    print(json.dumps({
+        "data": args.data, "seed": args.seed, "config": overrides, "gan_seconds": round(gan.gan_.seconds),
+        "label_agreement": quality.label_agreement.round(3).tolist(),
+        "near_duplicate_share": quality.near_duplicate_share.round(3).tolist(),
+        "coverage": quality.coverage.round(3).tolist(),
+        "minority_recall_val_test_share": {r["arm"]: (round(r["val_minority_recall"], 3), round(r["minority_recall"], 3),
+                                                      r.get("synthetic_share")) for r in rows},
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
