@@ -95,9 +95,12 @@ def claim(folder: Path) -> bool:
         stale = folder / f".claimed.stale-{os.getpid()}"
         try:
             os.replace(marker, stale)  # only one of two racing pollers moves the dead claim away
-            stale.unlink()
         except FileNotFoundError:
             return False
+        if claim_is_live(stale):  # a racing poller had already replaced the dead claim: give it back
+            os.replace(stale, marker)
+            return False
+        stale.unlink()
     try:
         with open(marker, "x") as handle:
             handle.write(json.dumps(_owner()) + "\n")
