@@ -5,7 +5,8 @@
 
 Trains one GAN (`GANOverSampler` defaults plus the JSON overrides of `GANConfig` fields) on the
 seed's training split of the `synthesis` benchmark setting, then prints one JSON line: GAN seconds,
-per minority class the label agreement, near-duplicate share and coverage of its samples, and per
+per minority class the label agreement, near-duplicate share (after the novelty filter, and raw:
+without it) and coverage of its samples, and per
 arm the minority recall on validation and test (with the synthetic share chosen on validation).
 """
 
@@ -15,11 +16,14 @@ import argparse
 import json
 import sys
 
+import numpy as np
+
 from benchmarks.synthesis import SETTINGS
 from gan_aug import GANOverSampler
 from pipelines.data.sources import load_dataset
 from pipelines.evaluation.compare import evaluate_arms, seed_splits
-from pipelines.evaluation.sample_quality import compare_sample_quality
+from pipelines.evaluation.quality import memorisation
+from pipelines.evaluation.sample_quality import SAMPLES, compare_sample_quality
 
 
 def main(argv=None) -> int:
@@ -36,11 +40,14 @@ def main(argv=None) -> int:
     quality = compare_sample_quality(splits, lambda labels, s: gan.generate(labels, seed=s + 10_000), minority_idx,
                                      args.seed)
     quality = quality[quality.method == "gan"]
+    raw = [memorisation(gan.generate(np.full(SAMPLES, k), seed=args.seed + 10_000, novelty=False),
+                        splits.train.x[splits.train.y == k])["near_duplicate_share"] for k in minority_idx]
     rows = evaluate_arms(splits, minority_idx, targets, args.arms.split(","), "cnn", 15, args.seed, gan.generate)
     print(json.dumps({
         "data": args.data, "seed": args.seed, "config": overrides, "gan_seconds": round(gan.gan_.seconds),
         "label_agreement": quality.label_agreement.round(3).tolist(),
         "near_duplicate_share": quality.near_duplicate_share.round(3).tolist(),
+        "raw_near_duplicate_share": np.round(raw, 3).tolist(),
         "coverage": quality.coverage.round(3).tolist(),
         "minority_recall_val_test_share": {r["arm"]: (round(r["val_minority_recall"], 3), round(r["minority_recall"], 3),
                                                       r.get("synthetic_share")) for r in rows},

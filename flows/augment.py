@@ -9,7 +9,7 @@ import pandas as pd
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import call, load_data, prefect_tags, run_logger
+from flows.common import call, data_label, flow_run_name, load_data, prefect_tags, run_logger
 from flows.params import AugmentParams
 from gan_aug import GANOverSampler
 from pipelines.data.export import export_synthetic
@@ -18,7 +18,7 @@ from pipelines.errors import GanpipeError
 from pipelines.evaluation.plots import samples_figure
 from pipelines.evaluation.sample_quality import compare_sample_quality
 from pipelines.tracking.registry import GeneratorModel, register_estimator
-from pipelines.tracking.runs import start_run
+from pipelines.tracking.runs import TrackedRun, start_run
 
 QUALITY_METRICS = ("frechet", "coverage", "recall", "label_agreement", "near_duplicate_share")
 
@@ -38,12 +38,15 @@ def plan(params: AugmentParams) -> tuple[Splits, dict[int, int], GANOverSampler]
 
 
 @task(name="train-gan", cache_policy=NO_CACHE)
-def train_gan(sampler: GANOverSampler, splits: Splits) -> GANOverSampler:
+def train_gan(sampler: GANOverSampler, splits: Splits, run: TrackedRun | None = None) -> GANOverSampler:
+    """Fit the GAN; its losses reach the Prefect log and (with ``run``) MLflow while it trains."""
     logger = run_logger()
 
     def progress(step: int, steps: int, metrics: dict) -> None:
         logger.info("GAN step %d/%d  d_loss %.3f  g_loss %.3f  elapsed %.0fs  eta %.0fs",
                     step, steps, metrics["d_loss"], metrics["g_loss"], metrics["seconds"], metrics["eta_seconds"])
+        if run is not None:
+            run.log_metrics({k: metrics[k] for k in ("d_loss", "g_loss", "mode_seeking")}, step=step, prefix="train/")
 
     return sampler.set_params(progress=progress).fit(splits.train.x, splits.train.y)
 
@@ -64,21 +67,26 @@ def export(out: Path, x: np.ndarray, y: np.ndarray, class_names: tuple[str, ...]
     return export_synthetic(out, x, y, class_names, seed, version)
 
 
-@flow(name="ganpipe-augment", log_prints=True)
+@flow(name="ganpipe-augment", log_prints=True, flow_run_name=flow_run_name("augment", "seed"))
 def augment_flow(params: AugmentParams = AugmentParams()) -> dict:
     """Load -> train the conditional GAN on all classes -> sample the minority classes up to the
     target -> evaluate sample quality against SMOTE and classic augmentation -> export and register."""
     splits, to_make, sampler = plan(params)
     names, classes, out = splits.train.class_names, sorted(to_make), Path(params.out).expanduser()
-    with start_run("augment", run_name=f"augment-{params.data.split(':')[0]}", tags=prefect_tags()) as run:
+    with start_run("augment", run_name=f"augment-{data_label(params.data)}-seed{params.seed}", tags=prefect_tags()) as run:
         run.log_params({**params.model_dump(exclude={"gan"}), "train_items": len(splits.train),
                         **{f"gan.{k}": v for k, v in vars(sampler.gan_config(len(splits.train))).items()},
                         **{f"synthesise.{names[k]}": n for k, n in to_make.items()}})
-        sampler = call(train_gan, sampler, splits)
-        for record in sampler.gan_.history:
-            run.log_metrics({k: record[k] for k in ("d_loss", "g_loss", "mode_seeking")}, step=record["step"])
-        run.log_metrics({"train_seconds": sampler.gan_.seconds})
+        label = data_label(params.data)
+        digests = {context: run.log_dataset(part.x, part.y, f"{label}-{context}", context, params.data)
+                   for context, part in (("train", splits.train), ("validation", splits.val), ("test", splits.test))}
+        train_digest = digests["train"]
+        sampler = call(train_gan, sampler, splits, run)
+        run.log_metrics({"train/seconds": sampler.gan_.seconds})
         x_syn, y_syn = call(sample_synthetic, sampler, to_make, params.seed)
+        for k, counts in sampler.gan_.last_novelty.items():  # near-copies the novelty filter replaced
+            run.log_metrics({f"rejected_near_copy_share_{names[k]}": counts["rejected"] / max(counts["drawn"], 1),
+                             f"near_copies_kept_{names[k]}": counts["filled"]}, prefix="sampling/")
         for k in classes:
             run.log_figure(samples_figure(splits.train.x[splits.train.y == k], sampler.sample(k, 30, seed=params.seed + 20_000),
                                           f"class {names[k]}: real training images (first row), GAN samples"),
@@ -86,11 +94,16 @@ def augment_flow(params: AugmentParams = AugmentParams()) -> dict:
         quality = call(evaluate_samples, splits, sampler, classes, params.seed)
         run.log_table(quality, "tables/sample_quality.csv")
         for row in quality[quality["method"] == "gan"].to_dict("records"):
-            run.log_metrics({f"{m}_{row['class']}": row[m] for m in QUALITY_METRICS})
+            run.log_metrics({f"{m}_{row['class']}": row[m] for m in QUALITY_METRICS}, prefix="quality/")
         version = register_estimator(run, GeneratorModel(names), sampler, params.model_name,
                                      pd.DataFrame({"class_name": [names[0]], "seed": [0]}),
-                                     description="class-conditional generator (EMA weights) from ganpipe augment")
+                                     description=f"class-conditional generator (EMA weights) from ganpipe augment on "
+                                                 f"{params.data}, minority {params.minority}",
+                                     tags={"train_digest": train_digest, "data": params.data, "seed": params.seed})
+        run.client.set_registered_model_alias(params.model_name, "current", version)  # models:/NAME@current
         manifest = call(export, out, x_syn, y_syn, names, params.seed, version)
+        digest = run.log_dataset(x_syn, y_syn, f"{label}-synthetic", "synthetic", f"{params.model_name}/{version}")
+        run.set_tags({"synthetic_digest": digest})
         run.log_artifact(out / "synthetic.npz", "dataset")
         run.log_artifact(out / "manifest.csv", "dataset")
     return {"run_id": run.run_id, "model_version": version, "out": str(out), "synthetic": len(manifest),

@@ -41,8 +41,18 @@ app = App(
           "that can be scheduled. Run 'ganpipe COMMAND --help' for the options of one command."),
     help_format="plaintext",
     help_on_error=False,
-    version_flags=[],
+    version=lambda: _version(),
+    version_flags=["--version"],
 )
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"ganpipe {version('ganpipe')}"
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "ganpipe (not installed)"
 
 
 def command(name: str, *models: type[JobParams], positional: Sequence[str] = ()) -> Callable:
@@ -75,16 +85,16 @@ def command(name: str, *models: type[JobParams], positional: Sequence[str] = ())
 
 def print_run(run_id: str) -> None:
     """The MLflow run a command made and how to look at it."""
-    from pipelines.tracking.runs import ui_command
+    from pipelines.tracking.runs import run_url, ui_command
 
-    print(f"MLflow run id: {run_id}")
+    print(f"MLflow run: {run_url(run_id)}")
     print(f"Open the MLflow UI with:\n  {ui_command()}")
 
 
 @command("demo", DemoParams)
 def demo(params: DemoParams) -> int:
     from flows.demo import demo_flow
-    from pipelines.tracking.runs import markdown_table, ui_command
+    from pipelines.tracking.runs import markdown_table, run_url, ui_command
 
     result = demo_flow(params)
     augmented, compared, settings = result["augment"], result["compare"], result["settings"]
@@ -101,6 +111,7 @@ def demo(params: DemoParams) -> int:
     print(compared["text"])
     print("\nDemo settings are short; 'make bench' measures the full-size runs (docs/benchmarks.md).")
     print(f"MLflow runs: augment {augmented['run_id']}, compare {compared['run_id']}")
+    print(f"  augment: {run_url(augmented['run_id'])}\n  compare: {run_url(compared['run_id'])}")
     print(f"Open the MLflow UI with:\n  {ui_command()}")
     return 0
 

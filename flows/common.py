@@ -25,6 +25,34 @@ def prefect_tags() -> dict[str, str]:
     return {PREFECT_RUN_TAG: str(run_id), "prefect.flow_name": str(flow_run.get_flow_name())}
 
 
+def data_label(spec: str) -> str:
+    """A short name for a data spec: ``mnist5k`` -> ``mnist5k``; ``folder:/data/nuts/`` -> ``nuts``."""
+    kind, _, rest = spec.partition(":")
+    if not rest:
+        return kind
+    from pathlib import PurePath
+
+    return PurePath(rest.rstrip("/\\") or rest).name or kind
+
+
+def flow_run_name(job: str, *fields: str):
+    """A ``flow_run_name`` callable for a flow whose parameter is ``params``: the job, its data and the
+    named fields, e.g. ``augment-mnist5k-seed0`` instead of a random pair of words."""
+
+    def name() -> str:
+        from prefect.runtime import flow_run
+
+        params = flow_run.parameters.get("params")
+        get = (lambda k: params.get(k)) if isinstance(params, dict) else (lambda k: getattr(params, k, None))
+        parts = [job]
+        if get("data"):
+            parts.append(data_label(str(get("data"))))
+        parts += [f"{f}{get(f)}" for f in fields if get(f) is not None]
+        return "-".join(parts)
+
+    return name
+
+
 def in_flow_run() -> bool:
     from prefect.context import FlowRunContext
 

@@ -10,12 +10,13 @@ import torch
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import fan_out, load_data, prefect_tags, task_runner
+from flows.common import data_label, fan_out, flow_run_name, load_data, prefect_tags, run_logger, task_runner
 from flows.params import CompareParams
 from gan_aug import GANOverSampler
 from pipelines.data.sources import ImageDataset
 from pipelines.evaluation import compare
 from pipelines.evaluation.remedies import Synthesise
+from pipelines.tracking.runs import start_run
 
 
 def train_gan_for_arms(train: ImageDataset, seed: int, steps: int) -> Synthesise:
@@ -29,10 +30,12 @@ def run_seed(dataset: ImageDataset, counts: dict[str, int], arms: list[str], see
     # a Dask worker starts with one torch thread; another thread count sums gradients in another order,
     # so every worker uses the flow's count and the table does not depend on where a seed ran
     torch.set_num_threads(torch_threads)
-    return compare.run_seed(dataset, counts, arms, seed, classifier, epochs, train_gan, sweep_count)
+    logger = run_logger()
+    return compare.run_seed(dataset, counts, arms, seed, classifier, epochs, train_gan, sweep_count,
+                            progress=lambda line: logger.info("%s", line))
 
 
-@flow(name="ganpipe-compare", log_prints=True, task_runner=task_runner())
+@flow(name="ganpipe-compare", log_prints=True, task_runner=task_runner(), flow_run_name=flow_run_name("compare", "seeds"))
 def compare_flow(params: CompareParams = CompareParams()) -> dict:
     """For each seed (and sweep count): split, cut the minority classes, train the classifier under
     every arm, evaluate on the untouched test split -> summary with intervals, paired tests of the
@@ -42,11 +45,19 @@ def compare_flow(params: CompareParams = CompareParams()) -> dict:
     gan = partial(train_gan_for_arms, steps=params.gan_steps)
     calls = [(dataset, counts, arms, seed, params.classifier, params.epochs, gan, count, torch.get_num_threads())
              for count in sweep for seed in range(params.seeds)]
-    comparison = compare.summarise_comparison([r for rows in fan_out(run_seed, calls) for r in rows], bool(params.sweep))
-    out = Path(params.out).expanduser()
-    compare.write_comparison(out, comparison, f"Comparison on {params.data}, minority {params.minority}, {params.seeds} seeds")
-    run_id = compare.log_comparison(comparison, params.model_dump(), dataset.class_names,
-                                    run_name=f"compare-{params.data.split(':')[0]}", tags=prefect_tags())
+    # the parent run opens now, so the UI shows the comparison running (and FAILED with the reason on error)
+    with start_run("compare", run_name=f"compare-{data_label(params.data)}-seeds{params.seeds}",
+                   tags=prefect_tags()) as parent:
+        parent.log_params(params.model_dump())
+        parent.log_dataset(dataset.x, dataset.y, data_label(params.data), "source", params.data)
+        run_logger().info("comparing %d arms over %d seed(s)%s: %s", len(arms), params.seeds,
+                          f" and {len(sweep)} counts" if params.sweep else "", ", ".join(arms))
+        rows = [r for rows in fan_out(run_seed, calls) for r in rows]
+        comparison = compare.summarise_comparison(rows, bool(params.sweep))
+        out = Path(params.out).expanduser()
+        compare.write_comparison(out, comparison,
+                                 f"Comparison on {params.data}, minority {params.minority}, {params.seeds} seeds")
+        run_id = compare.log_comparison(comparison, parent, dataset.class_names, params.minority)
     if prefect_tags():
         from prefect.artifacts import create_table_artifact
 

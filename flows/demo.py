@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.augment import augment_flow
+from flows.common import flow_run_name
 from flows.compare import compare_flow
 from flows.params import AugmentParams, CompareParams, DemoParams
 
@@ -14,7 +15,7 @@ QUICK = {"data": "digits", "minority": "3:6,8:6", "gan_steps": 20, "epochs": 2, 
          "arms": "none,ros,smote,gan", "classifier": "logreg"}
 
 
-@flow(name="ganpipe-demo", log_prints=True)
+@flow(name="ganpipe-demo", log_prints=True, flow_run_name=flow_run_name("demo"))
 def demo_flow(params: DemoParams = DemoParams()) -> dict:
     """Train the conditional GAN and export synthetic minority samples (augment), then compare the
     classifier with and without them against the classic remedies (compare). Short settings: the

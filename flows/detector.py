@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +16,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from anomaly import GANAnomalyDetector
-from flows.common import call, load_data, prefect_tags, run_logger
+from flows.common import call, data_label, flow_run_name, load_data, prefect_tags, run_logger
 from flows.params import ScoreParams, TrainDetectorParams
-from pipelines.data.batches import batch_digest, check_batch, iter_batch
+from pipelines.data.batches import batch_digest, check_batch, count_items, iter_batch
 from pipelines.data.results import ResultLog
 from pipelines.data.sources import ImageDataset
 from pipelines.data.splits import parse_class_spec, stratified_split
@@ -29,6 +30,7 @@ from pipelines.evaluation.anomaly_report import (
     score_table,
     validation_auroc,
 )
+from pipelines.evaluation.monitoring import trend_point, update_trend
 from pipelines.tracking.registry import DetectorModel, load_estimator, register_estimator, resolve_model, set_alias_if_better
 from pipelines.tracking.runs import find_runs, markdown_table, start_run
 
@@ -43,8 +45,13 @@ def normal_classes(params: TrainDetectorParams) -> tuple[ImageDataset, list[int]
 def fit_detector(x_train: np.ndarray, x_calibration: np.ndarray, params: TrainDetectorParams) -> GANAnomalyDetector:
     logger = run_logger()
 
+    started: dict[str, tuple[float, int]] = {}
+
     def progress(stage: str, step: int, total: int, record: dict) -> None:
-        logger.info("f-AnoGAN %s step %d/%d  elapsed %.0fs", stage, step, total, record["seconds"])
+        first_seconds, first_step = started.setdefault(stage, (record["seconds"], step))
+        rate = (record["seconds"] - first_seconds) / max(step - first_step, 1)
+        eta = f"  eta {rate * (total - step):.0f}s" if step > first_step else ""
+        logger.info("f-AnoGAN %s step %d/%d  elapsed %.0fs%s", stage, step, total, record["seconds"], eta)
 
     detector = GANAnomalyDetector(score=params.score, target_fpr=params.target_fpr, epochs=params.epochs,
                                   random_state=params.seed, progress=progress,
@@ -52,7 +59,7 @@ def fit_detector(x_train: np.ndarray, x_calibration: np.ndarray, params: TrainDe
     return detector.fit(x_train, x_calibration)
 
 
-@flow(name="ganpipe-train-detector", log_prints=True)
+@flow(name="ganpipe-train-detector", log_prints=True, flow_run_name=flow_run_name("train-detector", "normal"))
 def train_detector_flow(params: TrainDetectorParams = TrainDetectorParams()) -> dict:
     """Load -> train f-AnoGAN on the normal classes' training images -> calibrate on their
     validation images -> evaluate on the test split -> register; alias ``champion`` only when the
@@ -60,9 +67,13 @@ def train_detector_flow(params: TrainDetectorParams = TrainDetectorParams()) -> 
     dataset, normal = normal_classes(params)
     splits = stratified_split(dataset, seed=params.seed)
     is_normal = {part: np.isin(getattr(splits, part).y, normal) for part in ("train", "val", "test")}
-    with start_run("detector", run_name=f"detector-{params.data.split(':')[0]}-{params.normal}", tags=prefect_tags()) as run:
+    with start_run("detector", run_name=f"detector-{data_label(params.data)}-{params.normal}", tags=prefect_tags()) as run:
         run.log_params({**params.model_dump(), "normal_train_items": int(is_normal["train"].sum()),
                         "calibration_items": int(is_normal["val"].sum())})
+        label = data_label(params.data)
+        run.log_dataset(splits.train.x[is_normal["train"]], None, f"{label}-train-normal", "train", params.data)
+        for context, part in (("validation", splits.val), ("test", splits.test)):
+            run.log_dataset(part.x, part.y, f"{label}-{context}", context, params.data)
         detector = call(fit_detector, splits.train.x[is_normal["train"]], splits.val.x[is_normal["val"]], params)
         for record in detector.model_.history:
             run.log_metrics({k: v for k, v in record.items() if k not in ("stage", "step", "seconds")}, step=record["step"])
@@ -96,10 +107,15 @@ def record_scores(data: BatchInfo, out_dir: Path, summary: dict, detector, model
         run.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
         run.log_artifact(out_dir / "scores.csv", "results")
         run.log_artifact(out_dir / "rejected.csv", "results")
+        mean_score = float("nan")
         if summary["scored"]:
             scores = pd.read_csv(out_dir / "scores.csv", usecols=["score"])["score"].to_numpy()
+            mean_score = float(scores.mean())
+            run.log_metrics({"mean_score": mean_score})
             run.log_figure(score_histogram(scores, None, detector.threshold_, detector.score),
                            "figures/score_histogram.png")
+    # the model's trend across batches (experiment ganpipe-monitoring): one point per scored batch
+    update_trend(name, data.batch_id, trend_point(summary, mean_score))
     if tags.get("prefect.flow_run_id"):
         create_markdown_artifact(
             markdown=f"# Batch {data.batch_id}\n\n{summary['message']}\n\n" + markdown_table(
@@ -127,6 +143,7 @@ def score_chunks(detector, params: ScoreParams, out_dir: Path) -> dict[str, int]
     if done:
         logger.info("continuing %s after %d items scored earlier", params.batch, done)
     roots = tuple(Path(r).expanduser() for r in (params.allow_roots or "").split(os.pathsep) if r)
+    total, started = count_items(params.batch), time.perf_counter()
     for chunk in iter_batch(params.batch, shape, chunk_size=params.chunk_size, skip=done, allow_roots=roots):
         scored = score_table(detector, chunk.x) if len(chunk.ids) else pd.DataFrame(columns=columns)
         scored.insert(0, "reason", "")
@@ -136,11 +153,13 @@ def score_chunks(detector, params: ScoreParams, out_dir: Path) -> dict[str, int]
                                  "reason": [r[1] for r in chunk.rejected]})
         rows = pd.concat([scored, rejected.reindex(columns=scored.columns)], ignore_index=True)
         results.append(rows.astype({"flag": "Int64"}), chunk.end)
-        logger.info("scored %d items of %s", chunk.end, params.batch)
+        rate = (chunk.end - done) / max(time.perf_counter() - started, 1e-9)
+        logger.info("scored %d/%d items of %s (%.0f items/s, eta %.0fs)", chunk.end, total, params.batch, rate,
+                    (total - chunk.end) / max(rate, 1e-9))
     return results.finish(out_dir / "scores.csv", out_dir / "rejected.csv")
 
 
-@flow(name="ganpipe-score", log_prints=True)
+@flow(name="ganpipe-score", log_prints=True, flow_run_name=flow_run_name("score"))
 def score_flow(params: ScoreParams) -> dict:
     """Read and validate the batch chunk by chunk -> score the valid items -> append them to the
     results (a re-run continues a half-scored batch) -> scores.csv and rejected.csv -> log the

@@ -135,16 +135,18 @@ class GANOverSampler(BaseOverSampler):
             new_y.append(np.full(n, label, dtype=np.asarray(y).dtype))
         return np.concatenate(new_x).astype(X.dtype, copy=False), np.concatenate(new_y)
 
-    def generate(self, labels, seed: int | None = None) -> np.ndarray:
+    def generate(self, labels, seed: int | None = None, novelty: bool = True) -> np.ndarray:
         """Synthetic images ``(M, C, H, W)`` in [0, 1] for ``labels: (M,)`` (class labels as in ``fit``);
-        the same labels and seed give the same images."""
+        the same labels and seed give the same images. ``novelty=False`` skips the novelty filter
+        (to measure how often the generator itself draws near-copies)."""
         if not hasattr(self, "gan_"):
             raise ValueError("GANOverSampler is not fitted: call fit or fit_resample first")
         labels = np.asarray(labels)
         unknown = sorted(set(labels[~np.isin(labels, self.classes_)].tolist()))
         if unknown:
             raise ValueError(f"unknown class {unknown[0]!r}; fitted classes: {list(self.classes_)}")
-        return self.gan_.sample(np.searchsorted(self.classes_, labels), seed=self.random_state if seed is None else seed)
+        return self.gan_.sample(np.searchsorted(self.classes_, labels), seed=self.random_state if seed is None else seed,
+                               novelty=novelty)
 
     def sample(self, class_label, n: int, seed: int | None = None) -> np.ndarray:
         """``n`` synthetic images of ``class_label`` as ``(n, C, H, W)`` in [0, 1]."""

@@ -61,6 +61,8 @@ class GANConfig(GANTrainingConfig):
     memorisation_rejection: float = 0.0
     judge_steps: int = 400
     filter_candidates: int = 1
+    novelty_quantile: float = 0.0
+    novelty_draws: int = 10
 
     def __post_init__(self) -> None:
         if self.loss not in ("hinge", "wgan-gp"):
@@ -73,6 +75,8 @@ class GANConfig(GANTrainingConfig):
             raise ValueError(f"guide_confidence must be in [0, 1), got {self.guide_confidence}")
         if self.guide_weight < 0 or self.judge_steps < 0 or self.filter_candidates < 1:
             raise ValueError("guide_weight and judge_steps must be >= 0 and filter_candidates >= 1")
+        if not 0.0 <= self.novelty_quantile < 1.0 or self.novelty_draws < 1:
+            raise ValueError("novelty_quantile must be in [0, 1) and novelty_draws >= 1")
 
     @property
     def uses_judge(self) -> bool:
@@ -91,12 +95,15 @@ class TrainedGAN:
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     judge: Judge | None = None
+    novelty: "NoveltyFilter | None" = None
+    last_novelty: dict = field(default_factory=dict)
 
     def state_dict(self) -> dict:
         """Plain data only (weights, config as a dict, numbers): what :meth:`from_state_dict` needs to sample."""
         return {"config": asdict(self.config), "n_classes": self.n_classes, "image_shape": list(self.image_shape),
                 "generator": self.generator.state_dict(),
                 "judge": None if self.judge is None else self.judge.state_dict(),
+                "novelty": None if self.novelty is None else self.novelty.state_dict(),
                 "history": self.history, "seconds": self.seconds}
 
     @classmethod
@@ -110,18 +117,36 @@ class TrainedGAN:
             judge = Judge(state["n_classes"], channels)
             judge.load_state_dict(state["judge"])
             judge.eval().requires_grad_(False)
+        novelty = None if state.get("novelty") is None else NoveltyFilter.from_state_dict(state["novelty"])
         return cls(generator.eval(), config, state["n_classes"], tuple(state["image_shape"]), state["history"],
-                   state["seconds"], judge)
+                   state["seconds"], judge, novelty)
 
     @torch.no_grad()
-    def sample(self, labels: np.ndarray, seed: int = 0, batch_size: int = 512) -> np.ndarray:
+    def sample(self, labels: np.ndarray, seed: int = 0, batch_size: int = 512, novelty: bool = True) -> np.ndarray:
         """Images for ``labels: (M,)`` as ``(M, C, H, W)`` float32 in [0, 1]; same seed, same images.
 
         With a judge, each image is the one of ``config.filter_candidates`` draws for its label that
-        the judge finds most likely to be of that label."""
+        the judge finds most likely to be of that label. With a novelty filter (``novelty_quantile > 0``
+        and ``novelty=True``) candidates that are near-copies of a training image of their class are
+        dropped and replaced by new draws (see :class:`NoveltyFilter`); ``last_novelty`` then holds,
+        per class, how many candidates were drawn and rejected."""
         rng = torch.Generator().manual_seed(int(seed))
         self.generator.eval()
-        labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        labels = np.asarray(labels, dtype=np.int64)
+        if len(labels) == 0:
+            return np.zeros((0, *self.image_shape), dtype=np.float32)
+        if self.novelty is None or not novelty:
+            return self._draw(torch.as_tensor(labels), rng, batch_size)
+        out = np.zeros((len(labels), *self.image_shape), dtype=np.float32)
+        self.last_novelty = {}
+        for k in np.unique(labels):
+            rows = np.flatnonzero(labels == k)
+            out[rows], self.last_novelty[int(k)] = self.novelty.select(
+                int(k), len(rows), lambda n, _k=int(k): self._draw(torch.full((n,), _k), rng, batch_size),
+                self.config.novelty_draws)
+        return out
+
+    def _draw(self, labels_t: torch.Tensor, rng: torch.Generator, batch_size: int) -> np.ndarray:
         k = self.config.filter_candidates if self.judge is not None else 1
         out = []
         for start in range(0, len(labels_t), max(1, batch_size // k)):
@@ -131,9 +156,85 @@ class TrainedGAN:
                 fit = torch.log_softmax(self.judge(images), dim=1).gather(1, y[:, None]).view(-1, k)
                 images = images[torch.arange(len(fit)) * k + fit.argmax(dim=1)]
             out.append(images)
-        if not out:
-            return np.zeros((0, *self.image_shape), dtype=np.float32)
         return ((torch.cat(out) + 1.0) / 2.0).clamp(0, 1).numpy().astype(np.float32)
+
+
+class NoveltyFilter:
+    """Rejects synthetic images that are near-copies of a training image of their class.
+
+    Per class it keeps (up to :data:`NOVELTY_REFERENCE`) training images and a threshold: the
+    ``quantile`` of those images' RMS pixel distances to their nearest other image of the class. A
+    candidate closer than that to a training image of its class is a near-copy -- closer than all but
+    that share of the real images are to each other. Only training images are ever stored or used.
+    """
+
+    def __init__(self, references: list[np.ndarray], thresholds: list[float]) -> None:
+        self.references = references  # per class: uint8 (N, C, H, W)
+        self.thresholds = thresholds
+
+    @classmethod
+    def fit(cls, x: np.ndarray, y: np.ndarray, n_classes: int, quantile: float, seed: int) -> "NoveltyFilter":
+        """``x: (N, C, H, W)`` training images in [0, 1], ``y: (N,)`` class indices."""
+        rng = np.random.default_rng(seed)
+        references, thresholds = [], []
+        for k in range(n_classes):
+            idx = np.flatnonzero(y == k)
+            if len(idx) > NOVELTY_REFERENCE:
+                idx = np.sort(rng.choice(idx, NOVELTY_REFERENCE, replace=False))
+            members = np.round(x[idx] * 255).astype(np.uint8)
+            references.append(members)
+            threshold = 0.0
+            if len(members) >= 2:
+                flat = torch.from_numpy(members.reshape(len(members), -1)).float() / 255.0
+                distances = torch.cdist(flat, flat) / flat.shape[1] ** 0.5
+                distances.fill_diagonal_(float("inf"))
+                threshold = float(torch.quantile(distances.min(dim=1).values, quantile))
+            thresholds.append(threshold)
+        return cls(references, thresholds)
+
+    def nearest(self, k: int, images: np.ndarray) -> np.ndarray:
+        """RMS pixel distance of each image ``(M, C, H, W)`` to its nearest training image of class ``k``."""
+        reference = torch.from_numpy(self.references[k].reshape(len(self.references[k]), -1)).float() / 255.0
+        if not len(reference):
+            return np.full(len(images), np.inf)
+        flat = torch.from_numpy(images.reshape(len(images), -1)).float()
+        return (torch.cdist(flat, reference).min(dim=1).values / flat.shape[1] ** 0.5).numpy()
+
+    def select(self, k: int, n: int, draw: Callable[[int], np.ndarray], max_draws: int) -> tuple[np.ndarray, dict]:
+        """``n`` images of class ``k`` from ``draw(m)`` batches, near-copies rejected; after
+        ``max_draws * n`` candidates, the shortfall is filled with the rejected ones farthest from
+        any training image. -> (images, {"drawn", "rejected", "filled"})."""
+        kept, rejected, drawn = [], [], 0
+        have = 0
+        while have < n and drawn < max_draws * n:
+            m = min(max(n - have, 64), max_draws * n - drawn)
+            batch = draw(m)
+            drawn += len(batch)
+            distance = self.nearest(k, batch)
+            novel = distance >= self.thresholds[k]
+            kept.append(batch[novel])
+            rejected.append((batch[~novel], distance[~novel]))
+            have += int(novel.sum())
+        images = np.concatenate(kept)[:n]
+        filled = n - len(images)
+        if filled:
+            spare = np.concatenate([r[0] for r in rejected])
+            order = np.argsort(-np.concatenate([r[1] for r in rejected]), kind="stable")[:filled]
+            images = np.concatenate([images, spare[order]])
+            log.warning("class %d: only %d of %d candidates were not near-copies of training images; %d near-copies used",
+                        k, n - filled, drawn, filled)
+        n_rejected = sum(len(r[1]) for r in rejected)
+        return images, {"drawn": drawn, "rejected": n_rejected, "filled": filled}
+
+    def state_dict(self) -> dict:
+        return {"references": list(self.references), "thresholds": list(self.thresholds)}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "NoveltyFilter":
+        return cls([np.asarray(r, dtype=np.uint8) for r in state["references"]], [float(t) for t in state["thresholds"]])
+
+
+NOVELTY_REFERENCE = 500  # training images kept per class for the novelty filter (a random subset beyond)
 
 
 def train_judge(x: torch.Tensor, y: torch.Tensor, n_classes: int, config: GANConfig) -> Judge:
@@ -259,11 +360,11 @@ def train_conditional_gan(
             fake_scores = discriminator(aug(x_fake), y_fake)
             if config.loss == "hinge":
                 d_loss = losses.hinge_discriminator(real_scores, fake_scores)
-            if config.lecam_weight > 0:
-                d_loss = d_loss + config.lecam_weight * losses.lecam(real_scores, fake_scores, anchors)
             else:
                 d_loss = losses.wasserstein_discriminator(real_scores, fake_scores) + config.gp_weight * \
                     gradient_penalty(discriminator, x_real, x_fake, rng, y_real)
+            if config.lecam_weight > 0:
+                d_loss = d_loss + config.lecam_weight * losses.lecam(real_scores, fake_scores, anchors)
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
@@ -306,5 +407,7 @@ def train_conditional_gan(
                 "seconds": seconds_before + time.perf_counter() - started,
             })
     total_seconds = seconds_before + time.perf_counter() - started
-    return TrainedGAN(ema.eval(), config, n_classes, (channels, height, width), history, total_seconds, judge)
+    novelty = NoveltyFilter.fit(x, y, n_classes, config.novelty_quantile, config.seed) \
+        if config.novelty_quantile > 0 else None
+    return TrainedGAN(ema.eval(), config, n_classes, (channels, height, width), history, total_seconds, judge, novelty)
 

@@ -7,6 +7,7 @@ The GAN comes in as a callable (:data:`TrainGAN`), so this module knows no GAN f
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -22,11 +23,12 @@ from pipelines.evaluation.metrics import classification_report
 from pipelines.evaluation.plots import comparison_bars, confusion_figure, sweep_curves
 from pipelines.evaluation.remedies import GAN_ARMS, NON_GAN_ARMS, Synthesise, apply_arm, parse_arms
 from pipelines.evaluation.statistics import paired_difference, summarise
-from pipelines.tracking.runs import markdown_table, start_run
+from pipelines.tracking.runs import TrackedRun, markdown_table, start_run
 
 METRICS = ["minority_recall", "balanced_accuracy", "macro_f1", "g_mean", "minority_pr_auc"]
 PRIMARY = "minority_recall"
 TrainGAN = Callable[[ImageDataset, int], Synthesise]  # (training split, seed) -> (labels, seed) -> images
+Progress = Callable[[str], None]  # hears one line per finished step
 # shares of synthetic items among the added ones that the gan arm tries; the validation split picks
 # one per seed. Below half, the arm would be mostly random over-sampling, so it is not offered.
 SYNTHETIC_SHARES = (0.5, 0.75, 1.0)
@@ -71,14 +73,18 @@ def seed_splits(dataset: ImageDataset, counts: Mapping[str, int], seed: int, swe
 
 def evaluate_arms(splits: Splits, minority_idx: list[int], targets: dict[int, int], arms: Sequence[str],
                   classifier: str, epochs: int, seed: int, synthesise: Synthesise | None = None,
-                  sweep_count: int | None = None) -> list[dict]:
+                  sweep_count: int | None = None, progress: Progress | None = None) -> list[dict]:
     """Train the classifier under each arm on the training split; metrics on the test split (the
     report) and, as ``val_<metric>``, on the validation split, which makes every choice: the best
-    arm, and the ``gan`` arm's synthetic share (one of :data:`SYNTHETIC_SHARES`)."""
+    arm, and the ``gan`` arm's synthetic share (one of :data:`SYNTHETIC_SHARES`). ``progress(line)``
+    hears after each arm how long it took and how long the seed has left; each row keeps its arm's
+    wall-clock start and end (``_started``, ``_ended``, seconds since the epoch) for its MLflow run."""
     train = splits.train
     shifted = None if synthesise is None else (lambda labels, s: synthesise(labels, s + 1))
     rows = []
-    for arm in arms:
+    seed_started = time.time()
+    for done, arm in enumerate(arms, start=1):
+        started = time.time()
         fits = []
         for share in SYNTHETIC_SHARES if arm == "gan" else (1.0,):
             x, y, class_weight = apply_arm(arm, train, targets, seed, shifted, synthetic_share=share)
@@ -94,17 +100,31 @@ def evaluate_arms(splits: Splits, minority_idx: list[int], targets: dict[int, in
                      **{f"val_{k}": v for k, v in val_summary.items()},
                      **({"synthetic_share": share} if arm == "gan" else {}),
                      **{f"recall_{r['class']}": r["recall"] for r in per_class.to_dict("records")},
-                     "_pred": proba.argmax(axis=1), "_true": splits.test.y, "_per_class": per_class})
+                     "_pred": proba.argmax(axis=1), "_true": splits.test.y, "_per_class": per_class,
+                     "_started": started, "_ended": time.time()})
+        if progress is not None:
+            spent = time.time() - seed_started
+            where = f"seed {seed}" + (f", {sweep_count} per minority class" if sweep_count else "")
+            progress(f"{where}: arm {done}/{len(arms)} {arm} in {time.time() - started:.0f} s "
+                     f"(validation {PRIMARY} {val_summary[PRIMARY]:.3f}); about "
+                     f"{spent / done * (len(arms) - done):.0f} s left for this seed")
     return rows
 
 
 def run_seed(dataset: ImageDataset, counts: Mapping[str, int], arms: Sequence[str], seed: int, classifier: str,
-             epochs: int, train_gan: TrainGAN | None = None, sweep_count: int | None = None) -> list[dict]:
+             epochs: int, train_gan: TrainGAN | None = None, sweep_count: int | None = None,
+             progress: Progress | None = None) -> list[dict]:
     """All arms for one seed (and one sweep count): same split, same imbalance, same classifier; the
     GAN of the GAN arms is trained on the training split only."""
     splits, minority_idx, targets = seed_splits(dataset, counts, seed, sweep_count)
-    synthesise = train_gan(splits.train, seed) if train_gan is not None and any(a in GAN_ARMS for a in arms) else None
-    return evaluate_arms(splits, minority_idx, targets, arms, classifier, epochs, seed, synthesise, sweep_count)
+    synthesise = None
+    if train_gan is not None and any(a in GAN_ARMS for a in arms):
+        started = time.time()
+        synthesise = train_gan(splits.train, seed)
+        if progress is not None:
+            progress(f"seed {seed}: GAN trained in {time.time() - started:.0f} s")
+    return evaluate_arms(splits, minority_idx, targets, arms, classifier, epochs, seed, synthesise, sweep_count,
+                         progress)
 
 
 def best_baseline(results: pd.DataFrame, metric: str) -> str | None:
@@ -196,30 +216,49 @@ def write_comparison(out_dir: Path, comparison: Comparison, title: str) -> None:
     comparison.results.to_csv(out_dir / "runs.csv", index=False)
 
 
-def log_comparison(comparison: Comparison, params: Mapping[str, Any], class_names: Sequence[str], run_name: str,
-                   tags: Mapping[str, str]) -> str:
-    """One MLflow parent run (summary, verdicts, charts) with a nested run per arm, seed and count;
-    returns the parent's run id."""
-    with start_run("compare", run_name=run_name, tags=tags) as parent:
-        parent.log_params(params)
-        for row in comparison.rows:
-            name = f"{row['arm']}-seed{row['seed']}" + (f"-n{row['count']}" if row["count"] else "")
-            with start_run("compare", run_name=name, parent=parent, tags={"arm": row["arm"], "seed": row["seed"]}) as child:
-                child.log_params({"arm": row["arm"], "seed": row["seed"],
-                                  "minority_count": row["count"] or params["minority"]})
-                child.log_metrics({k: v for k, v in row.items() if isinstance(v, float)})
-                child.log_table(row["_per_class"], "tables/per_class.csv")
-        parent.log_table(comparison.summary, "tables/comparison.csv")
-        if len(comparison.verdicts):
-            parent.log_table(comparison.verdicts, "tables/gan_vs_best_baseline.csv")
-        parent.log_text(comparison.text, "verdict.txt")
-        parent.log_figure(comparison_bars(comparison.headline, METRICS), "figures/comparison.png")
-        for row in comparison.rows:
-            if row["seed"] == 0 and row["count"] == comparison.headline_count:
-                parent.log_figure(confusion_figure(row["_true"], row["_pred"], class_names, f"{row['arm']} (seed 0)"),
-                                  f"figures/confusion_{row['arm'].replace('+', '_')}.png")
-        if comparison.by_count:
-            for metric in (PRIMARY, "balanced_accuracy"):
-                parent.log_figure(sweep_curves(comparison.summary, metric), f"figures/sweep_{metric}.png")
-        parent.log_metrics({f"{r['arm']}.{m}": r[m] for r in comparison.headline.to_dict("records") for m in METRICS})
-        return parent.run_id
+def log_comparison(comparison: Comparison, parent: TrackedRun, class_names: Sequence[str], minority: str) -> str:
+    """Into the open ``parent`` run: a nested run per arm, seed and count (with the arm's real start
+    and end), the summary, verdicts and charts; returns the parent's run id."""
+    for row in comparison.rows:
+        name = f"{row['arm']}-seed{row['seed']}" + (f"-n{row['count']}" if row["count"] else "")
+        with start_run("compare", run_name=name, parent=parent, tags={"arm": row["arm"], "seed": row["seed"]},
+                       start_time=row.get("_started"), end_time=row.get("_ended")) as child:
+            child.log_params({"arm": row["arm"], "seed": row["seed"],
+                              "minority_count": row["count"] or minority})
+            child.log_metrics(sectioned_metrics(row))
+            child.log_table(row["_per_class"], "tables/per_class.csv")
+    parent.log_table(comparison.summary, "tables/comparison.csv")
+    if len(comparison.verdicts):
+        parent.log_table(comparison.verdicts, "tables/gan_vs_best_baseline.csv")
+    parent.log_text(comparison.text, "verdict.txt")
+    parent.set_tags({"mlflow.note.content": comparison.text})  # the verdict is the run's description
+    parent.client.log_table(parent.run_id, data=comparison.summary, artifact_file="tables/comparison.json")
+    parent.log_figure(comparison_bars(comparison.headline, METRICS), "figures/comparison.png")
+    for row in comparison.rows:
+        if row["seed"] == 0 and row["count"] == comparison.headline_count:
+            parent.log_figure(confusion_figure(row["_true"], row["_pred"], class_names, f"{row['arm']} (seed 0)"),
+                              f"figures/confusion_{row['arm'].replace('+', '_')}.png")
+    if comparison.by_count:
+        for metric in (PRIMARY, "balanced_accuracy"):
+            parent.log_figure(sweep_curves(comparison.summary, metric), f"figures/sweep_{metric}.png")
+    # the parent's own numbers: the verdict of each GAN arm (the arms side by side are its children)
+    parent.log_metrics({f"{r['arm']}_vs_{r['versus']}_{r['metric']}": r["difference"]
+                        for r in comparison.headline_verdicts.to_dict("records")} if len(comparison.headline_verdicts)
+                       else {}, prefix="verdict/")
+    return parent.run_id
+
+
+def sectioned_metrics(row: Mapping[str, Any]) -> dict[str, float]:
+    """One arm-and-seed row as MLflow metrics in sections the UI groups: ``test/`` (the report),
+    ``val/`` (what made the choices) and ``train/`` (item count, synthetic share)."""
+    out = {}
+    for key, value in row.items():
+        if key.startswith("_") or not isinstance(value, (int, float)) or isinstance(value, bool) or key in ("seed", "count"):
+            continue
+        if key.startswith("val_"):
+            out[f"val/{key[4:]}"] = float(value)
+        elif key in ("train_items", "synthetic_share"):
+            out[f"train/{key}"] = float(value)
+        else:
+            out[f"test/{key}"] = float(value)
+    return out

@@ -1,4 +1,4 @@
 """Tracking: the only code that imports mlflow. ``runs`` decides the store, experiment names, run
 tags and how params, metrics, figures and tables are logged; ``registry`` stores fitted estimators
-as plain data in pyfunc models logged from code (``logged_model``), registers them, moves aliases and
+as plain data in pyfunc models logged from code (``logged_detector``, ``logged_generator``), registers them, moves aliases and
 loads them back without unpickling. Never imports Prefect, ``gan_aug``, ``anomaly`` or ``flows``."""

@@ -1,4 +1,4 @@
-"""The code MLflow logs as ganpipe's pyfunc model (models from code: no pickled wrapper). Loading
+"""The code of model versions registered before the typed ones (models from code). Loading
 the model runs this file; the estimator itself comes from the ``estimator`` artifact folder as
 plain data (see :mod:`pipelines.tracking.registry`)."""
 

@@ -5,7 +5,8 @@ Nothing is pickled. An estimator is stored as the artifact folder ``estimator`` 
 :func:`~pipelines.gan_core.safe_state.save_state`: its ``state_dict()`` (weights as plain tensors,
 calibration and settings as JSON), the estimator's dotted class name (one of :data:`ESTIMATORS`) and
 the output the model gives (:data:`OUTPUTS`, with its settings such as the class names). The pyfunc
-model is logged from code (``logged_model.py``), so MLflow writes no ``python_model.pkl``.
+model is logged from code (``logged_detector.py`` or ``logged_generator.py``, whose ``predict`` is
+typed), so MLflow writes no ``python_model.pkl``.
 :func:`load_estimator` reads only that folder and never runs code from the store; this module
 names the estimator classes only as strings, so it knows no GAN family.
 """
@@ -35,19 +36,25 @@ ARTIFACT = "estimator"
 
 class EstimatorModel:
     """What a registered model's ``predict`` returns for its estimator; ``settings()`` (JSON values)
-    are stored beside the estimator and rebuild it as ``type(self)(**settings)``."""
+    are stored beside the estimator and rebuild it as ``type(self)(**settings)``. ``code`` is the
+    model-from-code file (beside this module) whose typed ``predict`` serves it."""
+
+    code = "logged_model.py"
 
     def settings(self) -> dict:
         return {}
 
-    def frame(self, estimator, model_input) -> pd.DataFrame:
+    def answer(self, estimator, model_input):
         raise NotImplementedError
 
 
 class GeneratorModel(EstimatorModel):
-    """Input: a DataFrame with ``class_name`` (str) and ``seed`` (int) per row. Output: one row per
-    input row with one float column per pixel (``C*H*W``, values in [0, 1]). Wraps a fitted
-    generator with ``generate(labels, seed) -> (M, C, H, W)`` whose labels index ``class_names``."""
+    """Input: a DataFrame with ``class_name`` (str) and ``seed`` (int) per row. Output: the images,
+    an array ``(N, C, H, W)`` float32 in [0, 1] (the signature is an image tensor), one per input row.
+    Wraps a fitted generator with ``generate(labels, seed) -> (M, C, H, W)`` whose labels index
+    ``class_names``."""
+
+    code = "logged_generator.py"
 
     def __init__(self, class_names: Sequence[str]) -> None:
         self.class_names = [str(name) for name in class_names]
@@ -55,14 +62,14 @@ class GeneratorModel(EstimatorModel):
     def settings(self) -> dict:
         return {"class_names": self.class_names}
 
-    def frame(self, generator, model_input: pd.DataFrame) -> pd.DataFrame:
+    def answer(self, generator, model_input: pd.DataFrame) -> np.ndarray:
         names = self.class_names
         unknown = sorted(set(model_input["class_name"].astype(str)) - set(names))
         if unknown:
             raise ValueError(f"unknown class(es) {unknown}; known: {names}")
-        rows = [generator.generate(np.array([names.index(name)]), seed=int(seed))[0].reshape(-1)
+        rows = [generator.generate(np.array([names.index(name)]), seed=int(seed))[0]
                 for name, seed in zip(model_input["class_name"].astype(str), model_input["seed"].astype(int))]
-        return pd.DataFrame(np.stack(rows).astype(np.float64), columns=[f"p{i}" for i in range(len(rows[0]))])
+        return np.stack(rows).astype(np.float32)
 
 
 class DetectorModel(EstimatorModel):
@@ -70,7 +77,9 @@ class DetectorModel(EstimatorModel):
     used to flag, the component scores computed on the way, the p-value and the flag (1 = anomalous); see
     :func:`~pipelines.evaluation.anomaly_report.score_table`."""
 
-    def frame(self, detector, model_input) -> pd.DataFrame:
+    code = "logged_detector.py"
+
+    def answer(self, detector, model_input: np.ndarray) -> pd.DataFrame:
         return score_table(detector, np.asarray(model_input, dtype=np.float32))
 
 
@@ -102,34 +111,54 @@ def read_estimator(folder: str | Path) -> tuple[Any, EstimatorModel]:
     return estimator, OUTPUTS[output](**stored["settings"])
 
 
-class LoggedEstimator(mlflow.pyfunc.PythonModel):
-    """The pyfunc model ``logged_model.py`` sets: reads the ``estimator`` artifact folder with
-    :func:`read_estimator` and answers ``predict`` as the stored output says."""
+class _StoredEstimator:
+    """Reads the ``estimator`` artifact folder with :func:`read_estimator` when MLflow loads the model."""
 
     def load_context(self, context) -> None:
         self.estimator, self.output = read_estimator(context.artifacts[ARTIFACT])
 
-    def predict(self, context, model_input, params=None) -> pd.DataFrame:
-        return self.output.frame(self.estimator, model_input)
+
+class LoggedImages(_StoredEstimator, mlflow.pyfunc.PythonModel):
+    """The pyfunc model of a detector (``logged_detector.py``): images in, a score table out."""
+
+    def predict(self, context, model_input: np.ndarray, params=None) -> pd.DataFrame:
+        return self.output.answer(self.estimator, model_input)
+
+
+class LoggedTable(_StoredEstimator, mlflow.pyfunc.PythonModel):
+    """The pyfunc model of a generator (``logged_generator.py``): a request table in, images out."""
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:
+        return self.output.answer(self.estimator, model_input)
+
+
+class LoggedEstimator(_StoredEstimator, mlflow.pyfunc.PythonModel):
+    """The untyped pyfunc model that versions registered before the typed ones name (``logged_model.py``)."""
+
+    _skip_type_hint_validation = True  # serves both kinds of input; MLflow's type-hint check does not apply
+
+    def predict(self, context, model_input, params=None):
+        return self.output.answer(self.estimator, model_input)
 
 
 def register_estimator(run: TrackedRun, python_model: EstimatorModel, estimator: Any, registered_model_name: str,
-                       input_example, description: str = "") -> str:
+                       input_example, description: str = "", tags: dict[str, str] | None = None) -> str:
     """Log ``estimator`` with the output ``python_model`` gives (with a signature from ``input_example``)
-    into ``run`` and register it; returns the new version."""
+    into ``run`` and register it; returns the new version, which carries ``description``, the run's
+    git commit and ``tags`` as version tags."""
     from mlflow.models import infer_signature
 
     client()
     with tempfile.TemporaryDirectory() as tmp:
         folder = save_estimator(estimator, python_model, Path(tmp) / ARTIFACT)
-        output_example = python_model.frame(estimator, input_example)
+        output_example = python_model.answer(estimator, input_example)
         with warnings.catch_warnings():  # integer inputs are intended: class index and seed
             warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
             signature = infer_signature(input_example, output_example)
         with mlflow.start_run(run_id=run.run_id):
             info = mlflow.pyfunc.log_model(
                 name="model",
-                python_model=str(MODEL_CODE),
+                python_model=str(MODEL_CODE.with_name(python_model.code)),
                 artifacts={ARTIFACT: str(folder)},
                 signature=signature,
                 input_example=input_example,
@@ -139,6 +168,9 @@ def register_estimator(run: TrackedRun, python_model: EstimatorModel, estimator:
     version = str(info.registered_model_version)
     if description:
         run.client.update_model_version(registered_model_name, version, description=description)
+    commit = run.client.get_run(run.run_id).data.tags.get("mlflow.source.git.commit")
+    for key, value in {**({"git_commit": commit} if commit else {}), **(tags or {})}.items():
+        run.client.set_model_version_tag(registered_model_name, version, key, str(value))
     return version
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -28,6 +29,7 @@ EXPERIMENTS = {
     "compare": "ganpipe-compare",
     "detector": "ganpipe-detector",
     "score": "ganpipe-score",
+    "monitoring": "ganpipe-monitoring",
 }
 
 
@@ -161,6 +163,19 @@ class TrackedRun:
         self.log_text(table.to_csv(index=False), stem + ".csv")
         self.log_text(markdown_table(table), stem + ".md")
 
+    def log_dataset(self, x, y, name: str, context: str, data: str) -> str:
+        """Log images ``x`` (with labels ``y`` or None) as an MLflow dataset input of this run (the
+        UI's Datasets column), tagged with its ``context`` (train, validation, test, synthetic) and
+        made from the data spec ``data``; returns the dataset's digest."""
+        import mlflow.data
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.entities import DatasetInput, InputTag
+
+        dataset = mlflow.data.from_numpy(x, targets=y, name=name, source=CodeDatasetSource({"ganpipe.data": data}))
+        entity = dataset._to_mlflow_entity()
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(entity, [InputTag("mlflow.data.context", context)])])
+        return entity.digest
+
     def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
 
@@ -174,23 +189,61 @@ def start_run(
     run_name: str,
     tags: Mapping[str, Any] | None = None,
     parent: TrackedRun | None = None,
+    start_time: float | None = None,
+    end_time: float | None = None,
 ) -> Iterator[TrackedRun]:
     """Open a run in ``experiment`` (a key of :data:`EXPERIMENTS` or a full name); it is marked
-    FINISHED on exit, FAILED when the block raises."""
+    FINISHED on exit, FAILED (with the error as its description) when the block raises.
+    ``start_time``/``end_time`` (seconds since the epoch) record work that ran before the run was
+    logged, such as one arm of a comparison, so the UI shows its real duration."""
     name = EXPERIMENTS.get(experiment, experiment)
     mlflow_client = client()
     exp_id = experiment_id(name)
-    all_tags = {str(k): str(v) for k, v in (tags or {}).items() if v is not None}
+    all_tags = {**dict(_source_tags()), **{str(k): str(v) for k, v in (tags or {}).items() if v is not None}}
     if parent is not None:
         all_tags["mlflow.parentRunId"] = parent.run_id
-    run = mlflow_client.create_run(exp_id, run_name=run_name, tags=all_tags)
+    run = mlflow_client.create_run(exp_id, run_name=run_name, tags=all_tags,
+                                   start_time=None if start_time is None else int(start_time * 1000))
     tracked = TrackedRun(mlflow_client, run.info.run_id, exp_id)
     try:
         yield tracked
-    except BaseException:
-        mlflow_client.set_terminated(tracked.run_id, status="FAILED")
+    except BaseException as exc:
+        # the UI shows why: the error on the run's page (description) and as a tag to filter on
+        reason = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:5000]
+        mlflow_client.set_tag(tracked.run_id, "ganpipe.error", reason)
+        mlflow_client.set_tag(tracked.run_id, "mlflow.note.content", f"**Failed**: {reason}")
+        mlflow_client.set_terminated(tracked.run_id, status="KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
-    mlflow_client.set_terminated(tracked.run_id, status="FINISHED")
+    mlflow_client.set_terminated(tracked.run_id, status="FINISHED",
+                                 end_time=None if end_time is None else int(end_time * 1000))
+
+
+@lru_cache(maxsize=1)
+def _source_tags() -> tuple[tuple[str, str], ...]:
+    return tuple(source_tags().items())
+
+
+def source_tags() -> dict[str, str]:
+    """The user, source and git commit tags ``mlflow.start_run`` would set (``create_run`` does not),
+    so the UI's "Created by" and "Source" columns are filled."""
+    import getpass
+    import subprocess
+    import sys
+
+    tags = {"mlflow.source.type": "JOB", "mlflow.source.name": Path(sys.argv[0]).name or "python"}
+    try:
+        tags["mlflow.user"] = getpass.getuser()
+    except (KeyError, OSError):
+        pass
+    checkout = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    if len(commit) == 40:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
 
 
 def ui_command() -> str:
@@ -199,6 +252,14 @@ def ui_command() -> str:
     if not _is_local_store(uri):
         return f"open {uri} in a browser"
     return f".venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+
+
+def run_url(run_id: str) -> str:
+    """The run's page in the MLflow UI: on the tracking server, or on the UI that :func:`ui_command` starts."""
+    uri = tracking_uri()
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    experiment = client().get_run(run_id).info.experiment_id
+    return f"{base}/#/experiments/{experiment}/runs/{run_id}"
 
 
 def markdown_table(table: pd.DataFrame, float_format: str = "{:.3f}") -> str:

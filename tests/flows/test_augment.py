@@ -35,16 +35,24 @@ def test_augment_flow_exports_dataset_and_tracks_everything(mlflow_store, tmp_pa
     client = MlflowClient(tracking_uri=mlflow_store)
     run = client.get_run(result["run_id"])
     assert run.data.params["minority"] == "3:6,7:8" and run.data.params["gan.steps"] == "6"
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "d_loss")][-1] == 6
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/d_loss")] == [1, 2, 3, 4, 5, 6]
+    assert {"train/g_loss", "train/seconds", "quality/label_agreement_3", "quality/near_duplicate_share_7"} <= set(run.data.metrics)
+    contexts = {next(t.value for t in d.tags if t.key == "mlflow.data.context"): d.dataset for d in run.inputs.dataset_inputs}
+    assert set(contexts) == {"train", "validation", "test", "synthetic"}  # the UI's Datasets column
+    assert contexts["synthetic"].digest == run.data.tags["synthetic_digest"] and contexts["train"].name == "digits-train"
     artifacts = {f.path for d in ("figures", "tables", "dataset") for f in client.list_artifacts(run.info.run_id, d)}
     assert {"figures/samples_3.png", "figures/samples_7.png", "tables/sample_quality.csv",
             "dataset/synthetic.npz", "dataset/manifest.csv"} <= artifacts
 
     import mlflow.pyfunc
 
+    stored = client.get_model_version("ganpipe-cgan", result["model_version"])
+    assert stored.tags["train_digest"] == contexts["train"].digest and "digits" in stored.description
+    assert str(client.get_model_version_by_alias("ganpipe-cgan", "current").version) == result["model_version"]
     model = mlflow.pyfunc.load_model(f"models:/ganpipe-cgan/{result['model_version']}")
     images = model.predict(pd.DataFrame({"class_name": ["3", "7"], "seed": [0, 1]}))
-    assert images.shape == (2, 64) and images.to_numpy().min() >= 0
+    assert images.shape == (2, 1, 8, 8) and images.min() >= 0  # the signature is an image tensor
+    assert model.metadata.get_output_schema().inputs[0].shape == (-1, 1, 8, 8)
 
 
 def test_checkpoint_lets_a_rerun_resume(mlflow_store, tmp_path):

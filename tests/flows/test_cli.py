@@ -52,6 +52,13 @@ def test_top_level_help_lists_commands_and_bare_ganpipe_shows_it(capsys, monkeyp
     assert help_text([], capsys, monkeypatch) == text
 
 
+def test_version_names_the_installed_package(capsys):
+    from importlib.metadata import version
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"ganpipe {version('ganpipe')}"
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -84,3 +91,11 @@ def test_corrupt_image_in_folder_is_one_line_from_a_real_process(image_folder):
     assert proc.stderr.strip().endswith(f"ganpipe: error: {image_folder}/nut/bad.png: unreadable image (not a known "
                                         "image format)")
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("spec, label", [("mnist5k", "mnist5k"), ("folder:/data/nuts/", "nuts"),
+                                         ("folder:scans", "scans"), ("csv:/x/labels.csv", "labels.csv")])
+def test_runs_are_named_after_their_data(spec, label):
+    from flows.common import data_label
+
+    assert data_label(spec) == label

@@ -43,9 +43,17 @@ def test_compare_runs_every_arm_and_never_shows_test_items_to_resamplers(mlflow_
     parent = client.get_run(result["run_id"])
     children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{result['run_id']}'")
     assert len(children) == 2 * len(ARMS)
+    gan_child = next(c for c in children if c.data.tags["arm"] == "gan")
+    assert {"test/minority_recall", "val/minority_recall", "train/synthetic_share", "train/train_items"} <= set(gan_child.data.metrics)
+    assert parent.data.tags["mlflow.note.content"] == result["text"]  # the verdict is the description
+    # real durations: the parent opened before the first arm started; each arm's run spans its training
+    assert parent.info.start_time <= min(c.info.start_time for c in children)
+    assert all(c.info.end_time >= c.info.start_time for c in children)
+    assert max(c.info.end_time for c in children) <= parent.info.end_time
+    assert any(k.startswith("verdict/gan_vs_") for k in parent.data.metrics)
     artifacts = {f.path for d in ("figures", "tables") for f in client.list_artifacts(result["run_id"], d)}
     assert {"figures/comparison.png", "figures/confusion_gan.png", "tables/comparison.csv",
-            "tables/gan_vs_best_baseline.csv"} <= artifacts
+            "tables/gan_vs_best_baseline.csv", "tables/comparison.json"} <= artifacts
 
 
 def test_sweep_gives_one_row_per_count_and_arm(mlflow_store, tmp_path):

@@ -21,11 +21,15 @@ def test_demo_quick_end_to_end_under_prefect(prefect_harness, mlflow_store, caps
     augment_id = out.split("MLflow runs: augment ")[1].split(",")[0]
     compare_id = out.split(", compare ")[1].split()[0]
     client = MlflowClient(tracking_uri=mlflow_store)
+    for run_id in (augment_id, compare_id):  # links to the runs' pages in the UI
+        experiment = client.get_run(run_id).info.experiment_id
+        assert f"http://127.0.0.1:5000/#/experiments/{experiment}/runs/{run_id}" in out
     from prefect.client.orchestration import get_client
 
-    for run_id in (augment_id, compare_id):
+    for run_id, name in ((augment_id, "augment-digits-seed0"), (compare_id, "compare-digits-seeds2")):
         run = client.get_run(run_id)
-        assert run.info.status == "FINISHED"
+        assert run.info.status == "FINISHED" and run.info.run_name == name
         with get_client(sync_client=True) as prefect:
-            assert prefect.read_flow_run(run.data.tags["prefect.flow_run_id"]).state.is_completed()
+            flow_run = prefect.read_flow_run(run.data.tags["prefect.flow_run_id"])
+            assert flow_run.state.is_completed() and flow_run.name == name  # named after the job, not random words
     assert client.list_artifacts(augment_id, "figures") and client.list_artifacts(compare_id, "figures")

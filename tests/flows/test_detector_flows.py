@@ -130,6 +130,49 @@ def test_an_anomalous_batch_raises_an_alert(trained, tmp_path):
     assert result["summary"]["alert"] and result["summary"]["message"].startswith("ALERT")
 
 
+def test_each_scored_batch_adds_a_point_to_the_models_trend(trained, tmp_path):
+    from pipelines.evaluation.monitoring import alert_rate
+
+    ds = load_dataset("digits")
+    client = MlflowClient(tracking_uri=trained["uri"])
+
+    def history(run_id):
+        return {k: [m.value for m in sorted(client.get_metric_history(run_id, f"monitor/{k}"), key=lambda m: m.step)]
+                for k in ("anomaly_rate", "alert", "expected_rate", "alert_rate", "mean_score")}
+
+    def score(name, x):
+        np.savez(tmp_path / f"{name}.npz", x=x)
+        return score_flow.fn(ScoreParams(batch=str(tmp_path / f"{name}.npz"), out=str(tmp_path / name),
+                                         model="models:/digits-zero/1", batch_id=name))
+
+    normal = score("trend-zeros", ds.x[ds.y == 0][-40:])
+    experiment = client.get_experiment_by_name("ganpipe-monitoring")
+    (monitor,) = client.search_runs([experiment.experiment_id], "tags.model_name = 'digits-zero'")
+    before = history(monitor.info.run_id)
+    anomalous = score("trend-sevens", ds.x[ds.y == 7][:60])
+    score("trend-sevens", ds.x[ds.y == 7][:60])  # the same batch again: reused, no new point
+    after = history(monitor.info.run_id)
+    assert len(after["anomaly_rate"]) == len(before["anomaly_rate"]) + 1
+    assert after["anomaly_rate"][-1] == pytest.approx(anomalous["summary"]["anomaly_rate"]) and after["alert"][-1] == 1.0
+    assert before["anomaly_rate"][-1] == pytest.approx(normal["summary"]["anomaly_rate"])
+    assert after["expected_rate"][-1] == pytest.approx(trained["first"]["detector"].target_fpr_)
+    assert after["alert_rate"][-1] == pytest.approx(alert_rate(60, trained["first"]["detector"].target_fpr_))
+    assert after["alert"][-1] == float(after["anomaly_rate"][-1] >= after["alert_rate"][-1])
+    artifacts = {f.path for d in ("figures", "tables") for f in client.list_artifacts(monitor.info.run_id, d)}
+    assert {"figures/trend.png", "tables/trend.csv"} <= artifacts
+
+
+def test_alert_rate_is_the_binomial_line_of_the_batch_size():
+    from scipy.stats import binomtest
+
+    from pipelines.evaluation.monitoring import alert_rate
+
+    for n, p in ((60, 0.01), (1000, 0.05), (7, 0.2)):
+        line = alert_rate(n, p)
+        k = round(line * n)
+        assert binomtest(k, n, p, alternative="greater").pvalue < 1e-3 <= binomtest(k - 1, n, p, alternative="greater").pvalue
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -129,6 +129,23 @@ def test_wgan_gp_option_trains(imbalanced_digits):
     assert len(gan.history) == 3 and all(np.isfinite(h["d_loss"]) for h in gan.history)
 
 
+@pytest.mark.parametrize("lecam", [0.0, 0.3])
+def test_hinge_loss_trains_the_critic_with_hinge_only(imbalanced_digits, monkeypatch, lecam):
+    """The default hinge critic never pays a gradient penalty (that belongs to WGAN-GP), with or
+    without LeCam; WGAN-GP does."""
+    x, y = imbalanced_digits
+    calls = {"gp": 0, "hinge": 0, "lecam": 0}
+    for name, module, key in (("gradient_penalty", gan_train, "gp"), ("hinge_discriminator", gan_train.losses, "hinge"),
+                              ("lecam", gan_train.losses, "lecam")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _real=real, _key=key, **k: calls.__setitem__(_key, calls[_key] + 1)
+                            or _real(*a, **k))
+    train_conditional_gan(x, y, 4, GANConfig(steps=2, lecam_weight=lecam, **TINY), log_every=1)
+    assert calls == {"gp": 0, "hinge": 2, "lecam": 2 if lecam else 0}
+    train_conditional_gan(x, y, 4, GANConfig(steps=2, loss="wgan-gp", **TINY), log_every=1)
+    assert calls["gp"] == 2 and calls["hinge"] == 2
+
+
 def test_bad_config_is_refused():
     with pytest.raises(ValueError, match="loss must be"):
         GANConfig(loss="lsgan")
@@ -165,7 +182,8 @@ def test_synthetic_share_mixes_random_copies_of_real_items(imbalanced_digits):
         GANOverSampler({3: 40}, steps=3, config=TINY, synthetic_share=0.0).fit_resample(x, y)
 
 
-@pytest.mark.parametrize("config, judged", [({**TINY, "filter_candidates": 3}, True), ({**TINY, "judge_steps": 0}, False)])
+@pytest.mark.parametrize("config, judged", [({**TINY, "filter_candidates": 3}, True), ({**TINY, "judge_steps": 0}, False),
+                                            ({**TINY, "novelty_quantile": 0.05}, True)])
 def test_state_saved_as_plain_data_generates_the_same_images(imbalanced_digits, tmp_path, config, judged):
     x, y = imbalanced_digits
     fitted = GANOverSampler({13: 40}, steps=3, config=config, random_state=2).fit(x, y + 10)
@@ -178,3 +196,58 @@ def test_state_saved_as_plain_data_generates_the_same_images(imbalanced_digits, 
     assert again.classes_.dtype == fitted.classes_.dtype and again.input_shape_ == (1, 8, 8)
     with pytest.raises(ValueError, match="not fitted"):
         GANOverSampler().state_dict()
+
+
+def _levels(n: int) -> np.ndarray:
+    """``n`` flat grey images 0.2 apart: each one's nearest other image is 0.2 away (RMS)."""
+    return np.repeat(np.arange(n, dtype=np.float32)[:, None, None, None] * 0.2, 64).reshape(n, 1, 8, 8)
+
+
+def _checkerboards(n: int) -> np.ndarray:
+    """``n`` images at least 0.5 (RMS) from every flat grey image."""
+    board = (np.indices((8, 8)).sum(0) % 2).astype(np.float32)
+    return np.stack([[board if i % 2 else 1 - board] for i in range(n)])
+
+
+def test_novelty_filter_rejects_near_copies_of_training_images_and_replaces_them():
+    train = _levels(6)
+    novelty = gan_train.NoveltyFilter.fit(train, np.zeros(6, dtype=np.int64), 1, 0.05, seed=0)
+    assert novelty.thresholds[0] == pytest.approx(0.2, abs=0.01)
+    calls = []
+
+    def draw(m):  # first batch: four near-copies, then only new images
+        calls.append(m)
+        return np.concatenate([train[:4] + 0.001, _checkerboards(m - 4)]) if len(calls) == 1 else _checkerboards(m)
+
+    images, counts = novelty.select(0, 6, draw, max_draws=10)
+    assert images.shape == (6, 1, 8, 8)
+    assert (novelty.nearest(0, images) >= novelty.thresholds[0]).all()
+    assert counts == {"drawn": sum(calls), "rejected": 4, "filled": 0} and len(calls) == 1
+    # memorisation metric of the evaluation agrees: nothing kept is a near-duplicate
+    from pipelines.evaluation.quality import memorisation
+    assert memorisation(images, train)["near_duplicate_share"] == 0.0
+
+
+def test_novelty_filter_fills_with_the_least_copied_candidates_when_the_generator_only_copies(caplog):
+    train = _levels(5)
+    novelty = gan_train.NoveltyFilter.fit(train, np.zeros(5, dtype=np.int64), 1, 0.05, seed=0)
+    copies = lambda m: (train[np.arange(m) % 5] + np.linspace(0, 0.01, m)[:, None, None, None]).astype(np.float32)
+    with caplog.at_level(logging.WARNING, logger="gan_aug.train"):
+        images, counts = novelty.select(0, 4, copies, max_draws=3)
+    assert len(images) == 4 and counts == {"drawn": 12, "rejected": 12, "filled": 4}
+    assert "near-copies used" in caplog.text
+
+
+def test_novelty_filter_keeps_training_images_only_and_sampling_is_reproducible(imbalanced_digits):
+    x, y = imbalanced_digits
+    gan = train_conditional_gan(x, y, 4, GANConfig(steps=3, seed=0, novelty_quantile=0.05, **TINY))
+    for k in range(4):
+        np.testing.assert_array_equal(gan.novelty.references[k], np.round(x[y == k] * 255).astype(np.uint8))
+    labels = np.array([3, 0, 3, 3, 1])
+    first = gan.sample(labels, seed=4)
+    np.testing.assert_array_equal(first, gan.sample(labels, seed=4))
+    assert set(gan.last_novelty) == {0, 1, 3} and gan.last_novelty[3]["drawn"] >= 3
+    for k in (0, 1, 3):
+        distance = gan.novelty.nearest(k, first[labels == k])
+        filled = gan.last_novelty[k]["filled"]
+        assert (distance >= gan.novelty.thresholds[k]).sum() >= (labels == k).sum() - filled

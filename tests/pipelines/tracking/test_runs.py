@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
@@ -42,11 +44,28 @@ def test_run_logs_params_metrics_tables_and_figures(mlflow_store, tmp_path):
     assert "| a\\|b | 0.500 |" in md
 
 
-def test_failed_block_marks_the_run_failed(mlflow_store):
+def test_failed_block_marks_the_run_failed_with_the_reason(mlflow_store):
     with pytest.raises(RuntimeError):
         with tracking.start_run("demo", run_name="boom") as run:
-            raise RuntimeError("boom")
-    assert MlflowClient(tracking_uri=mlflow_store).get_run(run.run_id).info.status == "FAILED"
+            raise RuntimeError("disk\nfull")
+    stored = MlflowClient(tracking_uri=mlflow_store).get_run(run.run_id)
+    assert stored.info.status == "FAILED"
+    assert stored.data.tags["ganpipe.error"] == "RuntimeError: disk full"
+    assert "disk full" in stored.data.tags["mlflow.note.content"]
+
+
+def test_runs_carry_user_source_and_commit_tags(mlflow_store):
+    import getpass
+    import subprocess
+
+    with tracking.start_run("demo", run_name="tagged") as run:
+        pass
+    tags = MlflowClient(tracking_uri=mlflow_store).get_run(run.run_id).data.tags
+    assert tags["mlflow.user"] == getpass.getuser() and tags["mlflow.source.type"] == "JOB" and tags["mlflow.source.name"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          cwd=Path(tracking.__file__).resolve().parents[2]).stdout.strip()
+    if head:  # a source checkout (CI clones one): the run names the commit
+        assert tags["mlflow.source.git.commit"] == head
 
 
 def test_nested_run_points_at_its_parent(mlflow_store):

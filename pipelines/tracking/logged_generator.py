@@ -1,0 +1,9 @@
+"""The code MLflow logs as a registered ganpipe generator (models from code: no pickled wrapper). Loading
+the model runs this file; the estimator itself comes from the ``estimator`` artifact folder as
+plain data (see :mod:`pipelines.tracking.registry`)."""
+
+from mlflow.models import set_model
+
+from pipelines.tracking.registry import LoggedTable
+
+set_model(LoggedTable())
