@@ -10,6 +10,12 @@ probability of the asked class (label-consistency filtering). It is off by defau
 (seed 0, classes 2/5/8 at 10 images) keeping the judge's favourites cut the variety so much that
 minority recall on validation fell from 0.764 to 0.556 (docs/gan-synthesis.md).
 
+Novelty: a generator trained on a class of five or ten images tends to redraw them. With
+``novelty_quantile > 0`` (default 0.05) sampling rejects any candidate closer to a training image of
+its class than that quantile of the class's real-to-real nearest-neighbour distances, and draws
+again (up to ``novelty_draws`` times the count asked for); :class:`NoveltyFilter` keeps the class's
+training images for this, and ``TrainedGAN.last_novelty`` says how many candidates were rejected.
+
 Everything random draws from one seeded ``torch.Generator`` whose state is checkpointed, so a run
 that is interrupted and resumed ends with exactly the weights of an uninterrupted run on the CPU.
 """
@@ -56,12 +62,12 @@ class GANConfig(GANTrainingConfig):
     cutout: float = 0.25
     guide_weight: float = 1.0
     guide_confidence: float = 0.0
-    guide_augment: bool = False
+    guide_augment: bool = True
     lecam_weight: float = 0.0
     memorisation_rejection: float = 0.0
-    judge_steps: int = 400
+    judge_steps: int = 800
     filter_candidates: int = 1
-    novelty_quantile: float = 0.0
+    novelty_quantile: float = 0.05
     novelty_draws: int = 10
 
     def __post_init__(self) -> None:
@@ -114,7 +120,7 @@ class TrainedGAN:
         generator.load_state_dict(state["generator"])
         judge = None
         if state["judge"] is not None:
-            judge = Judge(state["n_classes"], channels)
+            judge = Judge(state["n_classes"], channels, size=size)
             judge.load_state_dict(state["judge"])
             judge.eval().requires_grad_(False)
         novelty = None if state.get("novelty") is None else NoveltyFilter.from_state_dict(state["novelty"])
@@ -240,7 +246,7 @@ NOVELTY_REFERENCE = 500  # training images kept per class for the novelty filter
 def train_judge(x: torch.Tensor, y: torch.Tensor, n_classes: int, config: GANConfig) -> Judge:
     """The class judge: ``config.judge_steps`` Adam steps of class-weighted cross-entropy on the real
     images ``x: (N, C, H, W)`` in [-1, 1] with random translations; deterministic for a seed."""
-    judge = build_seeded(lambda: Judge(n_classes, x.shape[1]), config.seed + 1)
+    judge = build_seeded(lambda: Judge(n_classes, x.shape[1], size=x.shape[2]), config.seed + 1)
     rng = torch.Generator().manual_seed(config.seed + 1)
     counts = torch.bincount(y, minlength=n_classes).double()
     weight = torch.where(counts > 0, counts.sum() / (n_classes * counts.clamp(min=1)), 0.0).float()
