@@ -10,6 +10,9 @@ return the raw anomaly score (as in PyOD), and ``predict`` returns 1 where it is
 - ``critic``: ``-D(x)``, the WGAN critic's own score (low critic value = unlike the normal data);
 - ``critic_feature_distance``: Mahalanobis distance of ``f(x)`` to the critic features of the normal
   training images (mean and Ledoit-Wolf shrunk covariance fitted on them, nothing else);
+- ``critic_feature_knn``: mean distance from ``f(x)``, in the same whitened space, to its
+  :data:`KNN` nearest normal training images (at most :data:`FEATURE_REFERENCE` of them are kept): a
+  normal class with several modes (a 7 with and without a bar) is not averaged into one Gaussian;
 - ``ensemble``: mean of the :data:`ENSEMBLE` components after standardising each on the held-out
   normal calibration scores, so none dominates by its units.
 
@@ -32,10 +35,13 @@ from sklearn.covariance import LedoitWolf
 from anomaly.train import FAnoGAN, FAnoGANConfig, Progress, networks_from_state, state_of, train_fanogan
 from pipelines.gan_core.config import steps_for_epochs
 
-SCORES = ("combined", "residual", "feature_residual", "critic", "critic_feature_distance", "ensemble")
+SCORES = ("combined", "residual", "feature_residual", "critic", "critic_feature_distance", "critic_feature_knn",
+          "ensemble")
 DEFAULT_SCORE = "critic_feature_distance"
 ENSEMBLE = ("combined", "critic")
-CRITIC_ONLY = ("critic", "critic_feature_distance")
+CRITIC_ONLY = ("critic", "critic_feature_distance", "critic_feature_knn")
+KNN = 5  # neighbours of critic_feature_knn
+FEATURE_REFERENCE = 2000  # normal training images kept for critic_feature_knn (a seeded random subset beyond)
 STALE_STATE = ("this detector was saved before the critic-feature scores (issue 10) and lacks their density "
                "of the training features; train it again (ganpipe train-detector)")
 
@@ -129,6 +135,10 @@ class GANAnomalyDetector(BaseEstimator):
         density = LedoitWolf().fit(features.astype(np.float64))
         self.feature_mean_ = density.location_.astype(np.float32)
         self.feature_whitening_ = np.linalg.cholesky(density.precision_).astype(np.float32)
+        if len(features) > FEATURE_REFERENCE:
+            keep = np.random.default_rng(self.random_state).choice(len(features), FEATURE_REFERENCE, replace=False)
+            features = features[np.sort(keep)]
+        self.feature_reference_ = ((features - self.feature_mean_) @ self.feature_whitening_).astype(np.float32)
 
     def _critic_features(self, X: np.ndarray) -> torch.Tensor:
         """``f(x)``: ``(N, F)`` critic features of images ``X: (N, C, H, W)`` in [0, 1]."""
@@ -156,6 +166,10 @@ class GANAnomalyDetector(BaseEstimator):
         names = CRITIC_ONLY + (("residual", "feature_residual") if reconstruction else ())
         parts: dict[str, list[np.ndarray]] = {k: [] for k in names}
         mean, whitening = torch.from_numpy(self.feature_mean_), torch.from_numpy(self.feature_whitening_)
+        reference = getattr(self, "feature_reference_", None)
+        reference = None if reference is None else torch.from_numpy(reference)
+        if reference is None:  # saved before critic_feature_knn existed: that component is left out
+            parts.pop("critic_feature_knn")
         for start in range(0, len(X), batch_size):
             x = _network_input(X[start : start + batch_size])
             if reconstruction:
@@ -168,7 +182,12 @@ class GANAnomalyDetector(BaseEstimator):
             else:
                 f_x = model.critic.body(x)
             parts["critic"].append((-model.critic.head(f_x).squeeze(1)).numpy())
-            parts["critic_feature_distance"].append(((f_x - mean) @ whitening).norm(dim=1).numpy())
+            whitened = (f_x - mean) @ whitening
+            parts["critic_feature_distance"].append(whitened.norm(dim=1).numpy())
+            if reference is not None:
+                k = min(KNN, len(reference))
+                nearest = torch.cdist(whitened, reference).topk(k, dim=1, largest=False).values
+                parts["critic_feature_knn"].append(nearest.mean(dim=1).numpy())
         out = {k: np.concatenate(v) if v else np.zeros(0, np.float32) for k, v in parts.items()}
         if reconstruction:
             out["combined"] = out["residual"] + model.config.kappa * out["feature_residual"]
@@ -232,6 +251,7 @@ class GANAnomalyDetector(BaseEstimator):
         return {"params": params, "model": state_of(self.model_), "threshold": self.threshold_,
                 "target_fpr": self.target_fpr_, "standardisation": self.standardisation_,
                 "feature_mean": self.feature_mean_, "feature_whitening": self.feature_whitening_,
+                "feature_reference": self.feature_reference_,
                 "reference": self.reference_scores_, "calibration_scores": self.calibration_scores_,
                 "image_shape": list(self.image_shape_)}
 
@@ -246,6 +266,10 @@ class GANAnomalyDetector(BaseEstimator):
         detector.standardisation_ = state["standardisation"]
         detector.feature_mean_ = np.asarray(state["feature_mean"], dtype=np.float32)
         detector.feature_whitening_ = np.asarray(state["feature_whitening"], dtype=np.float32)
+        if state.get("feature_reference") is not None:
+            detector.feature_reference_ = np.asarray(state["feature_reference"], dtype=np.float32)
+        elif detector.score == "critic_feature_knn":
+            raise ValueError(STALE_STATE)
         detector.reference_scores_ = np.asarray(state["reference"])
         detector.calibration_scores_ = state["calibration_scores"]
         detector.image_shape_ = tuple(state["image_shape"])

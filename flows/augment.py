@@ -73,7 +73,8 @@ def augment_flow(params: AugmentParams = AugmentParams()) -> dict:
     target -> evaluate sample quality against SMOTE and classic augmentation -> export and register."""
     splits, to_make, sampler = plan(params)
     names, classes, out = splits.train.class_names, sorted(to_make), Path(params.out).expanduser()
-    with start_run("augment", run_name=f"augment-{data_label(params.data)}-seed{params.seed}", tags=prefect_tags()) as run:
+    with start_run("augment", run_name=f"augment-{data_label(params.data)}-seed{params.seed}", tags=prefect_tags(),
+                   system_metrics=True) as run:
         run.log_params({**params.model_dump(exclude={"gan"}), "train_items": len(splits.train),
                         **{f"gan.{k}": v for k, v in vars(sampler.gan_config(len(splits.train))).items()},
                         **{f"synthesise.{names[k]}": n for k, n in to_make.items()}})
@@ -87,10 +88,12 @@ def augment_flow(params: AugmentParams = AugmentParams()) -> dict:
         for k, counts in sampler.gan_.last_novelty.items():  # near-copies the novelty filter replaced
             run.log_metrics({f"rejected_near_copy_share_{names[k]}": counts["rejected"] / max(counts["drawn"], 1),
                              f"near_copies_kept_{names[k]}": counts["filled"]}, prefix="sampling/")
+        out.mkdir(parents=True, exist_ok=True)
         for k in classes:
-            run.log_figure(samples_figure(splits.train.x[splits.train.y == k], sampler.sample(k, 30, seed=params.seed + 20_000),
-                                          f"class {names[k]}: real training images (first row), GAN samples"),
-                           f"figures/samples_{names[k]}.png")
+            figure = samples_figure(splits.train.x[splits.train.y == k], sampler.sample(k, 30, seed=params.seed + 20_000),
+                                    f"class {names[k]}: real training images (first row), GAN samples")
+            figure.savefig(out / f"samples_{names[k]}.png", dpi=100)  # to look at without the MLflow UI
+            run.log_figure(figure, f"figures/samples_{names[k]}.png")
         quality = call(evaluate_samples, splits, sampler, classes, params.seed)
         run.log_table(quality, "tables/sample_quality.csv")
         for row in quality[quality["method"] == "gan"].to_dict("records"):

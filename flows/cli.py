@@ -93,7 +93,7 @@ def print_run(run_id: str) -> None:
 
 @command("demo", DemoParams)
 def demo(params: DemoParams) -> int:
-    from flows.demo import demo_flow
+    from flows.demo import WHY_DIGITS, demo_flow
     from pipelines.tracking.runs import markdown_table, run_url, ui_command
 
     result = demo_flow(params)
@@ -109,7 +109,9 @@ def demo(params: DemoParams) -> int:
           "metrics on the untouched test split ==\n")
     print(markdown_table(summary[[c for c in summary.columns if not c.endswith(("_low", "_high"))]]))
     print(compared["text"])
-    print("\nDemo settings are short; 'make bench' measures the full-size runs (docs/benchmarks.md).")
+    print("\n" + WHY_DIGITS)
+    print(f"Sample grids (real training images in the first row): {augmented['out']}/samples_<class>.png and the "
+          "augment run's figures/ in MLflow.")
     print(f"MLflow runs: augment {augmented['run_id']}, compare {compared['run_id']}")
     print(f"  augment: {run_url(augmented['run_id'])}\n  compare: {run_url(compared['run_id'])}")
     print(f"Open the MLflow UI with:\n  {ui_command()}")
@@ -186,6 +188,10 @@ def compare(params: CompareParams, cluster: ClusterParams) -> int:
     from pipelines.tracking.runs import markdown_table
 
     check_experiment(load_data(params.data, params.image_size), params.minority, params.arms, params.sweep)
+    if params.generator:  # a missing model fails here, in one line, before any server starts
+        from pipelines.tracking.registry import resolve_model
+
+        resolve_model(params.generator)
     runner = task_runner(cluster.dask_address, cluster.dask_workers)
     result = compare_flow.with_options(task_runner=runner)(params)
     summary = result["summary"]

@@ -16,12 +16,32 @@ from gan_aug import GANOverSampler
 from pipelines.data.sources import ImageDataset
 from pipelines.evaluation import compare
 from pipelines.evaluation.remedies import Synthesise
-from pipelines.tracking.runs import start_run
+from pipelines.errors import GanpipeError
+from pipelines.tracking.registry import load_estimator, resolve_model, version_tags
+from pipelines.tracking.runs import dataset_digest, start_run
 
 
-def train_gan_for_arms(train: ImageDataset, seed: int, steps: int) -> Synthesise:
-    """The GAN of the GAN arms, trained on the training split only."""
+def train_gan_for_arms(train: ImageDataset, seed: int, steps: int, registered: "Registered | None" = None) -> Synthesise:
+    """The GAN of the GAN arms, trained on the training split only; or the registered generator,
+    when it was trained on exactly this training split (same digest), so it has seen no item of
+    this seed's validation or test split."""
+    if registered is not None and dataset_digest(train.x, train.y) == registered.train_digest:
+        return registered
     return GANOverSampler(steps=steps, random_state=seed).fit(train.x, train.y).generate
+
+
+class Registered:
+    """A registered generator as the GAN arms' synthesise function; ``source`` names its version."""
+
+    def __init__(self, uri: str) -> None:
+        name, version, self.source = resolve_model(uri)
+        self.train_digest = version_tags(name, version).get("train_digest")
+        if not self.train_digest:
+            raise GanpipeError(f"{uri} has no train_digest tag (register it with ganpipe augment)")
+        self.sampler = load_estimator(self.source)
+
+    def __call__(self, labels, seed: int):
+        return self.sampler.generate(labels, seed=seed)
 
 
 @task(name="compare-seed", cache_policy=NO_CACHE)
@@ -42,12 +62,13 @@ def compare_flow(params: CompareParams = CompareParams()) -> dict:
     GAN arms against the best non-GAN arm, charts -> MLflow (parent + nested runs) and files."""
     dataset = load_data(params.data, params.image_size)
     counts, arms, sweep = compare.check_experiment(dataset, params.minority, params.arms, params.sweep)
-    gan = partial(train_gan_for_arms, steps=params.gan_steps)
+    registered = Registered(params.generator) if params.generator else None
+    gan = partial(train_gan_for_arms, steps=params.gan_steps, registered=registered)
     calls = [(dataset, counts, arms, seed, params.classifier, params.epochs, gan, count, torch.get_num_threads())
              for count in sweep for seed in range(params.seeds)]
     # the parent run opens now, so the UI shows the comparison running (and FAILED with the reason on error)
     with start_run("compare", run_name=f"compare-{data_label(params.data)}-seeds{params.seeds}",
-                   tags=prefect_tags()) as parent:
+                   tags=prefect_tags(), system_metrics=True) as parent:
         parent.log_params(params.model_dump())
         parent.log_dataset(dataset.x, dataset.y, data_label(params.data), "source", params.data)
         run_logger().info("comparing %d arms over %d seed(s)%s: %s", len(arms), params.seeds,
@@ -57,6 +78,12 @@ def compare_flow(params: CompareParams = CompareParams()) -> dict:
         out = Path(params.out).expanduser()
         compare.write_comparison(out, comparison,
                                  f"Comparison on {params.data}, minority {params.minority}, {params.seeds} seeds")
+        if registered is not None:
+            used = sorted({r["seed"] for r in rows if r.get("_generator")})
+            parent.set_tags({"generator": registered.source, "generator_seeds": ",".join(map(str, used)) or "none"})
+            if not used:
+                run_logger().warning("%s was trained on none of these seeds' training splits; every seed trained "
+                                     "its own GAN", registered.source)
         run_id = compare.log_comparison(comparison, parent, dataset.class_names, params.minority)
     if prefect_tags():
         from prefect.artifacts import create_table_artifact

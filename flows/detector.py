@@ -67,7 +67,8 @@ def train_detector_flow(params: TrainDetectorParams = TrainDetectorParams()) -> 
     dataset, normal = normal_classes(params)
     splits = stratified_split(dataset, seed=params.seed)
     is_normal = {part: np.isin(getattr(splits, part).y, normal) for part in ("train", "val", "test")}
-    with start_run("detector", run_name=f"detector-{data_label(params.data)}-{params.normal}", tags=prefect_tags()) as run:
+    with start_run("detector", run_name=f"detector-{data_label(params.data)}-{params.normal}", tags=prefect_tags(),
+                   system_metrics=True) as run:
         run.log_params({**params.model_dump(), "normal_train_items": int(is_normal["train"].sum()),
                         "calibration_items": int(is_normal["val"].sum())})
         label = data_label(params.data)

@@ -32,10 +32,11 @@ class JobParams(BaseModel):
 class DemoParams(JobParams):
     """Run augment + compare end to end on an embedded dataset.
 
-    The main job with short settings: train a conditional GAN on mnist5k with classes 2, 5 and 8 cut
-    to 10 training images, export synthetic samples for them and score their quality (augment), then
-    train a classifier with and without them next to the classic remedies over 2 seeds (compare).
-    Everything is logged to MLflow from Prefect flows.
+    The main job on a small problem: train the default conditional GAN on scikit-learn's 8x8 digits
+    with classes 3 and 8 cut to 5 training images, export synthetic samples for them and score their
+    quality (augment), then train a classifier with and without them next to the classic remedies
+    over 2 seeds (compare; seed 0 reuses the registered generator). Everything is logged to MLflow
+    from Prefect flows. 'make bench' runs the same on mnist5k.
     """
 
     quick: bool = Field(False, description="tiny settings on digits (a smoke test in about a minute)")
@@ -84,6 +85,9 @@ class CompareParams(JobParams):
     classifier: Literal["cnn", "logreg"] = Field("cnn", description="downstream classifier")
     sweep: str | None = Field(None, description="minority counts to sweep, e.g. 5,10,20,50 (overrides the N of --minority)")
     image_size: int | None = Field(None, ge=8, le=64, description=IMAGE_SIZE_HELP)
+    generator: str | None = Field(None, description="a registered generator (models:/NAME@ALIAS or models:/NAME/VERSION, "
+                                  "from ganpipe augment) for the seeds whose training split it was trained on (same "
+                                  "data, minority and seed); other seeds train their own GAN, so no GAN sees test items")
     out: str = Field("out/compare", description="output folder (comparison.csv, comparison.md)")
 
     @field_validator("seeds")
@@ -110,8 +114,9 @@ class TrainDetectorParams(JobParams):
                                                                    "unset: the detector's GAN and encoder steps")
     seed: int = Field(0, ge=0, description="seed for split and training")
     name: str = Field(DETECTOR, min_length=1, description="registered model name")
-    score: str = Field(DEFAULT_SCORE, description=f"score that flags items: {', '.join(SCORES)} (critic and "
-                                                  "critic_feature_distance need no reconstruction, the fastest; "
+    score: str = Field(DEFAULT_SCORE, description=f"score that flags items: {', '.join(SCORES)} (critic, "
+                                                  "critic_feature_distance and critic_feature_knn need no "
+                                                  "reconstruction, the fastest; "
                                                   "ensemble: combined and critic, standardised)")
     target_fpr: float = Field(0.01, gt=0, lt=0.5, description="false positive rate the threshold aims for")
     image_size: int | None = Field(None, ge=8, le=64, description=IMAGE_SIZE_HELP)

@@ -123,8 +123,13 @@ def run_seed(dataset: ImageDataset, counts: Mapping[str, int], arms: Sequence[st
         synthesise = train_gan(splits.train, seed)
         if progress is not None:
             progress(f"seed {seed}: GAN trained in {time.time() - started:.0f} s")
-    return evaluate_arms(splits, minority_idx, targets, arms, classifier, epochs, seed, synthesise, sweep_count,
+    rows = evaluate_arms(splits, minority_idx, targets, arms, classifier, epochs, seed, synthesise, sweep_count,
                          progress)
+    source = getattr(synthesise, "source", None)  # a registered generator rather than one trained here
+    for row in rows:
+        if source and row["arm"] in GAN_ARMS:
+            row["_generator"] = source
+    return rows
 
 
 def best_baseline(results: pd.DataFrame, metric: str) -> str | None:
@@ -221,7 +226,8 @@ def log_comparison(comparison: Comparison, parent: TrackedRun, class_names: Sequ
     and end), the summary, verdicts and charts; returns the parent's run id."""
     for row in comparison.rows:
         name = f"{row['arm']}-seed{row['seed']}" + (f"-n{row['count']}" if row["count"] else "")
-        with start_run("compare", run_name=name, parent=parent, tags={"arm": row["arm"], "seed": row["seed"]},
+        tags = {"arm": row["arm"], "seed": row["seed"], **({"generator": row["_generator"]} if row.get("_generator") else {})}
+        with start_run("compare", run_name=name, parent=parent, tags=tags,
                        start_time=row.get("_started"), end_time=row.get("_ended")) as child:
             child.log_params({"arm": row["arm"], "seed": row["seed"],
                               "minority_count": row["count"] or minority})

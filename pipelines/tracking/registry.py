@@ -189,8 +189,13 @@ def resolve_model(uri: str) -> tuple[str, str, str]:
             name, version = body.rsplit("/", 1)
             client().get_model_version(name, version)
     except (MlflowException, ValueError):
-        raise GanpipeError(f"model {uri} not found in the registry; train one with 'ganpipe train-detector'") from None
+        raise GanpipeError(f"model {uri} not found in the registry; 'ganpipe train-detector' registers detectors, 'ganpipe augment' generators") from None
     return name, str(version), f"models:/{name}/{version}"
+
+
+def version_tags(name: str, version: str) -> dict[str, str]:
+    """The tags of a registered model version (``train_digest``, ``git_commit``, ...)."""
+    return dict(client().get_model_version(name, version).tags)
 
 
 def load_estimator(uri: str) -> Any:

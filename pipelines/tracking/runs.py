@@ -167,11 +167,9 @@ class TrackedRun:
         """Log images ``x`` (with labels ``y`` or None) as an MLflow dataset input of this run (the
         UI's Datasets column), tagged with its ``context`` (train, validation, test, synthetic) and
         made from the data spec ``data``; returns the dataset's digest."""
-        import mlflow.data
-        from mlflow.data.code_dataset_source import CodeDatasetSource
         from mlflow.entities import DatasetInput, InputTag
 
-        dataset = mlflow.data.from_numpy(x, targets=y, name=name, source=CodeDatasetSource({"ganpipe.data": data}))
+        dataset = _numpy_dataset(x, y, name, data)
         entity = dataset._to_mlflow_entity()
         self.client.log_inputs(self.run_id, datasets=[DatasetInput(entity, [InputTag("mlflow.data.context", context)])])
         return entity.digest
@@ -183,6 +181,19 @@ class TrackedRun:
         self.client.log_artifact(self.run_id, str(local_path), artifact_path)
 
 
+def _numpy_dataset(x, y, name: str, data: str):
+    import mlflow.data
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+
+    return mlflow.data.from_numpy(x, targets=y, name=name, source=CodeDatasetSource({"ganpipe.data": data}))
+
+
+def dataset_digest(x, y) -> str:
+    """The digest MLflow gives images ``x`` with labels ``y`` (as :meth:`TrackedRun.log_dataset` logs it):
+    equal digests, equal data."""
+    return _numpy_dataset(x, y, "digest", "").digest
+
+
 @contextmanager
 def start_run(
     experiment: str,
@@ -191,11 +202,13 @@ def start_run(
     parent: TrackedRun | None = None,
     start_time: float | None = None,
     end_time: float | None = None,
+    system_metrics: bool = False,
 ) -> Iterator[TrackedRun]:
     """Open a run in ``experiment`` (a key of :data:`EXPERIMENTS` or a full name); it is marked
     FINISHED on exit, FAILED (with the error as its description) when the block raises.
     ``start_time``/``end_time`` (seconds since the epoch) record work that ran before the run was
-    logged, such as one arm of a comparison, so the UI shows its real duration."""
+    logged, such as one arm of a comparison, so the UI shows its real duration. ``system_metrics``:
+    CPU, memory, disk and network every 10 s as ``system/`` metrics while the block runs (long runs)."""
     name = EXPERIMENTS.get(experiment, experiment)
     mlflow_client = client()
     exp_id = experiment_id(name)
@@ -205,15 +218,25 @@ def start_run(
     run = mlflow_client.create_run(exp_id, run_name=run_name, tags=all_tags,
                                    start_time=None if start_time is None else int(start_time * 1000))
     tracked = TrackedRun(mlflow_client, run.info.run_id, exp_id)
+    monitor = None
+    if system_metrics:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(tracked.run_id, sampling_interval=10, tracking_uri=tracking_uri())
+        monitor.start()
     try:
         yield tracked
     except BaseException as exc:
+        if monitor is not None:
+            monitor.finish()
         # the UI shows why: the error on the run's page (description) and as a tag to filter on
         reason = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:5000]
         mlflow_client.set_tag(tracked.run_id, "ganpipe.error", reason)
         mlflow_client.set_tag(tracked.run_id, "mlflow.note.content", f"**Failed**: {reason}")
         mlflow_client.set_terminated(tracked.run_id, status="KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
+    if monitor is not None:
+        monitor.finish()
     mlflow_client.set_terminated(tracked.run_id, status="FINISHED",
                                  end_time=None if end_time is None else int(end_time * 1000))
 

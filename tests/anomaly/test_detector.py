@@ -43,7 +43,7 @@ def test_networks_shapes(channels, size):
 def test_anomalies_score_higher_than_normals(fitted):
     normal = blobs(100, 2)
     noise = np.random.default_rng(3).random((100, 1, 8, 8)).astype(np.float32)
-    for name in ("combined", "residual", "critic_feature_distance", "ensemble"):
+    for name in ("combined", "residual", "critic_feature_distance", "critic_feature_knn", "ensemble"):
         parts = fitted.score_components(np.concatenate([normal, noise]))
         assert parts[name][100:].mean() > parts[name][:100].mean(), name
     assert fitted.predict(noise).mean() > 0.9
@@ -127,6 +127,30 @@ def test_critic_feature_distance_is_the_mahalanobis_distance_to_the_training_fea
     np.testing.assert_allclose(fitted.score_components(x)["critic_feature_distance"], expected, rtol=1e-3)
 
 
+def test_critic_feature_knn_is_the_mean_whitened_distance_to_the_nearest_training_images(fitted):
+    from anomaly.detector import KNN
+
+    train = blobs(300, 0)  # the images the fixture trained on
+    whitened = lambda x: (fitted._critic_features(x).numpy().astype(np.float64) - fitted.feature_mean_) @ \
+        fitted.feature_whitening_.astype(np.float64)  # noqa: E731
+    np.testing.assert_allclose(fitted.feature_reference_, whitened(train), rtol=1e-3, atol=1e-3)
+    x = np.concatenate([blobs(5, 11), np.random.default_rng(12).random((5, 1, 8, 8)).astype(np.float32)])
+    distances = np.sqrt(((whitened(x)[:, None] - whitened(train)[None]) ** 2).sum(-1))
+    expected = np.sort(distances, axis=1)[:, :KNN].mean(1)
+    knn = fitted.score_components(x)["critic_feature_knn"]
+    np.testing.assert_allclose(knn, expected, rtol=1e-3)
+    assert knn[5:].min() > knn[:5].max()  # noise is farther from the normal images than new normal ones
+
+
+def test_a_state_saved_before_critic_feature_knn_scores_without_it(fitted):
+    old = {k: v for k, v in fitted.state_dict().items() if k != "feature_reference"}
+    again = GANAnomalyDetector.from_state_dict(old)
+    parts = again.score_components(blobs(4, 3))
+    assert "critic_feature_knn" not in parts and "critic_feature_distance" in parts
+    with pytest.raises(ValueError, match="train it again"):
+        GANAnomalyDetector.from_state_dict({**old, "params": {**old["params"], "score": "critic_feature_knn"}})
+
+
 def test_nothing_is_fitted_on_calibration_anomalous_or_scored_images(fitted):
     density = fitted.feature_mean_.copy(), fitted.feature_whitening_.copy()
     detector = copy.deepcopy(fitted)
@@ -135,6 +159,7 @@ def test_nothing_is_fitted_on_calibration_anomalous_or_scored_images(fitted):
     detector.score_components(noise)
     np.testing.assert_array_equal(detector.feature_mean_, density[0])
     np.testing.assert_array_equal(detector.feature_whitening_, density[1])
+    np.testing.assert_array_equal(detector.feature_reference_, fitted.feature_reference_)
     # with no calibration set, the held-out share never reaches the feature density
     small = GANAnomalyDetector(calibration_fraction=0.25, **{**TINY, "gan_steps": 2, "encoder_steps": 2})
     images = blobs(40, 0)

@@ -25,6 +25,7 @@ def test_augment_flow_exports_dataset_and_tracks_everything(mlflow_store, tmp_pa
     assert len(manifest) == 26 and set(manifest.columns) >= {"file", "class", "seed", "model_version"}
     assert all((out / f).is_file() for f in manifest["file"])
     assert sorted(p.name for p in (out / "images").iterdir()) == ["3", "7"]
+    assert (out / "samples_3.png").is_file() and (out / "samples_7.png").is_file()  # sample grids beside the data
     assert (manifest["model_version"].astype(str) == result["model_version"]).all()
 
     quality = result["quality"]

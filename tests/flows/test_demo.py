@@ -33,3 +33,10 @@ def test_demo_quick_end_to_end_under_prefect(prefect_harness, mlflow_store, caps
             flow_run = prefect.read_flow_run(run.data.tags["prefect.flow_run_id"])
             assert flow_run.state.is_completed() and flow_run.name == name  # named after the job, not random words
     assert client.list_artifacts(augment_id, "figures") and client.list_artifacts(compare_id, "figures")
+    # compare reused the generator augment registered for seed 0 (its training split) and trained its own for seed 1
+    parent = client.get_run(compare_id)
+    assert parent.data.tags["generator_seeds"] == "0" and parent.data.tags["generator"].startswith("models:/ganpipe-demo-cgan/")
+    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{compare_id}'")
+    reused = {c.data.tags["seed"] for c in children if c.data.tags["arm"] == "gan" and c.data.tags.get("generator")}
+    assert reused == {"0"}
+    assert "8x8 digits" in out

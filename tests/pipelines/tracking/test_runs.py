@@ -74,3 +74,13 @@ def test_nested_run_points_at_its_parent(mlflow_store):
             pass
     tags = MlflowClient(tracking_uri=mlflow_store).get_run(child.run_id).data.tags
     assert tags["mlflow.parentRunId"] == parent.run_id
+
+
+def test_long_runs_log_system_metrics_while_they_run(mlflow_store, monkeypatch):
+    import time
+
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    with tracking.start_run("demo", run_name="long", system_metrics=True) as run:
+        time.sleep(1.0)
+    metrics = MlflowClient(tracking_uri=mlflow_store).get_run(run.run_id).data.metrics
+    assert any(k.startswith("system/cpu_utilization") for k in metrics), metrics
