@@ -14,7 +14,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade "pip>=24"
-	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[test]"
+	@# setuptools warns about every editable install (a notice, not a problem): keep the install quiet
+	PYTHONWARNINGS="ignore:Editable installation" $(PIP) install --quiet -c $(CONSTRAINTS) -e ".[test]"
 	touch $(STAMP)
 
 demo: install

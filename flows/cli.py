@@ -276,7 +276,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # The temporary Prefect server's telemetry heartbeat races the flow for its SQLite file.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    logging.basicConfig(level=os.environ.get("GANPIPE_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    level = os.environ.get("GANPIPE_LOG_LEVEL", "WARNING")
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # MLflow's own INFO lines (creating tables, starting the system-metrics thread) are not the user's news
+    logging.getLogger("mlflow").setLevel(level)
     tokens = list(sys.argv[1:] if argv is None else argv)
     try:
         with signals_end_the_command() if argv is None else nullcontext():
