@@ -189,13 +189,8 @@ class NoveltyFilter:
                 idx = np.sort(rng.choice(idx, NOVELTY_REFERENCE, replace=False))
             members = np.round(x[idx] * 255).astype(np.uint8)
             references.append(members)
-            threshold = 0.0
-            if len(members) >= 2:
-                flat = torch.from_numpy(members.reshape(len(members), -1)).float() / 255.0
-                distances = torch.cdist(flat, flat) / flat.shape[1] ** 0.5
-                distances.fill_diagonal_(float("inf"))
-                threshold = float(torch.quantile(distances.min(dim=1).values, quantile))
-            thresholds.append(threshold)
+            thresholds.append(_copy_threshold(torch.from_numpy(members.reshape(len(members), -1)).float() / 255.0,
+                                              quantile))
         return cls(references, thresholds)
 
     def nearest(self, k: int, images: np.ndarray) -> np.ndarray:
@@ -265,14 +260,17 @@ def train_judge(x: torch.Tensor, y: torch.Tensor, n_classes: int, config: GANCon
 def _copy_thresholds(real: torch.Tensor, labels: torch.Tensor, n_classes: int, quantile: float) -> torch.Tensor:
     """Per class: the ``quantile`` of its real images' RMS distances to their nearest other real image
     of the class (0 for a class with fewer than two images: nothing counts as a copy)."""
-    thresholds = torch.zeros(n_classes)
-    for k in range(n_classes):
-        members = real[labels == k].flatten(1)
-        if len(members) >= 2:
-            distances = torch.cdist(members, members) / members.shape[1] ** 0.5
-            distances.fill_diagonal_(float("inf"))
-            thresholds[k] = torch.quantile(distances.min(dim=1).values, quantile)
-    return thresholds
+    return torch.tensor([_copy_threshold(real[labels == k].flatten(1), quantile) for k in range(n_classes)])
+
+
+def _copy_threshold(members: torch.Tensor, quantile: float) -> float:
+    """The ``quantile`` of the RMS distances of flattened images ``members: (N, D)`` to their nearest
+    other member; 0 with fewer than two (then nothing counts as a copy)."""
+    if len(members) < 2:
+        return 0.0
+    distances = torch.cdist(members, members) / members.shape[1] ** 0.5
+    distances.fill_diagonal_(float("inf"))
+    return float(torch.quantile(distances.min(dim=1).values, quantile))
 
 
 @torch.no_grad()
