@@ -13,6 +13,11 @@ return the raw anomaly score (as in PyOD), and ``predict`` returns 1 where it is
 - ``critic_feature_knn``: mean distance from ``f(x)``, in the same whitened space, to its
   :data:`KNN` nearest normal training images (at most :data:`FEATURE_REFERENCE` of them are kept): a
   normal class with several modes (a 7 with and without a bar) is not averaged into one Gaussian;
+- ``multi_critic_distance``: Mahalanobis distances like ``critic_feature_distance``, measured by every
+  critic of the snapshot ensemble (copies kept while the critic trained, see
+  :class:`~anomaly.train.FAnoGANConfig`) at two depths each (the first layer, pooled to 4x4, and the
+  feature layer), each standardised on the held-out normal calibration images, then averaged: several
+  views of the normal class, each fitted on the normal training images only;
 - ``ensemble``: mean of the :data:`ENSEMBLE` components after standardising each on the held-out
   normal calibration scores, so none dominates by its units.
 
@@ -33,13 +38,15 @@ from sklearn.base import BaseEstimator
 from sklearn.covariance import LedoitWolf
 
 from anomaly.train import FAnoGAN, FAnoGANConfig, Progress, networks_from_state, state_of, train_fanogan
+from pipelines.errors import GanpipeError
 from pipelines.gan_core.config import steps_for_epochs
 
 SCORES = ("combined", "residual", "feature_residual", "critic", "critic_feature_distance", "critic_feature_knn",
-          "ensemble")
-DEFAULT_SCORE = "critic_feature_distance"
+          "multi_critic_distance", "ensemble")
+DEFAULT_SCORE = "multi_critic_distance"
 ENSEMBLE = ("combined", "critic")
-CRITIC_ONLY = ("critic", "critic_feature_distance", "critic_feature_knn")
+CRITIC_ONLY = ("critic", "critic_feature_distance", "critic_feature_knn", "multi_critic_distance")
+MULTI = "multi_critic_distance"
 KNN = 5  # neighbours of critic_feature_knn
 FEATURE_REFERENCE = 2000  # normal training images kept for critic_feature_knn (a seeded random subset beyond)
 STALE_STATE = ("this detector was saved before the critic-feature scores (issue 10) and lacks their density "
@@ -139,6 +146,15 @@ class GANAnomalyDetector(BaseEstimator):
             keep = np.random.default_rng(self.random_state).choice(len(features), FEATURE_REFERENCE, replace=False)
             features = features[np.sort(keep)]
         self.feature_reference_ = ((features - self.feature_mean_) @ self.feature_whitening_).astype(np.float32)
+        # the snapshot ensemble: a Gaussian per critic and depth (first layer, feature layer)
+        self.layer_means_, self.layer_whitenings_ = [], []
+        for critic in self.model_.critics:
+            pairs = [critic.layer_features(_network_input(X[s : s + batch_size])) for s in range(0, len(X), batch_size)]
+            for depth in range(2):
+                layer = torch.cat([p[depth] for p in pairs]).numpy().astype(np.float64)
+                density = LedoitWolf().fit(layer)
+                self.layer_means_.append(density.location_.astype(np.float32))
+                self.layer_whitenings_.append(np.linalg.cholesky(density.precision_).astype(np.float32))
 
     def _critic_features(self, X: np.ndarray) -> torch.Tensor:
         """``f(x)``: ``(N, F)`` critic features of images ``X: (N, C, H, W)`` in [0, 1]."""
@@ -151,10 +167,29 @@ class GANAnomalyDetector(BaseEstimator):
         self.target_fpr_ = self.target_fpr if target_fpr is None else target_fpr
         raw = self._raw_components(X_normal)
         self.standardisation_ = {k: (float(raw[k].mean()), float(raw[k].std() + 1e-12)) for k in ENSEMBLE}
-        self.calibration_scores_ = self._with_ensemble(raw)
+        if "layer_distances" in raw:
+            distances = raw["layer_distances"]
+            self.layer_standardisation_ = (distances.mean(0), distances.std(0) + 1e-12)
+        self.calibration_scores_ = {k: v for k, v in self._with_ensemble(raw).items() if k in SCORES}
         self.reference_scores_ = np.sort(self.calibration_scores_[self.score])
         self.threshold_ = float(np.quantile(self.reference_scores_, 1.0 - self.target_fpr_, method="higher"))
         return self
+
+    def held_out_fpr(self, folds: int = 2) -> float:
+        """False positive rate on normal images that did not set the threshold: the calibration scores
+        split into ``folds`` seeded parts, each scored against the threshold the other parts give
+        (same quantile rule as :meth:`calibrate`); the mean over parts. The threshold in use is set
+        from all of them, so this is the honest estimate of its rate (slightly pessimistic)."""
+        scores = np.asarray(self.calibration_scores_[self.score])
+        if len(scores) < 2 * folds:
+            return float("nan")
+        parts = np.array_split(np.random.default_rng(self.random_state).permutation(len(scores)), folds)
+        rates = []
+        for part in parts:
+            rest = np.setdiff1d(np.arange(len(scores)), part)
+            threshold = np.quantile(np.sort(scores[rest]), 1.0 - self.target_fpr_, method="higher")
+            rates.append(float((scores[part] > threshold).mean()))
+        return float(np.mean(rates))
 
     # ------------------------------------------------------------------ scoring
 
@@ -170,17 +205,24 @@ class GANAnomalyDetector(BaseEstimator):
         reference = None if reference is None else torch.from_numpy(reference)
         if reference is None:  # saved before critic_feature_knn existed: that component is left out
             parts.pop("critic_feature_knn")
+        parts.pop(MULTI)  # from the layer distances, once standardised (see _with_ensemble)
+        layers = getattr(self, "layer_means_", None) is not None
+        if layers:
+            parts["layer_distances"] = []
+            layer_means = [torch.from_numpy(m) for m in self.layer_means_]
+            layer_whitenings = [torch.from_numpy(w) for w in self.layer_whitenings_]
         for start in range(0, len(X), batch_size):
             x = _network_input(X[start : start + batch_size])
+            first, f_x = model.critic.layer_features(x)
             if reconstruction:
                 rec = model.generator(model.encoder(x))
-                # one critic pass over the images and their reconstructions
-                features = model.critic.body(torch.cat([x, rec]))
-                f_x, f_rec = features[: len(x)], features[len(x) :]
+                f_rec = model.critic.body(rec)
                 parts["residual"].append(((x - rec) ** 2).flatten(1).mean(1).numpy())
                 parts["feature_residual"].append(((f_x - f_rec) ** 2).mean(1).numpy())
-            else:
-                f_x = model.critic.body(x)
+            if layers:
+                views = [view for critic in model.snapshots for view in critic.layer_features(x)] + [first, f_x]
+                parts["layer_distances"].append(torch.stack(
+                    [((v - m) @ w).norm(dim=1) for v, m, w in zip(views, layer_means, layer_whitenings)], dim=1).numpy())
             parts["critic"].append((-model.critic.head(f_x).squeeze(1)).numpy())
             whitened = (f_x - mean) @ whitening
             parts["critic_feature_distance"].append(whitened.norm(dim=1).numpy())
@@ -194,7 +236,13 @@ class GANAnomalyDetector(BaseEstimator):
         return out
 
     def _with_ensemble(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Add ``ensemble`` when its components were computed (the critic-only pass skips it)."""
+        """Add the standardised means: ``multi_critic_distance`` from the layer distances (when the
+        detector has the snapshot Gaussians) and ``ensemble`` when its components were computed (the
+        critic-only pass skips it)."""
+        raw = dict(raw)
+        if "layer_distances" in raw and getattr(self, "layer_standardisation_", None) is not None:
+            mean, std = self.layer_standardisation_
+            raw[MULTI] = ((raw["layer_distances"] - mean) / std).mean(axis=1)
         if not all(k in raw for k in ENSEMBLE):
             return raw
         z = [(raw[k] - mean) / std for k, (mean, std) in self.standardisation_.items()]
@@ -252,13 +300,15 @@ class GANAnomalyDetector(BaseEstimator):
                 "target_fpr": self.target_fpr_, "standardisation": self.standardisation_,
                 "feature_mean": self.feature_mean_, "feature_whitening": self.feature_whitening_,
                 "feature_reference": self.feature_reference_,
+                "layer_means": self.layer_means_, "layer_whitenings": self.layer_whitenings_,
+                "layer_standardisation": list(self.layer_standardisation_),
                 "reference": self.reference_scores_, "calibration_scores": self.calibration_scores_,
                 "image_shape": list(self.image_shape_)}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "GANAnomalyDetector":
         if "feature_mean" not in state:
-            raise ValueError(STALE_STATE)
+            raise GanpipeError(STALE_STATE)
         detector = cls(**state["params"])
         detector.model_ = networks_from_state(state["model"])
         detector.threshold_ = state["threshold"]
@@ -269,7 +319,13 @@ class GANAnomalyDetector(BaseEstimator):
         if state.get("feature_reference") is not None:
             detector.feature_reference_ = np.asarray(state["feature_reference"], dtype=np.float32)
         elif detector.score == "critic_feature_knn":
-            raise ValueError(STALE_STATE)
+            raise GanpipeError(STALE_STATE)
+        if state.get("layer_means") is not None:
+            detector.layer_means_ = [np.asarray(m, dtype=np.float32) for m in state["layer_means"]]
+            detector.layer_whitenings_ = [np.asarray(w, dtype=np.float32) for w in state["layer_whitenings"]]
+            detector.layer_standardisation_ = tuple(np.asarray(a, dtype=np.float64) for a in state["layer_standardisation"])
+        elif detector.score == MULTI:
+            raise GanpipeError(STALE_STATE)
         detector.reference_scores_ = np.asarray(state["reference"])
         detector.calibration_scores_ = state["calibration_scores"]
         detector.image_shape_ = tuple(state["image_shape"])
@@ -283,7 +339,7 @@ class GANAnomalyDetector(BaseEstimator):
             if not hasattr(self, "model_"):
                 raise ValueError("GANAnomalyDetector is not fitted: call fit first")
             if not hasattr(self, "feature_mean_"):
-                raise ValueError(STALE_STATE)
+                raise GanpipeError(STALE_STATE)
             if tuple(X.shape[1:]) != tuple(self.image_shape_):
                 raise ValueError(f"images must be {tuple(self.image_shape_)}, got {tuple(X.shape[1:])}")
         if not np.isfinite(X).all():

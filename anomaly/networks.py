@@ -57,6 +57,12 @@ class Critic(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
 
+    def layer_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(first, f(x))``: the first layer's activations (local strokes at full resolution) pooled to
+        4x4, ``(N, width * 16)``, and the feature layer ``f(x)``, from one pass."""
+        first = self.body[:2](x)
+        return torch.nn.functional.adaptive_avg_pool2d(first, 4).flatten(1), self.body[2:](first)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x)).squeeze(1)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -37,7 +37,9 @@ Progress = Callable[[str, int, int, dict], None]  # (stage, step, steps, metrics
 class FAnoGANConfig(GANTrainingConfig):
     """Hyperparameters on top of :class:`~pipelines.gan_core.config.GANTrainingConfig`: ``gan_steps`` generator
     updates of stage 1, ``encoder_steps`` encoder updates of stage 2, ``kappa`` the weight of the
-    feature residual in the izi_f loss and the anomaly score."""
+    feature residual in the izi_f loss and the anomaly score, ``snapshots`` the number of critics
+    kept from stage 1 (a snapshot ensemble: the critic's features drift while it trains, and
+    distances measured by several of them vary less than those of one)."""
 
     latent_dim: int = 64
     width: int = 8
@@ -46,6 +48,7 @@ class FAnoGANConfig(GANTrainingConfig):
     encoder_steps: int = 100
     lr: float = 2e-4
     kappa: float = 1.0
+    snapshots: int = 5  # critics kept: copies at evenly spaced points of stage 1, the last being the final one
 
 
 @dataclass
@@ -57,18 +60,35 @@ class FAnoGAN:
     image_shape: tuple[int, int, int]
     history: list[dict]
     seconds: float
+    snapshots: list[Critic] = field(default_factory=list)  # earlier critics of stage 1, oldest first
+
+    @property
+    def critics(self) -> list[Critic]:
+        """The snapshot ensemble: the earlier critics, then the final one."""
+        return [*self.snapshots, self.critic]
 
     def eval(self) -> "FAnoGAN":
         """Inference mode; channels-last weights (faster CPU convolutions, same values)."""
-        for net in (self.generator, self.critic, self.encoder):
+        for net in (self.generator, self.encoder, *self.critics):
             net.eval().requires_grad_(False).to(memory_format=torch.channels_last)
         return self
+
+
+def snapshot_steps(config: FAnoGANConfig) -> list[int]:
+    """Generator steps after which a copy of the critic is kept (the final critic is the last snapshot)."""
+    n = max(1, config.snapshots)
+    return sorted({max(1, round(config.gan_steps * k / n)) for k in range(1, n)} - {config.gan_steps})
 
 
 def _build(config: FAnoGANConfig, shape: tuple[int, int, int]) -> tuple[AnoGenerator, Critic, Encoder]:
     c, h, _ = shape
     return build_seeded(lambda: (AnoGenerator(config.latent_dim, c, h, config.width), Critic(c, h, config.width),
                                  Encoder(config.latent_dim, c, h, config.width)), config.seed)
+
+
+def _critic(config: FAnoGANConfig, shape: tuple[int, int, int]) -> Critic:
+    """An empty critic of the right shape, to load a snapshot's weights into."""
+    return build_seeded(lambda: Critic(shape[0], shape[1], config.width), config.seed)
 
 
 def train_fanogan(
@@ -88,7 +108,10 @@ def train_fanogan(
     rng = torch.Generator().manual_seed(config.seed)
     digest = fingerprint_arrays(x)
     total = config.gan_steps + config.encoder_steps
-    modules = {"generator": generator, "critic": critic, "encoder": encoder, "opt_g": opt_g, "opt_c": opt_c, "opt_e": opt_e}
+    keep_at = snapshot_steps(config)
+    snapshots = torch.nn.ModuleList(_critic(config, shape) for _ in keep_at)  # filled as training passes keep_at
+    modules = {"generator": generator, "critic": critic, "encoder": encoder, "opt_g": opt_g, "opt_c": opt_c, "opt_e": opt_e,
+               "critic_snapshots": snapshots}
     step, history, seconds_before = resume(checkpoint_path, asdict(config), digest, modules, rng, total)
 
     real = torch.from_numpy(x) * 2.0 - 1.0
@@ -119,6 +142,8 @@ def train_fanogan(
             g_loss.backward()
             opt_g.step()
             metrics = {"critic_loss": c_loss.item(), "gradient_penalty": penalty.item(), "generator_loss": g_loss.item()}
+            if step + 1 in keep_at:
+                snapshots[keep_at.index(step + 1)].load_state_dict(critic.state_dict())
         else:
             stage = "encoder"
             generator.eval().requires_grad_(False)
@@ -147,11 +172,12 @@ def train_fanogan(
                 "step": step, "config": asdict(config), "fingerprint": digest,
                 "generator": generator.state_dict(), "critic": critic.state_dict(), "encoder": encoder.state_dict(),
                 "opt_g": opt_g.state_dict(), "opt_c": opt_c.state_dict(), "opt_e": opt_e.state_dict(),
+                "critic_snapshots": snapshots.state_dict(),
                 "rng": rng.get_state(), "history": history,
                 "seconds": seconds_before + time.perf_counter() - started,
             })
     seconds = seconds_before + time.perf_counter() - started
-    return FAnoGAN(generator, critic, encoder, config, shape, history, seconds).eval()
+    return FAnoGAN(generator, critic, encoder, config, shape, history, seconds, list(snapshots)).eval()
 
 
 def networks_from_state(state: dict) -> FAnoGAN:
@@ -162,10 +188,17 @@ def networks_from_state(state: dict) -> FAnoGAN:
     generator.load_state_dict(state["generator"])
     critic.load_state_dict(state["critic"])
     encoder.load_state_dict(state["encoder"])
-    return FAnoGAN(generator, critic, encoder, config, shape, state.get("history", []), state.get("seconds", 0.0)).eval()
+    snapshots = []
+    for weights in state.get("critic_snapshots", []):  # none in a state saved before the snapshot ensemble
+        snapshot = _critic(config, shape)
+        snapshot.load_state_dict(weights)
+        snapshots.append(snapshot)
+    return FAnoGAN(generator, critic, encoder, config, shape, state.get("history", []), state.get("seconds", 0.0),
+                   snapshots).eval()
 
 
 def state_of(model: FAnoGAN) -> dict:
     return {"config": asdict(model.config), "image_shape": list(model.image_shape),
             "generator": model.generator.state_dict(), "critic": model.critic.state_dict(),
-            "encoder": model.encoder.state_dict(), "history": model.history, "seconds": model.seconds}
+            "encoder": model.encoder.state_dict(), "history": model.history, "seconds": model.seconds,
+            "critic_snapshots": [c.state_dict() for c in model.snapshots]}

@@ -22,6 +22,7 @@ from sklearn.neighbors import LocalOutlierFactor, NearestNeighbors
 from sklearn.svm import OneClassSVM
 
 from anomaly import CRITIC_ONLY, DEFAULT_SCORE, SCORES, GANAnomalyDetector
+from anomaly.train import FAnoGANConfig
 from pipelines.data.sources import load_dataset
 from pipelines.data.splits import stratified_split
 from pipelines.evaluation.anomaly_report import score_table
@@ -91,6 +92,7 @@ def one_class_table(data: str, classes: list[int], detector_args: dict, seed: in
         val_parts = detector.score_components(splits.val.x)
         row.update({f"val_gan_{k}": roc_auc_score(splits.val.y != normal, val_parts[k]) for k in SCORES})
         row["gan_fpr_at_threshold"] = float((parts[detector.score][~anomalous] > detector.threshold_).mean())
+        row["gan_val_fpr_held_out"] = detector.held_out_fpr()  # calibration normals that did not set the threshold
         baselines, chosen = baseline_scores(train, val, splits.test.x, seed)
         row.update({k: roc_auc_score(anomalous, v) for k, v in baselines.items()})
         row.update(chosen)
@@ -148,10 +150,13 @@ def speed(detector_args: dict, quick: bool) -> dict[str, float]:
     score that needs the reconstruction (``ensemble``: all components) and for the default critic-only one."""
     dataset = load_dataset("mnist5k")
     normal = dataset.x[dataset.y == 0]
-    detector = GANAnomalyDetector(**{**detector_args, "gan_steps": 2, "encoder_steps": 2}).fit(normal[:200], normal[200:300])
+    # a short training, but with the default number of critic snapshots (they set the scoring cost)
+    detector = GANAnomalyDetector(**{**detector_args, "gan_steps": 2 * FAnoGANConfig.snapshots, "encoder_steps": 2}).fit(
+        normal[:200], normal[200:300])
+    assert len(detector.model_.critics) == FAnoGANConfig.snapshots
     batch = np.concatenate([dataset.x] * (1 if quick else 4))
     rates = {"threads": torch.get_num_threads(), "gemm_flops_per_second": gemm_flops_per_second()}
-    for name, score in (("all_components", "ensemble"), ("critic_only", "critic_feature_distance")):
+    for name, score in (("all_components", "ensemble"), ("critic_only", DEFAULT_SCORE)):
         detector.set_params(score=score).calibrate(normal[200:300])
         score_table(detector, batch[:512])  # warm-up
         start = time.perf_counter()
@@ -193,8 +198,9 @@ def run(quick: bool = False) -> str:
             "validation AUROC of each: " + ", ".join(f"{k} {mean[f'val_gan_{k}']:.3f}" for k in SCORES) + ".",
             f"- Training time per class on 2 cores: mean {np.mean(seconds):.0f} s, max {np.max(seconds):.0f} s "
             "(target <= 120 s).",
-            f"- False positive rate on test normals at the calibrated threshold (target 1%): mean "
-            f"{mean['gan_fpr_at_threshold']:.3f}.\n",
+            f"- False positive rate at the calibrated threshold (target 1%): test normals, mean "
+            f"{mean['gan_fpr_at_threshold']:.3f}; validation normals held out of the threshold (2-fold "
+            f"cross-fitted), mean {mean['gan_val_fpr_held_out']:.3f}.\n",
             markdown_table(shown),
         ]
     rates = speed(detector_args, quick)

@@ -17,6 +17,7 @@ from pipelines.data.splits import Splits, synthesis_plan
 from pipelines.errors import GanpipeError
 from pipelines.evaluation.plots import samples_figure
 from pipelines.evaluation.sample_quality import compare_sample_quality
+from pipelines.tracking.progress import progress_bar
 from pipelines.tracking.registry import GeneratorModel, register_estimator
 from pipelines.tracking.runs import TrackedRun, start_run
 
@@ -43,8 +44,8 @@ def train_gan(sampler: GANOverSampler, splits: Splits, run: TrackedRun | None = 
     logger = run_logger()
 
     def progress(step: int, steps: int, metrics: dict) -> None:
-        logger.info("GAN step %d/%d  d_loss %.3f  g_loss %.3f  elapsed %.0fs  eta %.0fs",
-                    step, steps, metrics["d_loss"], metrics["g_loss"], metrics["seconds"], metrics["eta_seconds"])
+        logger.info("GAN steps %s  d_loss %.3f  g_loss %.3f", progress_bar(step, steps, metrics["seconds"]),
+                    metrics["d_loss"], metrics["g_loss"])
         if run is not None:
             run.log_metrics({k: metrics[k] for k in ("d_loss", "g_loss", "mode_seeking")}, step=step, prefix="train/")
 

@@ -3,10 +3,12 @@ batch with a registered detector; every item ends in scores.csv or rejected.csv)
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +33,9 @@ from pipelines.evaluation.anomaly_report import (
     validation_auroc,
 )
 from pipelines.evaluation.monitoring import trend_point, update_trend
-from pipelines.tracking.registry import DetectorModel, load_estimator, register_estimator, resolve_model, set_alias_if_better
+from pipelines.tracking.registry import (DetectorModel, load_estimator, register_estimator, resolve_model,
+                                         set_alias_if_better, version_tags)
+from pipelines.tracking.progress import progress_bar
 from pipelines.tracking.runs import find_runs, markdown_table, start_run
 
 
@@ -45,13 +49,9 @@ def normal_classes(params: TrainDetectorParams) -> tuple[ImageDataset, list[int]
 def fit_detector(x_train: np.ndarray, x_calibration: np.ndarray, params: TrainDetectorParams) -> GANAnomalyDetector:
     logger = run_logger()
 
-    started: dict[str, tuple[float, int]] = {}
-
     def progress(stage: str, step: int, total: int, record: dict) -> None:
-        first_seconds, first_step = started.setdefault(stage, (record["seconds"], step))
-        rate = (record["seconds"] - first_seconds) / max(step - first_step, 1)
-        eta = f"  eta {rate * (total - step):.0f}s" if step > first_step else ""
-        logger.info("f-AnoGAN %s step %d/%d  elapsed %.0fs%s", stage, step, total, record["seconds"], eta)
+        # seconds include a resumed run's earlier ones, so the rate covers the steps done before too
+        logger.info("f-AnoGAN %-7s  %s", stage, progress_bar(step, total, record["seconds"]))
 
     detector = GANAnomalyDetector(score=params.score, target_fpr=params.target_fpr, epochs=params.epochs,
                                   random_state=params.seed, progress=progress,
@@ -90,12 +90,47 @@ def train_detector_flow(params: TrainDetectorParams = TrainDetectorParams()) -> 
             run.log_figure(figure, path)
         version = register_estimator(run, DetectorModel(), detector, params.name,
                                      np.zeros((2, *detector.image_shape_), dtype=np.float32),
-                                     description=f"f-AnoGAN detector, normal classes {params.normal} of {params.data}")
-        champion = set_alias_if_better(params.name, version, "champion", lambda uri: validation_auroc(
-            load_estimator(uri), splits.val.x, ~is_normal["val"]))
+                                     description=f"f-AnoGAN detector, normal classes {params.normal} of {params.data}",
+                                     tags=split_tags(params, splits.train.item_ids))
+        champion = set_alias_if_better(params.name, version, "champion", partial(
+            compare_on_unseen, dataset=dataset, params=params, val=splits.val, anomalous=~is_normal["val"]))
         run.set_tags({"registered_model": params.name, "model_version": version, "champion": champion})
     return {"run_id": run.run_id, "version": version, "champion": champion, "metrics": results,
             "threshold": detector.threshold_, "seconds": detector.model_.seconds, "detector": detector}
+
+
+def split_tags(params: TrainDetectorParams, train_ids) -> dict[str, str]:
+    """Version tags that say which images a detector trained on: the data, its image size, the split
+    seed and a digest of the training split's item ids (which checks that split can be drawn again)."""
+    return {"data": params.data, "image_size": str(params.image_size), "split_seed": str(params.seed),
+            "normal": params.normal, "train_ids_digest": ids_digest(train_ids)}
+
+
+def ids_digest(item_ids) -> str:
+    return hashlib.sha256("\n".join(sorted(map(str, item_ids))).encode()).hexdigest()[:16]
+
+
+def compare_on_unseen(new_uri: str, holder_uri: str, dataset: ImageDataset, params: TrainDetectorParams, val,
+                      anomalous: np.ndarray) -> tuple[float | None, float | None, str]:
+    """Validation AUROC of the new version and of the champion on this run's validation images that
+    neither trained on: the new version trained on this run's training split, the champion on the
+    training split of its own seed (its version tags), whose images are left out. A champion whose
+    training images cannot be told (other data, or registered without these tags) is not compared."""
+    name, holder_version, _ = resolve_model(holder_uri)
+    tags = version_tags(name, holder_version)
+    if (tags.get("data"), tags.get("image_size")) != (params.data, str(params.image_size)) or "split_seed" not in tags:
+        note = (f"(not compared: version {holder_version} trained on other or unrecorded data "
+                f"({tags.get('data', 'unknown')}), so no image is known to be unseen by both)")
+        run_logger().warning("champion stays: %s", note)
+        return None, None, note
+    holder_train = set(stratified_split(dataset, seed=int(tags["split_seed"])).train.item_ids)
+    if tags.get("train_ids_digest") not in (None, ids_digest(holder_train)):
+        note = f"(not compared: the data changed since version {holder_version} was trained)"
+        run_logger().warning("champion stays: %s", note)
+        return None, None, note
+    unseen = np.array([item not in holder_train for item in val.item_ids])
+    scores = [validation_auroc(load_estimator(uri), val.x[unseen], anomalous[unseen]) for uri in (new_uri, holder_uri)]
+    return scores[0], scores[1], f"(validation AUROC on {int(unseen.sum())} images neither trained on)"
 
 
 def record_scores(data: BatchInfo, out_dir: Path, summary: dict, detector, model: tuple[str, str, str]) -> str:
@@ -154,9 +189,10 @@ def score_chunks(detector, params: ScoreParams, out_dir: Path) -> dict[str, int]
                                  "reason": [r[1] for r in chunk.rejected]})
         rows = pd.concat([scored, rejected.reindex(columns=scored.columns)], ignore_index=True)
         results.append(rows.astype({"flag": "Int64"}), chunk.end)
-        rate = (chunk.end - done) / max(time.perf_counter() - started, 1e-9)
-        logger.info("scored %d/%d items of %s (%.0f items/s, eta %.0fs)", chunk.end, total, params.batch, rate,
-                    (total - chunk.end) / max(rate, 1e-9))
+        spent = time.perf_counter() - started
+        logger.info("scoring %s  %s  (%.0f items/s)", params.batch,
+                    progress_bar(chunk.end, total, spent, first_done=done, unit="items"),
+                    (chunk.end - done) / max(spent, 1e-9))
     return results.finish(out_dir / "scores.csv", out_dir / "rejected.csv")
 
 

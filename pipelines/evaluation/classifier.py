@@ -6,9 +6,12 @@ Both follow scikit-learn: ``fit(X, y)``, ``predict_proba(X)``, ``predict(X)``, w
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
 from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
@@ -53,6 +56,11 @@ class CNNClassifier:
     ``class_weight="balanced"`` weights the loss by inverse class frequency (the `class_weight` arm).
     ``min_steps`` raises the number of epochs on small datasets so training takes at least that many
     optimiser steps.
+
+    ``history_`` holds one record per epoch: ``epoch``, ``loss`` (mean training loss), ``time`` (ms since
+    the epoch, when it ended) and, when ``fit`` got ``validation=(X_val, y_val)``, ``val_loss`` and
+    ``val_balanced_accuracy``. Validation is scored in eval mode without gradients, so it does not
+    change what is learned.
     """
 
     def __init__(
@@ -73,7 +81,8 @@ class CNNClassifier:
         self.width = width
         self.random_state = random_state
 
-    def fit(self, X: np.ndarray, y: np.ndarray, n_classes: int | None = None) -> "CNNClassifier":
+    def fit(self, X: np.ndarray, y: np.ndarray, n_classes: int | None = None,
+            validation: tuple[np.ndarray, np.ndarray] | None = None) -> "CNNClassifier":
         rng = np.random.default_rng(self.random_state)
         self.n_classes_ = int(n_classes if n_classes is not None else y.max() + 1)
         self.model_ = build_seeded(lambda: SmallCNN(X.shape[1], self.n_classes_, self.width), self.random_state)
@@ -90,17 +99,32 @@ class CNNClassifier:
         yt = torch.from_numpy(y.astype(np.int64))
         self.model_.train()
         batches = max(1, len(yt) // self.batch_size)
-        for _ in range(max(self.epochs, -(-self.min_steps // batches))):
+        self.history_: list[dict] = []
+        for epoch in range(1, max(self.epochs, -(-self.min_steps // batches)) + 1):
             order = torch.from_numpy(rng.permutation(len(yt)))
+            losses = []
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
                 if len(idx) < 2:  # BatchNorm needs two items
                     continue
                 optimiser.zero_grad()
-                loss_fn(self.model_(xt[idx]), yt[idx]).backward()
+                loss = loss_fn(self.model_(xt[idx]), yt[idx])
+                loss.backward()
                 optimiser.step()
+                losses.append(loss.item())
+            record = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan")}
+            if validation is not None:
+                self.model_.eval()
+                record.update(self._validation_record(*validation))
+                self.model_.train()
+            self.history_.append({**record, "time": int(time.time() * 1000)})
         self.model_.eval()
         return self
+
+    def _validation_record(self, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        proba = self.predict_proba(X)
+        loss = -np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, None)).mean()
+        return {"val_loss": float(loss), "val_balanced_accuracy": float(balanced_accuracy_score(y, proba.argmax(1)))}
 
     @torch.no_grad()
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
@@ -120,12 +144,14 @@ class LogisticClassifier:
         self.max_iter = max_iter
         self.random_state = random_state
 
-    def fit(self, X: np.ndarray, y: np.ndarray, n_classes: int | None = None) -> "LogisticClassifier":
+    def fit(self, X: np.ndarray, y: np.ndarray, n_classes: int | None = None,
+            validation: tuple[np.ndarray, np.ndarray] | None = None) -> "LogisticClassifier":
         self.n_classes_ = int(n_classes if n_classes is not None else y.max() + 1)
         self.model_ = LogisticRegression(
             max_iter=self.max_iter, class_weight=self.class_weight, random_state=self.random_state
         )
         self.model_.fit(X.reshape(len(X), -1), y)
+        self.history_ = []  # one solver run, no epochs
         return self
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ from pipelines.evaluation.metrics import classification_report
 from pipelines.evaluation.plots import comparison_bars, confusion_figure, sweep_curves
 from pipelines.evaluation.remedies import GAN_ARMS, NON_GAN_ARMS, Synthesise, apply_arm, parse_arms
 from pipelines.evaluation.statistics import paired_difference, summarise
+from pipelines.tracking.progress import progress_bar
 from pipelines.tracking.runs import TrackedRun, markdown_table, start_run
 
 METRICS = ["minority_recall", "balanced_accuracy", "macro_f1", "g_mean", "minority_pr_auc"]
@@ -89,7 +90,7 @@ def evaluate_arms(splits: Splits, minority_idx: list[int], targets: dict[int, in
         for share in SYNTHETIC_SHARES if arm == "gan" else (1.0,):
             x, y, class_weight = apply_arm(arm, train, targets, seed, shifted, synthetic_share=share)
             model = make_classifier(classifier, class_weight=class_weight, epochs=epochs, random_state=seed)
-            model.fit(x, y, n_classes=len(train.class_names))
+            model.fit(x, y, n_classes=len(train.class_names), validation=(splits.val.x, splits.val.y))
             val_summary, _ = classification_report(splits.val.y, model.predict_proba(splits.val.x),
                                                    train.class_names, minority_idx)
             fits.append((val_summary[PRIMARY], share, len(y), model, val_summary))
@@ -101,13 +102,13 @@ def evaluate_arms(splits: Splits, minority_idx: list[int], targets: dict[int, in
                      **({"synthetic_share": share} if arm == "gan" else {}),
                      **{f"recall_{r['class']}": r["recall"] for r in per_class.to_dict("records")},
                      "_pred": proba.argmax(axis=1), "_true": splits.test.y, "_per_class": per_class,
+                     "_history": getattr(model, "history_", []),
                      "_started": started, "_ended": time.time()})
         if progress is not None:
             spent = time.time() - seed_started
             where = f"seed {seed}" + (f", {sweep_count} per minority class" if sweep_count else "")
-            progress(f"{where}: arm {done}/{len(arms)} {arm} in {time.time() - started:.0f} s "
-                     f"(validation {PRIMARY} {val_summary[PRIMARY]:.3f}); about "
-                     f"{spent / done * (len(arms) - done):.0f} s left for this seed")
+            progress(f"{where}: arms {progress_bar(done, len(arms), spent)}  ({arm} in {time.time() - started:.0f} s, "
+                     f"validation {PRIMARY} {val_summary[PRIMARY]:.3f})")
     return rows
 
 
@@ -232,6 +233,7 @@ def log_comparison(comparison: Comparison, parent: TrackedRun, class_names: Sequ
             child.log_params({"arm": row["arm"], "seed": row["seed"],
                               "minority_count": row["count"] or minority})
             child.log_metrics(sectioned_metrics(row))
+            log_curves(child, row.get("_history", []))
             child.log_table(row["_per_class"], "tables/per_class.csv")
     parent.log_table(comparison.summary, "tables/comparison.csv")
     if len(comparison.verdicts):
@@ -252,6 +254,18 @@ def log_comparison(comparison: Comparison, parent: TrackedRun, class_names: Sequ
                         for r in comparison.headline_verdicts.to_dict("records")} if len(comparison.headline_verdicts)
                        else {}, prefix="verdict/")
     return parent.run_id
+
+
+CURVES = {"loss": "epoch/train_loss", "val_loss": "epoch/val_loss", "val_balanced_accuracy": "epoch/val_balanced_accuracy"}
+
+
+def log_curves(run: TrackedRun, history: Sequence[Mapping[str, float]]) -> None:
+    """The classifier's per-epoch curves (step = epoch, at the time the epoch ended), so the child run
+    shows training loss, validation loss and validation balanced accuracy over epochs (section ``epoch/``)."""
+    for record in history:
+        for key, name in CURVES.items():
+            if key in record:
+                run.log_metrics({name: record[key]}, step=record["epoch"], timestamp=record.get("time"))
 
 
 def sectioned_metrics(row: Mapping[str, Any]) -> dict[str, float]:

@@ -67,20 +67,41 @@ def samples_figure(real: np.ndarray, fake: np.ndarray, title: str, ncols: int = 
     return image_grid(np.concatenate([real, fake]), ncols=ncols, title=title)
 
 
+# non-GAN arms: distinct muted colours; GAN arms: reds with a black edge, so they stand out
+BASELINE_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:gray", "tab:olive",
+                    "tab:cyan", "tab:pink", "navy", "darkgoldenrod", "teal")
+GAN_COLOURS = ("tab:red", "darkred", "salmon", "crimson")
+
+
+def arm_colours(arms: Sequence[str]) -> dict[str, str]:
+    """One colour per arm, never shared: GAN arms (``gan``, ``gan+...``) in reds, the others from the rest."""
+    gan = [a for a in arms if a.startswith("gan")]
+    other = [a for a in arms if not a.startswith("gan")]
+    colours = {a: GAN_COLOURS[i % len(GAN_COLOURS)] for i, a in enumerate(gan)}
+    colours.update({a: BASELINE_COLOURS[i % len(BASELINE_COLOURS)] for i, a in enumerate(other)})
+    return colours
+
+
 def comparison_bars(summary, metrics: Sequence[str], title: str = "mean and 95% interval across seeds"):
-    """Grouped bars, one group per metric, one bar per arm, with interval whiskers."""
+    """Grouped bars, one group per metric, one bar per arm (its own colour; GAN arms red with a black
+    edge), interval whiskers clipped to the metrics' range [0, 1]; the legend sits outside the bars."""
     arms = list(summary["arm"])
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(metrics) * len(arms) / 4), 3.8))
+    colours = arm_colours(arms)
+    fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(metrics) * len(arms) / 4 + 2), 4.0))
     width = 0.8 / len(arms)
     for i, arm in enumerate(arms):
         row = summary[summary.arm == arm].iloc[0]
-        means = np.array([row[m] for m in metrics])
-        errors = np.array([[row[m] - row[f"{m}_low"] for m in metrics], [row[f"{m}_high"] - row[m] for m in metrics]])
-        ax.bar(np.arange(len(metrics)) + i * width, means, width, yerr=np.maximum(errors, 0), capsize=2, label=arm,
-               color=("tab:red" if arm.startswith("gan") else None))
-    ax.set_xticks(np.arange(len(metrics)) + 0.4 - width / 2, metrics)
-    ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=7, ncol=min(len(arms), 4), loc="lower right")
+        means = np.array([row[m] for m in metrics], dtype=float)
+        low = np.clip([row[f"{m}_low"] for m in metrics], 0.0, 1.0)
+        high = np.clip([row[f"{m}_high"] for m in metrics], 0.0, 1.0)
+        errors = np.maximum([means - low, high - means], 0.0)
+        gan = arm.startswith("gan")
+        ax.bar(np.arange(len(metrics)) + i * width, means, width, yerr=errors, capsize=2, label=arm,
+               color=colours[arm], edgecolor="black" if gan else "none", linewidth=1.2 if gan else 0)
+    ax.set_xticks(np.arange(len(metrics)) + 0.4 - width / 2, [m.replace("_", " ") for m in metrics])
+    ax.set_ylim(0, 1.0)
+    ax.set_ylabel("score on the test split (mean over seeds)")
+    ax.legend(fontsize=8, title="arm", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
@@ -89,11 +110,13 @@ def comparison_bars(summary, metrics: Sequence[str], title: str = "mean and 95% 
 def sweep_curves(summary, metric: str):
     """``metric`` against the minority training count, one line (with interval band) per arm."""
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    colours = arm_colours(list(dict.fromkeys(summary["arm"])))
     for arm, group in summary.groupby("arm", sort=False):
         group = group.sort_values("count")
-        line = ax.plot(group["count"], group[metric], marker="o", label=arm,
+        line = ax.plot(group["count"], group[metric], marker="o", label=arm, color=colours[arm],
                        linestyle="-" if arm.startswith("gan") else "--")[0]
-        ax.fill_between(group["count"], group[f"{metric}_low"], group[f"{metric}_high"], alpha=0.12, color=line.get_color())
+        ax.fill_between(group["count"], np.clip(group[f"{metric}_low"], 0, 1), np.clip(group[f"{metric}_high"], 0, 1),
+                        alpha=0.12, color=line.get_color())
     ax.set_xscale("log")
     ax.set_xlabel("training images per minority class")
     ax.set_ylabel(metric)

@@ -212,14 +212,18 @@ def load_estimator(uri: str) -> Any:
         if not folder.is_dir():
             raise GanpipeError(f"model {uri} has no '{ARTIFACT}' folder of plain data (a ganpipe before safe loading "
                                "stored it as a pickle, which is not loaded); train and register it again")
-        return read_estimator(folder)[0]
+        try:
+            return read_estimator(folder)[0]
+        except GanpipeError as error:  # e.g. a detector saved before a score it needs: say which model
+            raise GanpipeError(f"model {uri}: {error}") from None
 
 
-def set_alias_if_better(name: str, version: str, alias: str, evaluate) -> bool:
-    """Point ``alias`` at ``version`` when there is no holder yet, or when ``evaluate(uri)`` (higher
-    is better, None = cannot evaluate) rates the new version above the current holder on the same
-    data. When either cannot be evaluated the holder stays. Records the comparison as a version
-    tag; returns whether the alias moved."""
+def set_alias_if_better(name: str, version: str, alias: str, compare) -> bool:
+    """Point ``alias`` at ``version`` when there is no holder yet, or when ``compare(new_uri, holder_uri)``
+    -> ``(new_score, holder_score, note)`` (higher is better, None = cannot evaluate) rates the new
+    version above the current holder; ``compare`` picks the data both are scored on (images neither
+    trained on) and says which in ``note``. When either cannot be evaluated the holder stays. Records
+    the comparison as the version tag ``<alias>_comparison``; returns whether the alias moved."""
     from mlflow.exceptions import MlflowException
 
     mlflow_client = client()
@@ -230,10 +234,9 @@ def set_alias_if_better(name: str, version: str, alias: str, evaluate) -> bool:
     if holder is None or str(holder) == str(version):
         mlflow_client.set_registered_model_alias(name, alias, version)
         return True
-    new_score = evaluate(f"models:/{name}/{version}")
-    old_score = evaluate(f"models:/{name}/{holder}")
+    new_score, old_score, note = compare(f"models:/{name}/{version}", f"models:/{name}/{holder}")
     mlflow_client.set_model_version_tag(name, version, f"{alias}_comparison",
-                                        f"this version {new_score} vs version {holder} {old_score}")
+                                        f"this version {new_score} vs version {holder} {old_score} {note}".strip())
     if new_score is not None and old_score is not None and new_score > old_score:
         mlflow_client.set_registered_model_alias(name, alias, version)
         return True

@@ -129,12 +129,14 @@ class TrackedRun:
         for start in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[start : start + 100])
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, prefix: str = "") -> None:
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, prefix: str = "",
+                    timestamp: int | None = None) -> None:
+        """Log ``metrics`` at ``step`` and ``timestamp`` (ms since the epoch; default: now), in batches."""
         import time
 
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
+        now = int(time.time() * 1000) if timestamp is None else int(timestamp)
         items = [
             Metric(_metric_key(prefix + str(k)), float(v), now, step or 0)
             for k, v in metrics.items()

@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.base import clone
 
-from anomaly import CRITIC_ONLY, SCORES, GANAnomalyDetector
+from anomaly import CRITIC_ONLY, DEFAULT_SCORE, SCORES, GANAnomalyDetector
 from anomaly.networks import AnoGenerator, Critic, Encoder
 from anomaly.train import FAnoGANConfig, train_fanogan
 from pipelines.gan_core.safe_state import load_state, save_state
@@ -43,7 +43,7 @@ def test_networks_shapes(channels, size):
 def test_anomalies_score_higher_than_normals(fitted):
     normal = blobs(100, 2)
     noise = np.random.default_rng(3).random((100, 1, 8, 8)).astype(np.float32)
-    for name in ("combined", "residual", "critic_feature_distance", "critic_feature_knn", "ensemble"):
+    for name in ("combined", "residual", "critic_feature_distance", "critic_feature_knn", "multi_critic_distance", "ensemble"):
         parts = fitted.score_components(np.concatenate([normal, noise]))
         assert parts[name][100:].mean() > parts[name][:100].mean(), name
     assert fitted.predict(noise).mean() > 0.9
@@ -160,6 +160,8 @@ def test_nothing_is_fitted_on_calibration_anomalous_or_scored_images(fitted):
     np.testing.assert_array_equal(detector.feature_mean_, density[0])
     np.testing.assert_array_equal(detector.feature_whitening_, density[1])
     np.testing.assert_array_equal(detector.feature_reference_, fitted.feature_reference_)
+    for before, after in zip(fitted.layer_means_ + fitted.layer_whitenings_, detector.layer_means_ + detector.layer_whitenings_):
+        np.testing.assert_array_equal(before, after)
     # with no calibration set, the held-out share never reaches the feature density
     small = GANAnomalyDetector(calibration_fraction=0.25, **{**TINY, "gan_steps": 2, "encoder_steps": 2})
     images = blobs(40, 0)
@@ -197,9 +199,10 @@ def test_fit_holds_out_a_calibration_share_when_none_is_given():
     assert len(detector.calibration_scores_["combined"]) == 10
 
 
-def test_interrupted_training_resumes_to_the_same_networks(tmp_path):
+@pytest.mark.parametrize("stop_at", [3, 10])  # in stage 1 (between critic snapshots), in stage 2
+def test_interrupted_training_resumes_to_the_same_networks(tmp_path, stop_at):
     config = FAnoGANConfig(gan_steps=6, encoder_steps=6, critic_steps=1, width=4, latent_dim=4, batch_size=8,
-                           checkpoint_every=4, seed=1)
+                           checkpoint_every=2, seed=1)
     x = blobs(40, 0)
     reference = train_fanogan(x, config)
 
@@ -207,7 +210,7 @@ def test_interrupted_training_resumes_to_the_same_networks(tmp_path):
         pass
 
     def stop(stage, step, total, record):
-        if step == 10:
+        if step == stop_at:
             raise Interrupt
 
     path = tmp_path / "f.pt"
@@ -216,3 +219,64 @@ def test_interrupted_training_resumes_to_the_same_networks(tmp_path):
     resumed = train_fanogan(x, config, checkpoint_path=path)
     for name, tensor in reference.encoder.state_dict().items():
         torch.testing.assert_close(resumed.encoder.state_dict()[name], tensor)
+    assert len(resumed.critics) == len(reference.critics) == config.snapshots
+    for kept, again in zip(reference.snapshots, resumed.snapshots):
+        for name, tensor in kept.state_dict().items():
+            torch.testing.assert_close(again.state_dict()[name], tensor)
+
+
+def test_snapshots_are_the_critic_at_evenly_spaced_steps():
+    from anomaly.train import snapshot_steps
+
+    assert snapshot_steps(FAnoGANConfig(gan_steps=500, snapshots=5)) == [100, 200, 300, 400]
+    assert snapshot_steps(FAnoGANConfig(gan_steps=500, snapshots=1)) == []
+    config = FAnoGANConfig(gan_steps=4, encoder_steps=1, critic_steps=1, width=4, latent_dim=4, batch_size=8, snapshots=2)
+    model = train_fanogan(blobs(20, 0), config)
+    assert len(model.critics) == 2
+    first, final = (c.state_dict() for c in model.critics)
+    assert any(not torch.equal(first[k], final[k]) for k in first)  # the critic moved on after the copy
+
+
+def test_multi_critic_distance_is_the_mean_standardised_mahalanobis_distance_over_critics_and_depths(fitted):
+    train, calibration = blobs(300, 0), blobs(200, 1)  # what the fixture trained and calibrated on
+    x = np.concatenate([blobs(5, 11), np.random.default_rng(12).random((5, 1, 8, 8)).astype(np.float32)])
+
+    def distances(images):
+        out = []
+        with torch.inference_mode():
+            for critic in fitted.model_.critics:
+                for depth, view in enumerate(critic.layer_features(torch.from_numpy(images) * 2 - 1)):
+                    view = view.numpy().astype(np.float64)
+                    fit_on = critic.layer_features(torch.from_numpy(train) * 2 - 1)[depth].numpy().astype(np.float64)
+                    from sklearn.covariance import LedoitWolf
+
+                    density = LedoitWolf().fit(fit_on)  # on the training images only
+                    centred = view - density.location_
+                    out.append(np.sqrt(np.einsum("nf,fg,ng->n", centred, density.precision_, centred)))
+        return np.stack(out, axis=1)
+
+    assert distances(x).shape[1] == 2 * FAnoGANConfig.snapshots
+    reference = distances(calibration)
+    expected = ((distances(x) - reference.mean(0)) / reference.std(0)).mean(1)
+    score = fitted.score_components(x)["multi_critic_distance"]
+    np.testing.assert_allclose(score, expected, rtol=2e-3, atol=2e-3)
+    assert score[5:].min() > score[:5].max()  # noise is farther from the normal images than new normal ones
+
+
+def test_a_state_saved_before_the_snapshot_ensemble_scores_without_it(fitted):
+    old = {k: v for k, v in fitted.state_dict().items() if not k.startswith("layer_")}
+    old["model"] = {k: v for k, v in old["model"].items() if k != "critic_snapshots"}
+    again = GANAnomalyDetector.from_state_dict(old)
+    parts = again.score_components(blobs(4, 3))
+    assert "multi_critic_distance" not in parts and "critic_feature_distance" in parts
+    with pytest.raises(ValueError, match="train it again"):
+        GANAnomalyDetector.from_state_dict({**old, "params": {**old["params"], "score": "multi_critic_distance"}})
+
+
+def test_held_out_fpr_scores_calibration_images_against_a_threshold_they_did_not_set():
+    detector = GANAnomalyDetector(random_state=0)
+    detector.target_fpr_ = 0.05
+    detector.calibration_scores_ = {DEFAULT_SCORE: np.random.default_rng(0).normal(size=4000)}
+    assert 0.04 <= detector.held_out_fpr() <= 0.06
+    detector.calibration_scores_ = {DEFAULT_SCORE: np.full(40, 2.0)}  # ties: nothing strictly above
+    assert detector.held_out_fpr() == 0.0

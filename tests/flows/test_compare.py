@@ -21,7 +21,8 @@ def test_compare_runs_every_arm_and_never_shows_test_items_to_resamplers(mlflow_
     monkeypatch.setattr(experiment, "apply_arm", lambda arm, train, *a, **k: (seen.append(train), real_apply(arm, train, *a, **k))[1])
     monkeypatch.setattr(compare, "train_gan_for_arms", lambda train, *a, **k: (seen.append(train), real_gan(train, *a, **k))[1])
 
-    result = compare.compare_flow.fn(CompareParams(**FAST, seeds=2, out=str(tmp_path / "cmp")))
+    # the CNN (2 epochs) rather than logreg: its child runs get per-epoch curves
+    result = compare.compare_flow.fn(CompareParams(**{**FAST, "classifier": "cnn", "epochs": 2}, seeds=2, out=str(tmp_path / "cmp")))
     summary = pd.read_csv(tmp_path / "cmp" / "comparison.csv")
     assert list(summary["arm"]) == list(ARMS)
     assert {"minority_recall", "minority_recall_low", "minority_recall_high", "balanced_accuracy", "g_mean"} <= set(summary.columns)
@@ -45,6 +46,12 @@ def test_compare_runs_every_arm_and_never_shows_test_items_to_resamplers(mlflow_
     assert len(children) == 2 * len(ARMS)
     gan_child = next(c for c in children if c.data.tags["arm"] == "gan")
     assert {"test/minority_recall", "val/minority_recall", "train/synthetic_share", "train/train_items"} <= set(gan_child.data.metrics)
+    # per-epoch curves of the chosen classifier: one point per epoch, in order, at the epoch's end time
+    curve = client.get_metric_history(gan_child.info.run_id, "epoch/val_balanced_accuracy")
+    assert [m.step for m in curve] == [1, 2]
+    assert all(0 <= m.value <= 1 for m in curve)
+    assert [m.timestamp for m in curve] == sorted(m.timestamp for m in curve)
+    assert len(client.get_metric_history(gan_child.info.run_id, "epoch/train_loss")) == 2
     assert parent.data.tags["mlflow.note.content"] == result["text"]  # the verdict is the description
     # real durations: the parent opened before the first arm started; each arm's run spans its training
     assert parent.info.start_time <= min(c.info.start_time for c in children)

@@ -56,7 +56,11 @@ def test_champion_moves_only_to_a_better_version(trained):
     first_auroc, second_auroc = trained["first"]["metrics"]["val"]["auroc"], second["metrics"]["val"]["auroc"]
     assert second["champion"] == (second_auroc > first_auroc)
     assert holder == ("2" if second["champion"] else "1")
-    assert "champion_comparison" in client.get_model_version("digits-zero", "2").tags
+    # both trained on the same split: the whole validation split is unseen by both
+    from pipelines.data.splits import stratified_split
+
+    n_val = len(stratified_split(load_dataset("digits"), seed=0).val)
+    assert f"on {n_val} images neither trained on" in client.get_model_version("digits-zero", "2").tags["champion_comparison"]
 
 
 def test_registered_model_scores_like_the_in_memory_one(trained):
@@ -186,3 +190,50 @@ def test_detector_cli_errors(trained, argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_a_stale_registered_detector_is_one_line_naming_the_model(trained, tmp_path, monkeypatch, capsys):
+    """A detector registered before the critic-feature scores existed (its state lacks their density)."""
+    from anomaly import GANAnomalyDetector
+
+    current = GANAnomalyDetector.state_dict
+    monkeypatch.setattr(GANAnomalyDetector, "state_dict", lambda self: {
+        k: v for k, v in current(self).items() if k not in ("feature_mean", "feature_whitening", "feature_reference")})
+    train_detector_flow.fn(TrainDetectorParams(data="digits", normal="0", epochs=1, seed=0, out=str(tmp_path / "det"),
+                                               name="digits-stale"))
+    monkeypatch.undo()
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    write_png(batch / "a.png", np.zeros((8, 8), dtype=np.uint8))
+    capsys.readouterr()  # the training's output
+    assert main(["score", str(batch), "--out", str(tmp_path / "o"), "--model", "models:/digits-stale/1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "models:/digits-stale/1" in err and "train it again" in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_champion_is_compared_on_images_neither_version_trained_on(trained, tmp_path):
+    """Version 2 splits with another seed: the champion (seed 0) trained on some of its validation images."""
+    import re
+
+    from pipelines.data.splits import stratified_split
+
+    client = MlflowClient(tracking_uri=trained["uri"])
+    for seed in (0, 1):
+        train_detector_flow.fn(TrainDetectorParams(data="digits", normal="0", epochs=1, seed=seed,
+                                                   out=str(tmp_path / f"d{seed}"), name="digits-seeds"))
+    note = client.get_model_version("digits-seeds", "2").tags["champion_comparison"]
+    dataset = load_dataset("digits")
+    seen_by_first = set(stratified_split(dataset, seed=0).train.item_ids)
+    val = stratified_split(dataset, seed=1).val.item_ids
+    unseen = sum(item not in seen_by_first for item in val)
+    assert 0 < unseen < len(val)
+    assert re.search(rf"on {unseen} images neither trained on", note)
+
+    # a champion trained on other data: nothing is known to be unseen by both, so it stays
+    train_detector_flow.fn(TrainDetectorParams(data="digits", normal="0", epochs=1, seed=0, image_size=12,
+                                               out=str(tmp_path / "big"), name="digits-sizes"))
+    result = train_detector_flow.fn(TrainDetectorParams(data="digits", normal="0", epochs=1, seed=0,
+                                                        out=str(tmp_path / "small"), name="digits-sizes"))
+    assert result["champion"] is False
+    assert "not compared" in client.get_model_version("digits-sizes", "2").tags["champion_comparison"]

@@ -57,3 +57,14 @@ def test_min_steps_lengthens_training_on_small_data():
     short = CNNClassifier(epochs=1, random_state=0).fit(x, y, n_classes=10)
     long = CNNClassifier(epochs=1, min_steps=60, random_state=0).fit(x, y, n_classes=10)
     assert (long.predict(x) == y).mean() > (short.predict(x) == y).mean()
+
+
+def test_validation_curves_do_not_change_what_is_learned():
+    s = stratified_split(load_dataset("digits"), seed=0)
+    plain = CNNClassifier(epochs=3, random_state=1).fit(s.train.x, s.train.y)
+    watched = CNNClassifier(epochs=3, random_state=1).fit(s.train.x, s.train.y, validation=(s.val.x, s.val.y))
+    np.testing.assert_array_equal(plain.predict_proba(s.test.x), watched.predict_proba(s.test.x))
+    assert [r["epoch"] for r in watched.history_] == [1, 2, 3]
+    assert all({"loss", "val_loss", "val_balanced_accuracy", "time"} <= set(r) for r in watched.history_)
+    assert watched.history_[-1]["loss"] < watched.history_[0]["loss"]  # it learns
+    assert "val_loss" not in plain.history_[0]  # no validation set, no validation curve

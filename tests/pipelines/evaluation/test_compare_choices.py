@@ -22,7 +22,7 @@ def test_gan_share_is_chosen_on_validation_never_on_test(monkeypatch):
         return real_apply(arm, train, targets, seed, synthesise, synthetic_share=synthetic_share)
 
     class Stub:
-        def fit(self, x, y, n_classes):
+        def fit(self, x, y, n_classes, validation=None):
             self.share = current["share"]
             return self
 

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.colors import to_rgba
+
+from pipelines.evaluation.plots import arm_colours, comparison_bars
+
+ARMS = ["none", "ros", "smote", "class_weight", "albumentations", "gan", "gan+albumentations"]
+
+
+def summary(metrics):
+    rows = []
+    for i, arm in enumerate(ARMS):
+        row = {"arm": arm}
+        for m in metrics:
+            row.update({m: 0.5 + 0.05 * i, f"{m}_low": -0.4, f"{m}_high": 1.3})  # a 2-seed interval past [0, 1]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_every_arm_has_its_own_colour_and_gan_arms_are_red():
+    colours = arm_colours(ARMS)
+    assert len(set(colours.values())) == len(ARMS)
+    assert {colours["gan"], colours["gan+albumentations"]} <= {"tab:red", "darkred"}
+    assert not {c for a, c in colours.items() if not a.startswith("gan")} & {"tab:red", "darkred", "salmon", "crimson"}
+
+
+def test_bars_clip_intervals_label_the_axis_and_keep_the_legend_off_the_bars():
+    metrics = ["minority_recall", "balanced_accuracy"]
+    fig = comparison_bars(summary(metrics), metrics)
+    ax = fig.axes[0]
+    assert ax.get_ylabel()
+    # whisker ends (the error bar lines) stay within [0, 1]
+    for container in ax.containers:
+        if hasattr(container, "lines") and container.lines[2]:
+            for collection in container.lines[2]:
+                ends = np.concatenate([seg[:, 1] for seg in collection.get_segments()])
+                assert ends.min() >= 0 and ends.max() <= 1
+    bars = [c for c in ax.containers if hasattr(c, "patches")]
+    assert len({to_rgba(b.patches[0].get_facecolor()) for b in bars}) == len(ARMS)
+    gan_bar = next(b for b in bars if b.get_label() == "gan")
+    assert gan_bar.patches[0].get_linewidth() > 0  # outlined: the GAN stands out
+    legend = ax.get_legend()
+    fig.canvas.draw()
+    box, axes_box = legend.get_window_extent(), ax.get_window_extent()
+    assert box.x0 >= axes_box.x1  # beside the axes, not over the bars
