@@ -43,7 +43,7 @@ from pipelines.gan_core.config import steps_for_epochs
 
 SCORES = ("combined", "residual", "feature_residual", "critic", "critic_feature_distance", "critic_feature_knn",
           "multi_critic_distance", "ensemble")
-DEFAULT_SCORE = "multi_critic_distance"
+DEFAULT_SCORE = "critic_feature_distance"
 ENSEMBLE = ("combined", "critic")
 CRITIC_ONLY = ("critic", "critic_feature_distance", "critic_feature_knn", "multi_critic_distance")
 MULTI = "multi_critic_distance"
@@ -194,7 +194,8 @@ class GANAnomalyDetector(BaseEstimator):
     # ------------------------------------------------------------------ scoring
 
     @torch.inference_mode()
-    def _raw_components(self, X: np.ndarray, reconstruction: bool = True, batch_size: int = 256) -> dict[str, np.ndarray]:
+    def _raw_components(self, X: np.ndarray, reconstruction: bool = True, snapshots: bool = True,
+                        batch_size: int = 256) -> dict[str, np.ndarray]:
         """Raw components per item; without ``reconstruction`` only the :data:`CRITIC_ONLY` ones (one
         critic pass, no ``G(E(x))``). Batches of 256 keep the activations in cache."""
         model: FAnoGAN = self.model_
@@ -206,7 +207,7 @@ class GANAnomalyDetector(BaseEstimator):
         if reference is None:  # saved before critic_feature_knn existed: that component is left out
             parts.pop("critic_feature_knn")
         parts.pop(MULTI)  # from the layer distances, once standardised (see _with_ensemble)
-        layers = getattr(self, "layer_means_", None) is not None
+        layers = snapshots and getattr(self, "layer_means_", None) is not None  # the snapshot critics' passes
         if layers:
             parts["layer_distances"] = []
             layer_means = [torch.from_numpy(m) for m in self.layer_means_]
@@ -251,10 +252,12 @@ class GANAnomalyDetector(BaseEstimator):
     def score_components(self, X: np.ndarray, every_component: bool = True) -> dict[str, np.ndarray]:
         """Scores per item (in :data:`SCORES` order), plus ``p_value`` of the selected score. With
         ``every_component=False``, only those of the pass the selected score needs: the
-        :data:`CRITIC_ONLY` scores for a critic-only score (no ``G(E(x))``, several times faster)."""
+        :data:`CRITIC_ONLY` scores for a critic-only score (no ``G(E(x))``, several times faster), and
+        ``multi_critic_distance`` (the snapshot critics' passes) only when it is the selected score."""
         X = self._check(X)
         reconstruction = every_component or self.score not in CRITIC_ONLY
-        raw = self._with_ensemble(self._raw_components(X, reconstruction=reconstruction))
+        snapshots = every_component or self.score == MULTI  # the other critic passes only when needed
+        raw = self._with_ensemble(self._raw_components(X, reconstruction=reconstruction, snapshots=snapshots))
         components = {k: raw[k] for k in SCORES if k in raw}
         components["p_value"] = self._p_values(components[self.score])
         return components

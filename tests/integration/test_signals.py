@@ -38,10 +38,15 @@ def test_sigterm_under_load_ends_the_command_and_all_its_children(tmp_path):
     output = lambda: (tmp_path / "command.log").read_text(errors="replace")[-2000:]  # noqa: E731
     try:
         deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and not psutil.Process(command.pid).children(recursive=True):
+        # a child that lasts (the temporary Prefect server), not a short-lived helper process that is
+        # gone by the next look: wait until the same child is there twice, a second apart
+        lasting: set[int] = set()
+        while time.monotonic() < deadline and not lasting:
             assert command.poll() is None, output()
-            time.sleep(0.5)
-        assert psutil.Process(command.pid).children(recursive=True), "the command never started a child process"
+            before = {p.pid for p in psutil.Process(command.pid).children(recursive=True)}
+            time.sleep(1.0)
+            lasting = before & {p.pid for p in psutil.Process(command.pid).children(recursive=True)}
+        assert lasting, "the command never started a child process that lasted"
         time.sleep(5)  # into the flow run
         sent = time.monotonic()
         command.send_signal(signal.SIGTERM)  # to the command only, as a scheduler or container runtime does
