@@ -210,7 +210,9 @@ def run(quick: bool = False) -> str:
         f"- This machine's fp32 GEMM rate (1024x1024 matmul, {rates['threads']} threads): {gemm / 1e9:.0f} GFLOP/s.",
     ]
     for name, what in (("all_components", "all components (encoder, generator, one critic pass over x and G(E(x)))"),
-                       ("critic_only", f"critic-only scores ({', '.join(f'`{k}`' for k in CRITIC_ONLY)}, no G(E(x)))")):
+                       ("critic_only", f"critic-only default score `{DEFAULT_SCORE}` (with "
+                                       f"{', '.join(f'`{k}`' for k in CRITIC_ONLY if k != 'multi_critic_distance')}; "
+                                       "no G(E(x)), no snapshot critics)")):
         rate, flops = rates[f"{name}_images_per_second"], rates[f"{name}_flops_per_image"]
         sections.append(f"- {what}: {rate:.0f} images/s, {flops / 1e6:.1f} MFLOP per image, "
                         f"{rate * flops / gemm:.0%} of the GEMM rate (target >= 5,000 images/s).")

@@ -114,11 +114,8 @@ class TrainDetectorParams(JobParams):
                                                                    "unset: the detector's GAN and encoder steps")
     seed: int = Field(0, ge=0, description="seed for split and training")
     name: str = Field(DETECTOR, min_length=1, description="registered model name")
-    score: str = Field(DEFAULT_SCORE, description=f"score that flags items: {', '.join(SCORES)} (the critic "
-                                                  "scores need no reconstruction, the fastest; "
-                                                  "multi_critic_distance: feature distances of 5 critic snapshots "
-                                                  "at 2 depths, standardised and averaged; "
-                                                  "ensemble: combined and critic, standardised)")
+    score: str = Field(DEFAULT_SCORE, description=f"score that flags items: {', '.join(SCORES)} (critic scores: "
+                                                  "no reconstruction, fastest)")
     target_fpr: float = Field(0.01, gt=0, lt=0.5, description="false positive rate the threshold aims for")
     image_size: int | None = Field(None, ge=8, le=64, description=IMAGE_SIZE_HELP)
     out: str = Field("out/detector", description="folder for checkpoints")
