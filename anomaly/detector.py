@@ -53,6 +53,11 @@ STALE_STATE = ("this detector was saved before the critic-feature scores (issue 
                "of the training features; train it again (ganpipe train-detector)")
 
 
+def threshold_for(normal_scores: np.ndarray, target_fpr: float) -> float:
+    """The threshold calibration sets: the ``1 - target_fpr`` quantile of normal scores (``higher``)."""
+    return float(np.quantile(normal_scores, 1.0 - target_fpr, method="higher"))
+
+
 def _network_input(X: np.ndarray) -> torch.Tensor:
     """Images ``(N, C, H, W)`` in [0, 1] -> [-1, 1], channels-last like the evaluated networks' weights."""
     x = torch.from_numpy(np.ascontiguousarray(X)) * 2.0 - 1.0
@@ -172,7 +177,7 @@ class GANAnomalyDetector(BaseEstimator):
             self.layer_standardisation_ = (distances.mean(0), distances.std(0) + 1e-12)
         self.calibration_scores_ = {k: v for k, v in self._with_ensemble(raw).items() if k in SCORES}
         self.reference_scores_ = np.sort(self.calibration_scores_[self.score])
-        self.threshold_ = float(np.quantile(self.reference_scores_, 1.0 - self.target_fpr_, method="higher"))
+        self.threshold_ = threshold_for(self.reference_scores_, self.target_fpr_)
         return self
 
     def held_out_fpr(self, folds: int = 2) -> float:
@@ -187,7 +192,7 @@ class GANAnomalyDetector(BaseEstimator):
         rates = []
         for part in parts:
             rest = np.setdiff1d(np.arange(len(scores)), part)
-            threshold = np.quantile(np.sort(scores[rest]), 1.0 - self.target_fpr_, method="higher")
+            threshold = threshold_for(scores[rest], self.target_fpr_)
             rates.append(float((scores[part] > threshold).mean()))
         return float(np.mean(rates))
 
