@@ -12,10 +12,11 @@ from prefect.cache_policies import NO_CACHE
 from flows.common import call, data_label, flow_run_name, load_data, prefect_tags, run_logger
 from flows.params import AugmentParams
 from gan_aug import GANOverSampler
+from gan_aug.train import PREVIEW_PER_CLASS
 from pipelines.data.export import export_synthetic
 from pipelines.data.splits import Splits, synthesis_plan
 from pipelines.errors import GanpipeError
-from pipelines.evaluation.plots import samples_figure
+from pipelines.evaluation.plots import samples_figure, tile_images
 from pipelines.evaluation.sample_quality import compare_sample_quality
 from pipelines.tracking.progress import progress_bar
 from pipelines.tracking.registry import GeneratorModel, register_estimator
@@ -40,7 +41,8 @@ def plan(params: AugmentParams) -> tuple[Splits, dict[int, int], GANOverSampler]
 
 @task(name="train-gan", cache_policy=NO_CACHE)
 def train_gan(sampler: GANOverSampler, splits: Splits, run: TrackedRun | None = None) -> GANOverSampler:
-    """Fit the GAN; its losses reach the Prefect log and (with ``run``) MLflow while it trains."""
+    """Fit the GAN; its losses reach the Prefect log and (with ``run``) MLflow while it trains, with a
+    grid of samples (one row per class, the same latents each time) every tenth of the run."""
     logger = run_logger()
 
     def progress(step: int, steps: int, metrics: dict) -> None:
@@ -49,7 +51,11 @@ def train_gan(sampler: GANOverSampler, splits: Splits, run: TrackedRun | None = 
         if run is not None:
             run.log_metrics({k: metrics[k] for k in ("d_loss", "g_loss", "mode_seeking")}, step=step, prefix="train/")
 
-    return sampler.set_params(progress=progress).fit(splits.train.x, splits.train.y)
+    def preview(step: int, images: np.ndarray, labels: np.ndarray) -> None:
+        run.log_image(tile_images(images, ncols=PREVIEW_PER_CLASS), key="train/samples", step=step)
+
+    return sampler.set_params(progress=progress, preview=None if run is None else preview).fit(
+        splits.train.x, splits.train.y)
 
 
 @task(name="sample", cache_policy=NO_CACHE)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from imblearn.over_sampling.base import BaseOverSampler
 
-from gan_aug.train import GANConfig, Progress, TrainedGAN, train_conditional_gan
+from gan_aug.train import GANConfig, Preview, Progress, TrainedGAN, train_conditional_gan
 from pipelines.gan_core.config import steps_for_epochs
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,9 @@ class GANOverSampler(BaseOverSampler):
     synthetic_share : share of the added items of each class that are synthetic, in (0, 1]; the rest
         are copies of the class's real items drawn at random (as random over-sampling does).
     checkpoint_path : where to checkpoint; an interrupted fit resumes from it.
+    progress : called as ``progress(step, steps, metrics)`` while the GAN trains.
+    preview : called as ``preview(step, images, labels)`` with images of fixed latents while the GAN
+        trains (labels as in ``fit``); see :func:`~gan_aug.train.train_conditional_gan`.
     random_state : seed for training and sampling.
 
     Attributes
@@ -58,6 +61,7 @@ class GANOverSampler(BaseOverSampler):
         synthetic_share: float = 1.0,
         checkpoint_path: str | Path | None = None,
         progress: Progress | None = None,
+        preview: Preview | None = None,
         random_state: int = 0,
     ) -> None:
         super().__init__(sampling_strategy=sampling_strategy)
@@ -68,11 +72,12 @@ class GANOverSampler(BaseOverSampler):
         self.synthetic_share = synthetic_share
         self.checkpoint_path = checkpoint_path
         self.progress = progress
+        self.preview = preview
         self.random_state = random_state
 
     def __getstate__(self) -> dict:
         # a progress callback belongs to one run (often a logger), not to the saved model
-        return {**super().__getstate__(), "progress": None}
+        return {**super().__getstate__(), "progress": None, "preview": None}
 
     def gan_config(self, n_items: int) -> GANConfig:
         """The :class:`~gan_aug.train.GANConfig` a fit on ``n_items`` images trains with; bad settings -> ValueError."""
@@ -117,7 +122,9 @@ class GANOverSampler(BaseOverSampler):
         self.classes_ = np.unique(y)
         codes = np.searchsorted(self.classes_, y)
         self.gan_: TrainedGAN = train_conditional_gan(
-            images, codes, len(self.classes_), self.gan_config(len(y)), self.checkpoint_path, self.progress
+            images, codes, len(self.classes_), self.gan_config(len(y)), self.checkpoint_path, self.progress,
+            preview=None if self.preview is None else
+            lambda step, images, codes: self.preview(step, images, self.classes_[codes]),
         )
 
     def _fit_resample(self, X, y):
@@ -156,7 +163,7 @@ class GANOverSampler(BaseOverSampler):
         """Plain data only (weights, settings, class labels): what :meth:`generate` and :meth:`sample` need."""
         if not hasattr(self, "gan_"):
             raise ValueError("GANOverSampler is not fitted: call fit or fit_resample first")
-        params = {k: v for k, v in self.get_params().items() if k not in ("checkpoint_path", "progress")}
+        params = {k: v for k, v in self.get_params().items() if k not in ("checkpoint_path", "progress", "preview")}
         return {"params": params, "gan": self.gan_.state_dict(), "classes": self.classes_,
                 "input_shape": None if self.input_shape_ is None else list(self.input_shape_)}
 

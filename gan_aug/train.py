@@ -42,6 +42,10 @@ from pipelines.gan_core.regularisers import diff_augment, ema_update, gradient_p
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, dict], None]
+# preview(step, images (M, C, H, W) in [0, 1], labels (M,)): the EMA generator's images from fixed latents
+Preview = Callable[[int, np.ndarray, np.ndarray], None]
+PREVIEW_PER_CLASS = 8  # images per class in a training preview
+PREVIEW_CLASSES = 20  # classes shown in a preview at most (the first ones)
 
 
 @dataclass(frozen=True)
@@ -302,6 +306,8 @@ def train_conditional_gan(
     checkpoint_path: str | Path | None = None,
     progress: Progress | None = None,
     log_every: int | None = None,
+    preview: Preview | None = None,
+    preview_every: int | None = None,
 ) -> TrainedGAN:
     """Train on every class at once so rare classes borrow structure from common ones.
 
@@ -309,6 +315,10 @@ def train_conditional_gan(
     ``checkpoint_path`` the state is saved every ``config.checkpoint_every`` steps and a matching
     checkpoint (same config and data) is resumed. ``progress(step, steps, metrics)`` is called every
     ``log_every`` steps (default: a twentieth of the run) and at the end; metrics hold ``d_loss``, ``g_loss``, ``seconds`` and ``eta_seconds``.
+    ``preview(step, images, labels)`` is called every ``preview_every`` steps (default: a tenth of the
+    run) and at the end with the EMA generator's images of the same fixed latents each time
+    (:data:`PREVIEW_PER_CLASS` per class), drawn from their own seeded stream in eval mode: a run with
+    previews trains exactly as one without.
     """
     x = np.asarray(x, dtype=np.float32)
     y = np.asarray(y, dtype=np.int64)
@@ -353,6 +363,10 @@ def train_conditional_gan(
     bs = config.batch_size
     anchors = {"real": 0.0, "fake": 0.0}  # LeCam: moving averages of the critic's outputs
     log_every = log_every or max(1, config.steps // 20)
+    preview_every = preview_every or max(1, config.steps // 10)
+    if preview is not None:
+        preview_y = torch.arange(min(n_classes, PREVIEW_CLASSES)).repeat_interleave(PREVIEW_PER_CLASS)
+        preview_z = torch.randn(len(preview_y), config.z_dim, generator=torch.Generator().manual_seed(config.seed + 1))
     for step in range(start_step, config.steps):
         generator.train()
         for _ in range(config.critic_steps):
@@ -391,6 +405,10 @@ def train_conditional_gan(
         ema_update(ema, generator, min(config.ema_decay, (1.0 + step) / (10.0 + step)))
 
         done = step + 1
+        if preview is not None and (done % preview_every == 0 or done == config.steps):
+            with torch.no_grad():
+                images = ((ema(preview_z, preview_y) + 1.0) / 2.0).clamp(0, 1)
+            preview(done, images.numpy().astype(np.float32), preview_y.numpy())
         if done % log_every == 0 or done == config.steps:
             elapsed = seconds_before + time.perf_counter() - started
             rate = (time.perf_counter() - started) / max(done - start_step, 1)

@@ -59,6 +59,26 @@ def image_grid(x: np.ndarray, rows: Sequence[str] | None = None, ncols: int = 10
     return fig
 
 
+def tile_images(x: np.ndarray, ncols: int, min_side: int = 32, gap: int = 2) -> np.ndarray:
+    """Images ``x: (N, C, H, W)`` in [0, 1] as one ``(height, width, 3)`` uint8 picture, ``ncols`` per
+    row, white gaps between them, each enlarged (nearest neighbour, a whole factor) to at least
+    ``min_side`` pixels so small images stay visible (MLflow's image view, sample previews)."""
+    x = np.clip(np.asarray(x, dtype=np.float32), 0, 1)
+    if x.shape[1] == 1:
+        x = np.repeat(x, 3, axis=1)
+    n, _, h, w = x.shape
+    factor = max(1, int(np.ceil(min_side / max(h, w))))
+    x = x.repeat(factor, axis=2).repeat(factor, axis=3)
+    h, w = h * factor, w * factor
+    nrows = max(1, int(np.ceil(n / ncols)))
+    out = np.ones((nrows * (h + gap) + gap, ncols * (w + gap) + gap, 3), np.float32)
+    for k in range(n):
+        r, c = divmod(k, ncols)
+        top, left = gap + r * (h + gap), gap + c * (w + gap)
+        out[top : top + h, left : left + w] = x[k].transpose(1, 2, 0)
+    return (out * 255).round().astype(np.uint8)
+
+
 def samples_figure(real: np.ndarray, fake: np.ndarray, title: str, ncols: int = 10):
     """Up to ``ncols`` real images in the first row (blank cells keep rows aligned), the synthetic
     ``fake`` images below; both ``(N, C, H, W)`` in [0, 1]."""

@@ -20,6 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+import numpy as np
 import pandas as pd
 
 PREFECT_RUN_TAG = "prefect.flow_run_id"
@@ -155,6 +156,10 @@ class TrackedRun:
 
         self.client.log_figure(self.run_id, figure, artifact_file)
         plt.close(figure)
+
+    def log_image(self, image: np.ndarray, key: str, step: int) -> None:
+        """Log an ``(H, W, 3)`` uint8 picture under ``key`` at ``step``: the UI shows the series with a step slider."""
+        self.client.log_image(self.run_id, image, key=key, step=int(step))
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)

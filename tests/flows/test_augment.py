@@ -44,6 +44,10 @@ def test_augment_flow_exports_dataset_and_tracks_everything(mlflow_store, tmp_pa
     artifacts = {f.path for d in ("figures", "tables", "dataset") for f in client.list_artifacts(run.info.run_id, d)}
     assert {"figures/samples_3.png", "figures/samples_7.png", "tables/sample_quality.csv",
             "dataset/synthetic.npz", "dataset/manifest.csv"} <= artifacts
+    previews = [f.path for f in client.list_artifacts(run.info.run_id, "images")]
+    # MLflow names a keyed image images/<key, / as ~>+step+<step>+timestamp+...png (and a .webp thumbnail)
+    assert sorted(int(p.split("+step+")[1].split("+")[0]) for p in previews if p.startswith("images/train~samples+") and p.endswith(".png")) \
+        == [1, 2, 3, 4, 5, 6]  # sample grids streamed while the GAN trained (every tenth of the run, at least every step)
 
     import mlflow.pyfunc
 
@@ -84,3 +88,4 @@ def test_class_with_zero_images_is_refused(tmp_path, capsys, mlflow_store):
     np.savez(path, x=np.zeros((20, 8, 8), np.float32), y=y, class_names=np.array(["ok", "dent", "crack"]))
     assert main(["augment", "--data", f"npz:{path}", "--minority", "crack", "--out", str(tmp_path / "o")]) == 2
     assert "class 'crack' has no images" in capsys.readouterr().err
+

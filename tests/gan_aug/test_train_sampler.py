@@ -46,7 +46,8 @@ def test_fit_resample_balances_classes_and_keeps_real_items_first(imbalanced_dig
 
 def test_clone_keeps_every_setting():
     settings = {"sampling_strategy": {3: 30}, "epochs": 1.5, "steps": 7, "image_shape": (1, 8, 8), "config": TINY,
-                "synthetic_share": 0.75, "checkpoint_path": "g.pt", "progress": print, "random_state": 3}
+                "synthetic_share": 0.75, "checkpoint_path": "g.pt", "progress": print, "preview": print,
+                "random_state": 3}
     sampler = GANOverSampler(**settings)
     assert clone(sampler).get_params() == sampler.get_params() == settings
 
@@ -251,3 +252,33 @@ def test_novelty_filter_keeps_training_images_only_and_sampling_is_reproducible(
         distance = gan.novelty.nearest(k, first[labels == k])
         filled = gan.last_novelty[k]["filled"]
         assert (distance >= gan.novelty.thresholds[k]).sum() >= (labels == k).sum() - filled
+
+
+def test_previews_show_fixed_latents_and_leave_training_unchanged(imbalanced_digits):
+    x, y = imbalanced_digits
+    seen = []
+    config = GANConfig(steps=6, seed=3, **TINY)
+    with_preview = train_conditional_gan(x, y, 4, config, preview=lambda step, images, labels: seen.append((step, images, labels)),
+                                         preview_every=2)
+    without = train_conditional_gan(x, y, 4, config)
+    assert [s for s, _, _ in seen] == [2, 4, 6]
+    for _, images, labels in seen:
+        assert images.shape == (4 * gan_train.PREVIEW_PER_CLASS, 1, 8, 8) and 0 <= images.min() and images.max() <= 1
+        assert labels.tolist() == sorted(labels.tolist()) and set(labels.tolist()) == {0, 1, 2, 3}
+    assert not np.array_equal(seen[0][1], seen[-1][1])  # the generator moved between previews
+    labels = torch.from_numpy(seen[-1][2])
+    z = torch.randn(len(labels), config.z_dim, generator=torch.Generator().manual_seed(config.seed + 1))
+    with torch.no_grad():  # the last preview: the trained (EMA) generator on the fixed latents
+        np.testing.assert_allclose(seen[-1][1], ((with_preview.generator(z, labels) + 1) / 2).clamp(0, 1).numpy(), atol=1e-6)
+    for a, b in zip(with_preview.generator.state_dict().values(), without.generator.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)  # previews draw from their own stream, in eval mode
+    np.testing.assert_array_equal(with_preview.sample(np.array([0, 3, 3]), seed=1), without.sample(np.array([0, 3, 3]), seed=1))
+
+
+def test_sampler_previews_carry_the_fit_labels_and_are_not_saved(imbalanced_digits):
+    x, y = imbalanced_digits
+    labels_seen = []
+    sampler = GANOverSampler(steps=2, config=TINY, preview=lambda step, images, labels: labels_seen.append(set(labels)))
+    sampler.fit(x, np.array(["abcd"[k] for k in y]))
+    assert labels_seen and labels_seen[-1] == {"a", "b", "c", "d"}
+    assert "preview" not in sampler.state_dict()["params"] and clone(sampler).preview is not None

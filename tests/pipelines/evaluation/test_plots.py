@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import to_rgba
 
-from pipelines.evaluation.plots import arm_colours, comparison_bars
+from pipelines.evaluation.plots import arm_colours, comparison_bars, tile_images
 
 ARMS = ["none", "ros", "smote", "class_weight", "albumentations", "gan", "gan+albumentations"]
 
@@ -45,3 +45,14 @@ def test_bars_clip_intervals_label_the_axis_and_keep_the_legend_off_the_bars():
     fig.canvas.draw()
     box, axes_box = legend.get_window_extent(), ax.get_window_extent()
     assert box.x0 >= axes_box.x1  # beside the axes, not over the bars
+
+
+def test_tile_images_enlarges_small_images_and_keeps_their_pixels():
+    x = np.zeros((3, 1, 8, 8), np.float32)
+    x[1] = 1.0  # the second tile white
+    x[2, 0, 0, 0] = 0.5
+    picture = tile_images(x, ncols=2, min_side=32, gap=2)
+    assert picture.dtype == np.uint8 and picture.shape == (2 + 2 * 34, 2 + 2 * 34, 3)  # 8 px x 4 = 32 px tiles
+    assert (picture[2:34, 2:34] == 0).all() and (picture[2:34, 36:68] == 255).all()
+    assert (picture[36:40, 2:6] == 128).all() and (picture[36:40, 6:10] == 0).all()  # one pixel -> a 4x4 block
+    assert (picture[36:68, 36:68] == 255).all()  # the empty cell stays blank (white)
