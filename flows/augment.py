@@ -42,7 +42,7 @@ def plan(params: AugmentParams) -> tuple[Splits, dict[int, int], GANOverSampler]
 @task(name="train-gan", cache_policy=NO_CACHE)
 def train_gan(sampler: GANOverSampler, splits: Splits, run: TrackedRun | None = None) -> GANOverSampler:
     """Fit the GAN; its losses reach the Prefect log and (with ``run``) MLflow while it trains, with a
-    grid of samples (one row per class, up to PREVIEW_CLASSES, the same latents each time) every tenth of the run."""
+    grid of samples (one row per class, up to PREVIEW_CLASSES, the same latents each time) at the start and every tenth of the run."""
     logger = run_logger()
 
     def progress(step: int, steps: int, metrics: dict) -> None:

@@ -315,8 +315,8 @@ def train_conditional_gan(
     ``checkpoint_path`` the state is saved every ``config.checkpoint_every`` steps and a matching
     checkpoint (same config and data) is resumed. ``progress(step, steps, metrics)`` is called every
     ``log_every`` steps (default: a twentieth of the run) and at the end; metrics hold ``d_loss``, ``g_loss``, ``seconds`` and ``eta_seconds``.
-    ``preview(step, images, labels)`` is called every ``preview_every`` steps (default: a tenth of the
-    run) and at the end with the EMA generator's images of the same fixed latents each time
+    ``preview(step, images, labels)`` is called at step 0 (a fresh run), every ``preview_every`` steps
+    (default: a tenth of the run) and at the end with the EMA generator's images of the same fixed latents each time
     (:data:`PREVIEW_PER_CLASS` per class), drawn from their own seeded stream in eval mode: a run with
     previews trains exactly as one without.
     """
@@ -367,6 +367,14 @@ def train_conditional_gan(
     if preview is not None:
         preview_y = torch.arange(min(n_classes, PREVIEW_CLASSES)).repeat_interleave(PREVIEW_PER_CLASS)
         preview_z = torch.randn(len(preview_y), config.z_dim, generator=torch.Generator().manual_seed(config.seed + 1))
+
+    def show(step: int) -> None:
+        with torch.no_grad():
+            images = ((ema(preview_z, preview_y) + 1.0) / 2.0).clamp(0, 1)
+        preview(step, images.numpy().astype(np.float32), preview_y.numpy())
+
+    if preview is not None and start_step == 0:
+        show(0)  # the untrained generator: a viewer that opens at step 0 (as MLflow's image card does) shows it
     for step in range(start_step, config.steps):
         generator.train()
         for _ in range(config.critic_steps):
@@ -406,9 +414,7 @@ def train_conditional_gan(
 
         done = step + 1
         if preview is not None and (done % preview_every == 0 or done == config.steps):
-            with torch.no_grad():
-                images = ((ema(preview_z, preview_y) + 1.0) / 2.0).clamp(0, 1)
-            preview(done, images.numpy().astype(np.float32), preview_y.numpy())
+            show(done)
         if done % log_every == 0 or done == config.steps:
             elapsed = seconds_before + time.perf_counter() - started
             rate = (time.perf_counter() - started) / max(done - start_step, 1)
