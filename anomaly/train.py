@@ -111,7 +111,8 @@ def train_fanogan(
     digest = fingerprint_arrays(x)
     total = config.gan_steps + config.encoder_steps
     keep_at = snapshot_steps(config)
-    snapshots = torch.nn.ModuleList(_critic(config, shape).to(memory_format=torch.channels_last) for _ in keep_at)  # filled as training passes keep_at
+    # filled as training passes keep_at
+    snapshots = torch.nn.ModuleList(_critic(config, shape).to(memory_format=torch.channels_last) for _ in keep_at)
     modules = {"generator": generator, "critic": critic, "encoder": encoder, "opt_g": opt_g, "opt_c": opt_c, "opt_e": opt_e,
                "critic_snapshots": snapshots}
     step, history, seconds_before = resume(checkpoint_path, asdict(config), digest, modules, rng, total)
