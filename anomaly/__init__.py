@@ -6,6 +6,15 @@ Imports ``pipelines.gan_core`` (the shared GAN machinery), torch, numpy and scik
 Prefect, MLflow, the rest of ``pipelines``, ``flows`` or ``gan_aug``. Arrays in, arrays out: no files.
 """
 
-from anomaly.detector import CRITIC_ONLY, DEFAULT_SCORE, SCORES, GANAnomalyDetector
+from anomaly.names import CRITIC_ONLY, DEFAULT_SCORE, SCORES
 
 __all__ = ["CRITIC_ONLY", "DEFAULT_SCORE", "SCORES", "GANAnomalyDetector"]
+
+
+def __getattr__(name: str):
+    # torch loads when the detector is first used, not when the command line reads the score names
+    if name == "GANAnomalyDetector":
+        from anomaly.detector import GANAnomalyDetector
+
+        return GANAnomalyDetector
+    raise AttributeError(f"module 'anomaly' has no attribute {name!r}")

@@ -37,16 +37,11 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.covariance import LedoitWolf
 
+from anomaly.names import CRITIC_ONLY, DEFAULT_SCORE, ENSEMBLE, MULTI, SCORES
 from anomaly.train import FAnoGAN, FAnoGANConfig, Progress, networks_from_state, state_of, train_fanogan
 from pipelines.errors import GanpipeError
 from pipelines.gan_core.config import steps_for_epochs
 
-SCORES = ("combined", "residual", "feature_residual", "critic", "critic_feature_distance", "critic_feature_knn",
-          "multi_critic_distance", "ensemble")
-DEFAULT_SCORE = "critic_feature_distance"
-ENSEMBLE = ("combined", "critic")
-CRITIC_ONLY = ("critic", "critic_feature_distance", "critic_feature_knn", "multi_critic_distance")
-MULTI = "multi_critic_distance"
 KNN = 5  # neighbours of critic_feature_knn
 FEATURE_REFERENCE = 2000  # normal training images kept for critic_feature_knn (a seeded random subset beyond)
 STALE_STATE = ("this detector was saved before the critic-feature scores (issue 10) and lacks their density "

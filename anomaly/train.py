@@ -27,6 +27,7 @@ from pipelines.gan_core.checkpoint import fingerprint_arrays, resume, save_check
 from pipelines.gan_core.config import GANTrainingConfig
 from pipelines.gan_core.seeding import build_seeded
 from pipelines.gan_core.regularisers import gradient_penalty
+from pipelines.stopping import check_stop
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ def train_fanogan(
         return torch.rand(n, config.latent_dim, generator=rng) * 2 - 1
 
     while step < total:
+        check_stop()  # a SIGTERM reaches training in a worker thread here; the last checkpoint resumes
         if step < config.gan_steps:
             stage = "gan"
             generator.train()

@@ -18,7 +18,7 @@ from gan_aug import GANConfig, GANOverSampler
 from pipelines.data.sources import load_dataset
 from pipelines.evaluation.compare import METRICS, Comparison, evaluate_arms, seed_splits, summarise_comparison
 from pipelines.evaluation.quality import memorisation
-from pipelines.evaluation.remedies import ARMS
+from pipelines.evaluation.arms import ARMS
 from pipelines.evaluation.sample_quality import SAMPLES, compare_sample_quality
 from pipelines.tracking.runs import markdown_table
 

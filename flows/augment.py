@@ -10,6 +10,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import call, data_label, flow_run_name, load_data, prefect_tags, run_logger
+from flows.lifecycle import exit_with_owner
 from flows.params import AugmentParams
 from gan_aug import GANOverSampler
 from gan_aug.train import PREVIEW_PER_CLASS
@@ -78,6 +79,7 @@ def export(out: Path, x: np.ndarray, y: np.ndarray, class_names: tuple[str, ...]
 def augment_flow(params: AugmentParams = AugmentParams()) -> dict:
     """Load -> train the conditional GAN on all classes -> sample the minority classes up to the
     target -> evaluate sample quality against SMOTE and classic augmentation -> export and register."""
+    exit_with_owner()  # run by `ganpipe serve`: a flow-run process that ends with it
     splits, to_make, sampler = plan(params)
     names, classes, out = splits.train.class_names, sorted(to_make), Path(params.out).expanduser()
     with start_run("augment", run_name=f"augment-{data_label(params.data)}-seed{params.seed}", tags=prefect_tags(),

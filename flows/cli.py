@@ -83,6 +83,34 @@ def command(name: str, *models: type[JobParams], positional: Sequence[str] = ())
     return register
 
 
+def run_flow(flow: Callable[..., dict], *args: Any) -> dict:
+    """Run a flow against the local Prefect API (or ``PREFECT_API_URL``'s), with Prefect's own INFO
+    lines kept off the terminal unless ``GANPIPE_LOG_LEVEL`` asks for them."""
+    from flows.servers import local_prefect_api
+
+    with local_prefect_api():
+        quiet_prefect_console(os.environ.get("GANPIPE_LOG_LEVEL", "WARNING"))
+        return flow(*args)
+
+
+def quiet_prefect_console(level: str) -> None:
+    """Keep the terminal to ganpipe's news: Prefect's own records below ``level`` (a flow run began,
+    its link into an API that ends with the command, its final state) are dropped by the console
+    handler; ganpipe's progress lines, which go through Prefect's run logger, stay."""
+    import prefect
+
+    threshold = logging.getLevelName(level.upper())
+    threshold = threshold if isinstance(threshold, int) else logging.WARNING
+    prefect_code = str(Path(prefect.__file__).parent)
+
+    def keep(record: logging.LogRecord) -> bool:
+        return record.levelno >= threshold or not record.pathname.startswith(prefect_code)
+
+    for handler in logging.getLogger().handlers:
+        if not any(getattr(f, "__name__", "") == "keep" for f in handler.filters):
+            handler.addFilter(keep)
+
+
 def print_run(run_id: str) -> None:
     """The MLflow run a command made and how to look at it."""
     from pipelines.tracking.runs import run_url, ui_command
@@ -96,7 +124,7 @@ def demo(params: DemoParams) -> int:
     from flows.demo import WHY_DIGITS, demo_flow
     from pipelines.tracking.runs import markdown_table, run_url, ui_command
 
-    result = demo_flow(params)
+    result = run_flow(demo_flow, params)
     augmented, compared, settings = result["augment"], result["compare"], result["settings"]
     quality = augmented["quality"]
     print(f"\n== augment: {settings['data']}, minority {settings['minority']}, {settings['gan_steps']} GAN steps "
@@ -124,7 +152,7 @@ def augment(params: AugmentParams) -> int:
     from pipelines.tracking.runs import markdown_table
 
     plan(params)  # every user error surfaces before the flow run starts
-    result = augment_flow(params)
+    result = run_flow(augment_flow, params)
     columns = ["class", "method", "frechet", "precision", "recall", "coverage", "label_agreement", "near_duplicate_share"]
     print(f"\nSynthesised per class: {result['to_make']}  (GAN training {result['seconds']:.0f} s)")
     print("\nSample quality against held-out real images (lower frechet is better; the rest higher, "
@@ -145,7 +173,7 @@ def train_detector(params: TrainDetectorParams) -> int:
     from pipelines.tracking.runs import markdown_table
 
     normal_classes(params)  # every user error surfaces before the flow run starts
-    result = train_detector_flow(params)
+    result = run_flow(train_detector_flow, params)
     rows = [{"split": split, **metrics} for split, metrics in result["metrics"].items()]
     print(f"\nTrained in {result['seconds']:.0f} s; threshold {result['threshold']:.4g} "
           f"(target false positive rate {params.target_fpr:.1%} on held-out normal images)\n")
@@ -167,7 +195,7 @@ def score(params: ScoreParams) -> int:
     check_batch(params.batch)
     check_tracking()
     resolve_model(params.model)
-    result = score_flow(params)
+    result = run_flow(score_flow, params)
     summary = result["summary"]
     print()
     print(summary["message"])
@@ -193,7 +221,7 @@ def compare(params: CompareParams, cluster: ClusterParams) -> int:
 
         resolve_model(params.generator)
     runner = task_runner(cluster.dask_address, cluster.dask_workers)
-    result = compare_flow.with_options(task_runner=runner)(params)
+    result = run_flow(compare_flow.with_options(task_runner=runner), params)
     summary = result["summary"]
     columns = [c for c in summary.columns if not c.endswith(("_low", "_high"))]
     print(f"\nMean over {params.seeds} seeds on the untouched test split (intervals in {result['out']}/comparison.md):\n")
@@ -210,7 +238,9 @@ def serve(params: ServeParams) -> int:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.common import DASK_ADDRESS_ENV, DASK_WORKERS_ENV
-    from flows.serve import deployments, reset_deployments, start_prefect_server, stop
+    from flows.lifecycle import OWNER_ENV, owner_token
+    from flows.serve import deployments, reset_deployments
+    from flows.servers import start_prefect_server, stop
 
     inbox = Path(params.inbox).expanduser().resolve()
     inbox.mkdir(parents=True, exist_ok=True)
@@ -221,6 +251,7 @@ def serve(params: ServeParams) -> int:
         os.environ[DASK_ADDRESS_ENV] = params.dask_address
     if params.dask_workers:
         os.environ[DASK_WORKERS_ENV] = str(params.dask_workers)
+    os.environ[OWNER_ENV] = owner_token()  # its flow-run processes stop when this process is gone
     server, api = None, os.environ.get("PREFECT_API_URL")
     if not api:
         print("Starting a Prefect server on 127.0.0.1 (its SQLite database lives under .prefect-server/) ...", flush=True)
@@ -253,47 +284,65 @@ def serve(params: ServeParams) -> int:
 
 @command("mlflow-server", MlflowServerParams)
 def mlflow_server(params: MlflowServerParams) -> int:
-    import subprocess
+    from flows.servers import run_mlflow_server
 
-    from flows.serve import mlflow_server_command
-
-    command_line = mlflow_server_command(params.port, params.backend_store_uri,
-                                         Path(params.artifacts).expanduser() if params.artifacts else None)
     print(f"MLflow server on http://127.0.0.1:{params.port}; point flows at it with\n"
           f"  export MLFLOW_TRACKING_URI=http://127.0.0.1:{params.port}", flush=True)
     try:
-        return subprocess.call(command_line)
+        return run_mlflow_server(params.port, params.backend_store_uri,
+                                 Path(params.artifacts).expanduser() if params.artifacts else None)
     except KeyboardInterrupt as exc:
         return 128 + getattr(exc, "signum", 2)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``ganpipe`` program. Run as a program (``argv`` None), SIGTERM/SIGINT end it and every
-    process it started (:mod:`flows.lifecycle`); called from Python, signals stay the caller's."""
+    process it started (:mod:`flows.lifecycle`), and the process ends at most
+    :data:`~flows.lifecycle.EXIT_SECONDS` after it printed; called from Python, signals stay the caller's."""
     from contextlib import nullcontext
 
-    from flows.lifecycle import Terminated, signals_end_the_command
+    from flows.lifecycle import exit_soon, received_signal, signals_end_the_command
 
-    # The temporary Prefect server's telemetry heartbeat races the flow for its SQLite file.
+    # The local Prefect API's telemetry heartbeat races the flow for its SQLite file.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     level = os.environ.get("GANPIPE_LOG_LEVEL", "WARNING")
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    # MLflow's own INFO lines (creating tables, starting the system-metrics thread) are not the user's news
+    # MLflow's own INFO lines (creating tables, starting the system-metrics thread) are not the user's news;
+    # mlflow sets its logger's level when it is imported, so it reads the level from its environment variable
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", level)
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", level.lower())  # a local Dask cluster's INFO lines too
     logging.getLogger("mlflow").setLevel(level)
     tokens = list(sys.argv[1:] if argv is None else argv)
+    status = 0
     try:
         with signals_end_the_command() if argv is None else nullcontext():
             result = app(tokens, exit_on_error=False, print_error=False, result_action="return_value")
+        status = result if isinstance(result, int) else 0
     except (CycloptsError, GanpipeError) as exc:
         print(f"ganpipe: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except Terminated as exc:
-        print(f"ganpipe: stopped by {exc}", file=sys.stderr)
-        return 128 + exc.signum
-    except KeyboardInterrupt:
-        print("ganpipe: interrupted", file=sys.stderr)
-        return 130
-    return result if isinstance(result, int) else 0
+        status = EXIT_USER_ERROR
+    except BaseException as exc:  # noqa: BLE001 - a signal may surface as Prefect's own exception
+        signum = received_signal() or getattr(exc, "signum", None)
+        if signum is None:
+            if not isinstance(exc, KeyboardInterrupt):
+                raise
+            signum = 2
+        print(f"ganpipe: stopped by {signal_name(signum)}; checkpoints are kept, output of the interrupted "
+              "step is incomplete", file=sys.stderr)
+        status = 128 + signum
+    if argv is None:
+        sys.stdout.flush()
+        exit_soon(status)
+    return status
+
+
+def signal_name(signum: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import data_label, fan_out, flow_run_name, load_data, prefect_tags, run_logger, task_runner
+from flows.lifecycle import exit_with_owner
 from flows.params import CompareParams
 from gan_aug import GANOverSampler
 from pipelines.data.sources import ImageDataset
@@ -60,6 +61,7 @@ def compare_flow(params: CompareParams = CompareParams()) -> dict:
     """For each seed (and sweep count): split, cut the minority classes, train the classifier under
     every arm, evaluate on the untouched test split -> summary with intervals, paired tests of the
     GAN arms against the best non-GAN arm, charts -> MLflow (parent + nested runs) and files."""
+    exit_with_owner()  # run by `ganpipe serve`: a flow-run process that ends with it
     dataset = load_data(params.data, params.image_size)
     counts, arms, sweep = compare.check_experiment(dataset, params.minority, params.arms, params.sweep)
     registered = Registered(params.generator) if params.generator else None

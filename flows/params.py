@@ -10,10 +10,10 @@ from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from anomaly import DEFAULT_SCORE, SCORES
-from gan_aug import GANConfig
+from anomaly.names import DEFAULT_SCORE, SCORES
+from gan_aug.config import GANConfig
 from pipelines.errors import GanpipeError
-from pipelines.evaluation.remedies import ARMS
+from pipelines.evaluation.arms import ARMS
 
 MINORITY = "2:10,5:10,8:10"  # classes 2, 5 and 8 of the embedded digits cut to 10 training images
 DETECTOR = "ganpipe-detector"

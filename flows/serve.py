@@ -1,16 +1,12 @@
-"""Unattended operation: the inbox flow, the deployments `ganpipe serve` serves, and the processes
-`ganpipe serve` and `ganpipe mlflow-server` start (a Prefect server and an MLflow server, both on loopback)."""
+"""Unattended operation: the inbox flow and the deployments `ganpipe serve` serves (the server
+processes it starts are in :mod:`flows.servers`)."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from prefect import flow, task
@@ -18,9 +14,10 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.common import fan_out, run_logger, task_runner
 from flows.detector import score_flow
+from flows.lifecycle import exit_with_owner
 from flows.params import AugmentParams, ScoreInboxParams, ScoreParams, ServeParams
 from pipelines.errors import GanpipeError
-from pipelines.tracking.runs import check_tracking, project_home
+from pipelines.tracking.runs import check_tracking
 
 BATCH_SUFFIXES = (".npz", ".csv")
 SETTLE_SECONDS = 2.0  # a batch still being copied in is left for the next run
@@ -147,6 +144,7 @@ def _give_up(batch: str, out: str, reason: str) -> dict:
 def score_inbox_flow(params: ScoreInboxParams) -> list[dict]:
     """Score every new batch in the inbox once; results go to ``outbox/<batch>/`` (default
     ``inbox/_scored``)."""
+    exit_with_owner()  # a flow-run process of `ganpipe serve` ends with it
     inbox_dir = Path(params.inbox).expanduser()
     outbox_dir = Path(params.outbox).expanduser() if params.outbox else inbox_dir / "_scored"
     try:
@@ -179,96 +177,6 @@ def deployments(params: ServeParams, inbox: Path, outbox: Path) -> list:
                                    parameters={"params": augment.model_dump()}),
         compare_flow.to_deployment(name="compare-on-demand"),
     ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(url: str, process: subprocess.Popen, timeout: float, what: str) -> None:
-    """Poll ``url`` until it answers 200; fail with the process's own output if it dies or times out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise GanpipeError(f"{what} exited with status {process.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    process.terminate()
-    raise GanpipeError(f"{what} did not answer at {url} within {timeout:.0f} s")
-
-
-def _die_with_parent() -> None:
-    """In a child before exec (Linux): get SIGTERM when the process that started it dies, even by
-    SIGKILL, so a killed `ganpipe serve` leaves no server behind."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def stop_leftover_server(home: Path) -> bool:
-    """Stop the Prefect server a dead `ganpipe serve` left for this project (recorded in
-    ``server.json``); returns whether there was one."""
-    import signal
-
-    import psutil
-
-    record = home / "server.json"
-    try:
-        owner = json.loads(record.read_text())
-        server = psutil.Process(int(owner["pid"]))
-        if abs(server.create_time() - float(owner["started"])) >= 1.0:
-            raise psutil.NoSuchProcess(int(owner["pid"]))
-    except (FileNotFoundError, ValueError, KeyError, TypeError, psutil.Error):
-        record.unlink(missing_ok=True)
-        return False
-    try:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(15)
-    except (psutil.TimeoutExpired, ProcessLookupError):
-        try:
-            os.killpg(server.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    record.unlink(missing_ok=True)
-    return True
-
-
-def start_prefect_server(port: int | None = None, home: Path | None = None, timeout: float = 90) -> tuple[subprocess.Popen, str]:
-    """``prefect server start`` on loopback with its own SQLite database under ``home``
-    (default ``<project>/.prefect-server``). Returns the process and the API URL.
-
-    A server left running by an earlier `serve` of the same home is stopped first; the new one dies
-    with the process that started it (Linux). SQLite waits up to a minute for a lock instead of
-    failing a state change, and the scheduler keeps a short queue of future runs."""
-    import psutil
-
-    port = port or free_port()
-    home = home or project_home() / ".prefect-server"
-    home.mkdir(parents=True, exist_ok=True)
-    stop_leftover_server(home)
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
-           "PREFECT_SERVER_DATABASE_TIMEOUT": "60", "PREFECT_SERVER_SERVICES_SCHEDULER_MAX_RUNS": "10",
-           "PREFECT_SERVER_SERVICES_SCHEDULER_MIN_RUNS": "2"}
-    env.pop("PREFECT_API_URL", None)
-    log = open(home / "server.log", "ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
-    )
-    (home / "server.json").write_text(json.dumps({"pid": process.pid, "port": port,
-                                                  "started": psutil.Process(process.pid).create_time()}))
-    api = f"http://127.0.0.1:{port}/api"
-    wait_for(f"{api}/health", process, timeout, f"Prefect server (log: {home / 'server.log'})")
-    return process, api
 
 
 def reset_deployments(api: str) -> dict[str, int]:
@@ -311,44 +219,3 @@ def reset_deployments(api: str) -> dict[str, int]:
 
     with temporary_settings({PREFECT_API_URL: api}):
         return asyncio.run(clean())
-
-
-def mlflow_server_command(port: int, backend_store_uri: str | None = None, artifacts: Path | None = None) -> list[str]:
-    """``mlflow server`` on loopback: the project's SQLite store and artifact folder unless told otherwise."""
-    home = project_home() / "mlflow"
-    backend = backend_store_uri or f"sqlite:///{home / 'mlflow.db'}"
-    if backend.startswith("sqlite:///"):
-        Path(backend[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    destination = artifacts or home / "artifacts"
-    destination.mkdir(parents=True, exist_ok=True)
-    mlflow_bin = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
-    return [mlflow_bin, "server", "--backend-store-uri", backend, "--artifacts-destination", str(destination),
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-
-
-def start_mlflow_server(port: int | None = None, backend_store_uri: str | None = None, artifacts: Path | None = None,
-                        log_file: Path | None = None, timeout: float = 120) -> tuple[subprocess.Popen, str]:
-    port = port or free_port()
-    out = open(log_file, "ab") if log_file else subprocess.DEVNULL
-    process = subprocess.Popen(mlflow_server_command(port, backend_store_uri, artifacts), stdout=out,
-                               stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    wait_for(f"{url}/health", process, timeout, "MLflow server")
-    return process, url
-
-
-def stop(process: subprocess.Popen, timeout: float = 20) -> None:
-    """Stop a server we started (its whole process group), politely first."""
-    import signal
-
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout)
-    except (subprocess.TimeoutExpired, ProcessLookupError):
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait(5)

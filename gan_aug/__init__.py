@@ -6,7 +6,15 @@ Imports ``pipelines.gan_core`` (the shared GAN machinery), torch, numpy and imba
 never Prefect, MLflow, the rest of ``pipelines``, ``flows`` or ``anomaly``. Tensors in, tensors out: no files.
 """
 
-from gan_aug.sampler import GANOverSampler
-from gan_aug.train import GANConfig
+from gan_aug.config import GANConfig
 
 __all__ = ["GANConfig", "GANOverSampler"]
+
+
+def __getattr__(name: str):
+    # torch loads when the sampler is first used, not when the command line reads the defaults
+    if name == "GANOverSampler":
+        from gan_aug.sampler import GANOverSampler
+
+        return GANOverSampler
+    raise AttributeError(f"module 'gan_aug' has no attribute {name!r}")

@@ -33,10 +33,11 @@ import numpy as np
 import torch
 
 from gan_aug import losses
+from gan_aug.config import GANConfig
 from gan_aug.networks import Discriminator, Generator, Judge
 from pipelines.gan_core.checkpoint import fingerprint_arrays, resume, save_checkpoint
-from pipelines.gan_core.config import GANTrainingConfig
 from pipelines.gan_core.seeding import build_seeded
+from pipelines.stopping import check_stop
 from pipelines.gan_core.regularisers import diff_augment, ema_update, gradient_penalty
 
 log = logging.getLogger(__name__)
@@ -46,51 +47,6 @@ Progress = Callable[[int, int, dict], None]
 Preview = Callable[[int, np.ndarray, np.ndarray], None]
 PREVIEW_PER_CLASS = 8  # images per class in a training preview
 PREVIEW_CLASSES = 20  # classes shown in a preview at most (the first ones)
-
-
-@dataclass(frozen=True)
-class GANConfig(GANTrainingConfig):
-    """Hyperparameters on top of :class:`~pipelines.gan_core.config.GANTrainingConfig`. ``steps`` counts
-    generator updates; ``class_balance`` sets how often each class is drawn: probability proportional
-    to ``count ** (1 - class_balance)`` (1 = every class equally often, 0 = as often as in the data)."""
-
-    steps: int = 1500
-    z_dim: int = 64
-    lr_generator: float = 2e-4
-    lr_discriminator: float = 2e-4
-    loss: str = "hinge"
-    ema_decay: float = 0.999
-    class_balance: float = 0.8
-    mode_seeking_weight: float = 0.1
-    translation: float = 0.125
-    cutout: float = 0.25
-    guide_weight: float = 1.0
-    guide_confidence: float = 0.0
-    guide_augment: bool = True
-    lecam_weight: float = 0.0
-    memorisation_rejection: float = 0.0
-    judge_steps: int = 800
-    filter_candidates: int = 1
-    novelty_quantile: float = 0.05
-    novelty_draws: int = 10
-
-    def __post_init__(self) -> None:
-        if self.loss not in ("hinge", "wgan-gp"):
-            raise ValueError(f"loss must be 'hinge' or 'wgan-gp', got {self.loss!r}")
-        if self.steps < 1 or self.batch_size < 2:
-            raise ValueError("steps must be >= 1 and batch_size >= 2")
-        if not 0.0 <= self.class_balance <= 1.0:
-            raise ValueError(f"class_balance must be in [0, 1], got {self.class_balance}")
-        if not 0.0 <= self.guide_confidence < 1.0:
-            raise ValueError(f"guide_confidence must be in [0, 1), got {self.guide_confidence}")
-        if self.guide_weight < 0 or self.judge_steps < 0 or self.filter_candidates < 1:
-            raise ValueError("guide_weight and judge_steps must be >= 0 and filter_candidates >= 1")
-        if not 0.0 <= self.novelty_quantile < 1.0 or self.novelty_draws < 1:
-            raise ValueError("novelty_quantile must be in [0, 1) and novelty_draws >= 1")
-
-    @property
-    def uses_judge(self) -> bool:
-        return self.judge_steps > 0 and (self.guide_weight > 0 or self.filter_candidates > 1)
 
 
 @dataclass
@@ -252,6 +208,7 @@ def train_judge(x: torch.Tensor, y: torch.Tensor, n_classes: int, config: GANCon
     optimiser = torch.optim.Adam(judge.parameters(), lr=1e-3)
     judge.train()
     for _ in range(config.judge_steps):
+        check_stop()
         idx = torch.randint(len(x), (min(config.batch_size, len(x)),), generator=rng)
         logits = judge(diff_augment(x[idx], rng, config.translation, 0.0))
         loss = torch.nn.functional.cross_entropy(logits, y[idx], weight=weight)
@@ -376,6 +333,7 @@ def train_conditional_gan(
     if preview is not None and start_step == 0:
         show(0)  # the untrained generator: a viewer that opens at step 0 (as MLflow's image card does) shows it
     for step in range(start_step, config.steps):
+        check_stop()  # a SIGTERM reaches training in a worker thread here; the last checkpoint resumes
         generator.train()
         for _ in range(config.critic_steps):
             x_real, y_real = draw_real(bs)

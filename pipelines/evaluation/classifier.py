@@ -16,6 +16,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
 from pipelines.gan_core.seeding import SeededDropout, build_seeded
+from pipelines.stopping import check_stop
 
 
 class SmallCNN(nn.Module):
@@ -104,6 +105,7 @@ class CNNClassifier:
             order = torch.from_numpy(rng.permutation(len(yt)))
             losses = []
             for start in range(0, len(order), self.batch_size):
+                check_stop()
                 idx = order[start : start + self.batch_size]
                 if len(idx) < 2:  # BatchNorm needs two items
                     continue

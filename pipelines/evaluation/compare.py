@@ -21,8 +21,10 @@ from pipelines.errors import GanpipeError
 from pipelines.evaluation.classifier import make_classifier
 from pipelines.evaluation.metrics import classification_report
 from pipelines.evaluation.plots import comparison_bars, confusion_figure, sweep_curves
-from pipelines.evaluation.remedies import GAN_ARMS, NON_GAN_ARMS, Synthesise, apply_arm, parse_arms
+from pipelines.evaluation.arms import GAN_ARMS, NON_GAN_ARMS, parse_arms
+from pipelines.evaluation.remedies import Synthesise, apply_arm
 from pipelines.evaluation.statistics import paired_difference, summarise
+from pipelines.stopping import check_stop
 from pipelines.tracking.progress import progress_bar
 from pipelines.tracking.runs import TrackedRun, markdown_table, start_run
 
@@ -88,6 +90,7 @@ def evaluate_arms(splits: Splits, minority_idx: list[int], targets: dict[int, in
         started = time.time()
         fits = []
         for share in SYNTHETIC_SHARES if arm == "gan" else (1.0,):
+            check_stop()
             x, y, class_weight = apply_arm(arm, train, targets, seed, shifted, synthetic_share=share)
             model = make_classifier(classifier, class_weight=class_weight, epochs=epochs, random_state=seed)
             model.fit(x, y, n_classes=len(train.class_names), validation=(splits.val.x, splits.val.y))

@@ -6,30 +6,17 @@ count, so arms differ only in *how* the missing items are made.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping
 
 import numpy as np
 from imblearn.over_sampling import SMOTE, RandomOverSampler
 
 from pipelines.data.sources import ImageDataset
 from pipelines.errors import GanpipeError
+from pipelines.evaluation.arms import ARMS, GAN_ARMS
 from pipelines.evaluation.augment import augment_to_counts
 
-NON_GAN_ARMS = ("none", "class_weight", "ros", "smote", "albumentations")
-GAN_ARMS = ("gan", "gan+albumentations")
-ARMS = NON_GAN_ARMS + GAN_ARMS
-
 Synthesise = Callable[[np.ndarray, int], np.ndarray]  # (labels, seed) -> images
-
-
-def parse_arms(text: str | Sequence[str]) -> list[str]:
-    arms = [a.strip() for a in (text.split(",") if isinstance(text, str) else text) if a.strip()]
-    unknown = [a for a in arms if a not in ARMS]
-    if unknown:
-        raise GanpipeError(f"unknown arm(s) {', '.join(unknown)}; choose from: {', '.join(ARMS)}")
-    if not arms:
-        raise GanpipeError(f"no arms given; choose from: {', '.join(ARMS)}")
-    return list(dict.fromkeys(arms))
 
 
 def apply_arm(

@@ -23,7 +23,10 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import pandas as pd
 
+from pipelines.stopping import stop_requested
+
 PREFECT_RUN_TAG = "prefect.flow_run_id"
+OWNER_TAG = "ganpipe.owner"  # host, pid and start time of the process that opened the run
 EXPERIMENTS = {
     "demo": "ganpipe-demo",
     "augment": "ganpipe-augment",
@@ -219,7 +222,9 @@ def start_run(
     name = EXPERIMENTS.get(experiment, experiment)
     mlflow_client = client()
     exp_id = experiment_id(name)
-    all_tags = {**dict(_source_tags()), **{str(k): str(v) for k, v in (tags or {}).items() if v is not None}}
+    end_orphaned_runs()
+    all_tags = {**dict(_source_tags()), OWNER_TAG: _owner_tag(),
+                **{str(k): str(v) for k, v in (tags or {}).items() if v is not None}}
     if parent is not None:
         all_tags["mlflow.parentRunId"] = parent.run_id
     run = mlflow_client.create_run(exp_id, run_name=run_name, tags=all_tags,
@@ -240,12 +245,67 @@ def start_run(
         reason = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:5000]
         mlflow_client.set_tag(tracked.run_id, "ganpipe.error", reason)
         mlflow_client.set_tag(tracked.run_id, "mlflow.note.content", f"**Failed**: {reason}")
-        mlflow_client.set_terminated(tracked.run_id, status="KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        stopped = isinstance(exc, KeyboardInterrupt) or stop_requested()  # a signal may arrive as Prefect's own exception
+        mlflow_client.set_terminated(tracked.run_id, status="KILLED" if stopped else "FAILED")
         raise
     if monitor is not None:
         monitor.finish()
     mlflow_client.set_terminated(tracked.run_id, status="FINISHED",
                                  end_time=None if end_time is None else int(end_time * 1000))
+
+
+def _owner_tag() -> str:
+    import json
+    import socket
+
+    import psutil
+
+    return json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": round(psutil.Process().create_time(), 3)})
+
+
+def _owner_is_gone(tag: str | None) -> bool:
+    """Whether the process named by an :data:`OWNER_TAG` value ran on this host and is gone (a reused
+    pid does not pass for it). Runs of other hosts, and runs without the tag, are never judged."""
+    import json
+    import socket
+
+    import psutil
+
+    try:
+        owner = json.loads(tag or "")
+        if owner.get("host") != socket.gethostname():
+            return False
+        return abs(psutil.Process(int(owner["pid"])).create_time() - float(owner["started"])) >= 1.0
+    except psutil.NoSuchProcess:
+        return True
+    except (ValueError, TypeError, KeyError, AttributeError, psutil.Error):
+        return False
+
+
+_swept: list[str] = []
+
+
+def end_orphaned_runs() -> int:
+    """End as KILLED the RUNNING runs of ganpipe's experiments whose process died without ending them
+    (``kill -9``, a crash of the machine), so the UI does not show them running forever. Once per
+    process and tracking URI; returns how many were ended."""
+    uri = tracking_uri()
+    if uri in _swept:
+        return 0
+    _swept.append(uri)
+    mlflow_client = client()
+    ids = [e.experiment_id for e in (mlflow_client.get_experiment_by_name(n) for n in EXPERIMENTS.values()) if e]
+    if not ids:
+        return 0
+    ended = 0
+    for run in mlflow_client.search_runs(ids, filter_string="attributes.status = 'RUNNING'", max_results=1000):
+        if _owner_is_gone(run.data.tags.get(OWNER_TAG)):
+            mlflow_client.set_tag(run.info.run_id, "mlflow.note.content",
+                                  "**Killed**: its process ended without closing the run (found by a later ganpipe command)")
+            mlflow_client.set_tag(run.info.run_id, "ganpipe.error", "process died")
+            mlflow_client.set_terminated(run.info.run_id, status="KILLED")
+            ended += 1
+    return ended
 
 
 @lru_cache(maxsize=1)

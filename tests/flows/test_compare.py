@@ -10,7 +10,7 @@ from flows.cli import main
 from flows.params import CompareParams
 from pipelines.data.sources import load_dataset
 from pipelines.data.splits import stratified_split
-from pipelines.evaluation.remedies import ARMS
+from pipelines.evaluation.arms import ARMS
 
 FAST = {"data": "digits", "minority": "3:5,8:5", "classifier": "logreg", "gan_steps": 3, "epochs": 1}
 

@@ -67,7 +67,7 @@ def test_sigterm_under_load_ends_the_command_and_all_its_children(tmp_path):
 
 
 def test_a_server_left_by_a_killed_serve_is_replaced(tmp_path):
-    from flows.serve import start_prefect_server, stop
+    from flows.servers import start_prefect_server, stop
 
     first, _ = start_prefect_server(home=tmp_path / "prefect")
     try:

@@ -8,7 +8,8 @@ from scipy import stats
 from pipelines.data.sources import ImageDataset
 from pipelines.errors import GanpipeError
 from pipelines.evaluation.compare import gan_verdicts
-from pipelines.evaluation.remedies import ARMS, apply_arm, parse_arms
+from pipelines.evaluation.arms import ARMS, parse_arms
+from pipelines.evaluation.remedies import apply_arm
 from pipelines.evaluation.statistics import mean_interval, paired_difference, summarise
 
 
