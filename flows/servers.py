@@ -41,8 +41,10 @@ def local_prefect_api(timeout: float | None = None) -> Iterator[str]:
     naming its log otherwise. After the block, Prefect's queued logs and events are delivered (at
     most :data:`DRAIN_SECONDS`) before the API stops, so nothing waits at exit on an API that is gone.
     """
-    if os.environ.get("PREFECT_API_URL"):
-        yield os.environ["PREFECT_API_URL"]
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():  # set in the environment, a profile or a test harness
+        yield PREFECT_API_URL.value()
         return
     timeout = timeout or float(os.environ.get(START_SECONDS_ENV) or START_SECONDS)
     home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
@@ -66,8 +68,6 @@ def local_prefect_api(timeout: float | None = None) -> Iterator[str]:
         stop(process, timeout=5)
         raise GanpipeError(f"{exc} (its log: {log_path}); on a slow machine set {START_SECONDS_ENV}=600, or point "
                            "PREFECT_API_URL at a running server ('prefect server start')") from None
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     os.environ["PREFECT_API_URL"] = api  # processes the flow starts (Dask workers) use it too
     try:
         with temporary_settings({PREFECT_API_URL: api}):
