@@ -26,7 +26,7 @@ from anomaly.train import FAnoGANConfig
 from pipelines.data.sources import load_dataset
 from pipelines.data.splits import stratified_split
 from pipelines.evaluation.anomaly_report import score_table
-from pipelines.tracking.runs import markdown_table
+from pipelines.text import markdown_table
 
 BASELINES = ("pca", "knn", "knn_cosine", "knn_whitened", "kde", "lof", "ocsvm", "iforest")
 

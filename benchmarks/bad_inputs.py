@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.tracking.runs import markdown_table
+from pipelines.text import markdown_table
 from tests.pipelines.data.bad_batches import KINDS, SHAPE, mismatch, read_kind
 
 

@@ -20,7 +20,7 @@ from pipelines.evaluation.compare import METRICS, Comparison, evaluate_arms, see
 from pipelines.evaluation.quality import memorisation
 from pipelines.evaluation.arms import ARMS
 from pipelines.evaluation.sample_quality import SAMPLES, compare_sample_quality
-from pipelines.tracking.runs import markdown_table
+from pipelines.text import markdown_table
 
 # (data, minority classes and the training images each keeps): the two settings
 SETTINGS = [("mnist5k", {"2": 10, "5": 10, "8": 10}), ("digits", {"3": 5, "8": 5})]

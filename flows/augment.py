@@ -19,7 +19,7 @@ from pipelines.data.splits import Splits, synthesis_plan
 from pipelines.errors import GanpipeError
 from pipelines.evaluation.plots import samples_figure, tile_images
 from pipelines.evaluation.sample_quality import compare_sample_quality
-from pipelines.tracking.progress import progress_bar
+from pipelines.text import progress_bar
 from pipelines.tracking.registry import GeneratorModel, register_estimator
 from pipelines.tracking.runs import TrackedRun, start_run
 

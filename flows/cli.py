@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Callable, Sequence
 
-from cyclopts import App, CycloptsError, Parameter
+from cyclopts import App, CycloptsError, MissingArgumentError, Parameter
 
 from flows.params import (
     AugmentParams,
@@ -28,6 +28,7 @@ from flows.params import (
     ScoreParams,
     ServeParams,
     TrainDetectorParams,
+    option_name,
     validated,
 )
 from pipelines.errors import GanpipeError
@@ -55,6 +56,31 @@ def _version() -> str:
         return "ganpipe (not installed)"
 
 
+REQUIRED: dict[str, list[str]] = {}  # command -> its required arguments, as typed (BATCH, --out)
+
+
+def missing_arguments(tokens: Sequence[str]) -> str | None:
+    """``ganpipe score needs BATCH and --out`` for a command line that lacks required arguments (cyclopts
+    names only the first one it misses, and a positional one as an option)."""
+    command_name = next((t for t in tokens if not t.startswith("-")), None)
+    required = REQUIRED.get(command_name or "", [])
+    rest = [t for t in tokens[tokens.index(command_name) + 1:]] if command_name else []
+    positional_given = len([t for i, t in enumerate(rest) if not t.startswith("-")
+                            and not (i and rest[i - 1].startswith("--") and "=" not in rest[i - 1])])
+    absent, positional_seen = [], 0
+    for arg in required:
+        if arg.startswith("--"):
+            if not any(t == arg or t.startswith(arg + "=") for t in rest):
+                absent.append(arg)
+        else:
+            positional_seen += 1
+            if positional_seen > positional_given:
+                absent.append(arg)
+    if not absent:
+        return None
+    return f"{command_name} needs {' and '.join(absent)}; see 'ganpipe {command_name} --help'"
+
+
 def command(name: str, *models: type[JobParams], positional: Sequence[str] = ()) -> Callable:
     """Register ``handler(*params)`` as the subcommand ``name`` with options generated from ``models``
     (fields a command line cannot express, such as dicts, are left to Python callers and deployments)."""
@@ -73,9 +99,11 @@ def command(name: str, *models: type[JobParams], positional: Sequence[str] = ())
 
         def run(*args: Any, **values: Any) -> int:
             values.update(zip(positional, args))
-            return handler(*(validated(m, {k: v for k, v in values.items() if k in m.model_fields}) for m in models))
+            return handler(*(validated(m, {k: v for k, v in values.items() if k in m.model_fields}, tuple(positional))
+                             for m in models))
 
         run.__signature__ = inspect.Signature(options)
+        REQUIRED[name] = [option_name(p.name, tuple(positional)) for p in options if p.default is inspect.Parameter.empty]
         run.__doc__ = "\n\n".join(" ".join(p.split()) for p in inspect.cleandoc(models[0].__doc__ or "").split("\n\n"))
         app.command(run, name=name)
         return handler
@@ -122,7 +150,8 @@ def print_run(run_id: str) -> None:
 @command("demo", DemoParams)
 def demo(params: DemoParams) -> int:
     from flows.demo import WHY_DIGITS, demo_flow
-    from pipelines.tracking.runs import markdown_table, run_url, ui_command
+    from pipelines.text import markdown_table
+    from pipelines.tracking.runs import run_url, ui_command
 
     result = run_flow(demo_flow, params)
     augmented, compared, settings = result["augment"], result["compare"], result["settings"]
@@ -149,7 +178,7 @@ def demo(params: DemoParams) -> int:
 @command("augment", AugmentParams)
 def augment(params: AugmentParams) -> int:
     from flows.augment import augment_flow, plan
-    from pipelines.tracking.runs import markdown_table
+    from pipelines.text import markdown_table
 
     plan(params)  # every user error surfaces before the flow run starts
     result = run_flow(augment_flow, params)
@@ -170,7 +199,7 @@ def train_detector(params: TrainDetectorParams) -> int:
     import pandas as pd
 
     from flows.detector import normal_classes, train_detector_flow
-    from pipelines.tracking.runs import markdown_table
+    from pipelines.text import markdown_table
 
     normal_classes(params)  # every user error surfaces before the flow run starts
     result = run_flow(train_detector_flow, params)
@@ -186,15 +215,17 @@ def train_detector(params: TrainDetectorParams) -> int:
 
 @command("score", ScoreParams, positional=("batch",))
 def score(params: ScoreParams) -> int:
-    from flows.detector import score_flow
+    from pipelines.data.specs import check_batch_path
+
+    check_batch_path(params.batch)  # before the heavy imports: a mistyped path answers at once
+    from flows.detector import registered_detector, score_flow
     from pipelines.data.batches import check_batch
-    from pipelines.tracking.registry import resolve_model
     from pipelines.tracking.runs import check_tracking
 
-    # user errors and a tracking server that is down end here, before any server starts
+    # user errors, a tracking server that is down and a model that cannot score end here, before any server starts
     check_batch(params.batch)
     check_tracking()
-    resolve_model(params.model)
+    registered_detector(params.model)
     result = run_flow(score_flow, params)
     summary = result["summary"]
     print()
@@ -213,7 +244,7 @@ def compare(params: CompareParams, cluster: ClusterParams) -> int:
     from flows.common import load_data, task_runner
     from flows.compare import compare_flow
     from pipelines.evaluation.compare import check_experiment
-    from pipelines.tracking.runs import markdown_table
+    from pipelines.text import markdown_table
 
     check_experiment(load_data(params.data, params.image_size), params.minority, params.arms, params.sweep)
     if params.generator:  # a missing model fails here, in one line, before any server starts
@@ -243,8 +274,8 @@ def serve(params: ServeParams) -> int:
     from flows.servers import start_prefect_server, stop
 
     inbox = Path(params.inbox).expanduser().resolve()
-    inbox.mkdir(parents=True, exist_ok=True)
     outbox = Path(params.outbox).expanduser().resolve() if params.outbox else inbox / "_scored"
+    inbox.mkdir(parents=True, exist_ok=True)
     outbox.mkdir(parents=True, exist_ok=True)
     # flow runs of served deployments start in fresh processes: hand them the cluster through the environment
     if params.dask_address:
@@ -319,7 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = app(tokens, exit_on_error=False, print_error=False, result_action="return_value")
         status = result if isinstance(result, int) else 0
     except (CycloptsError, GanpipeError) as exc:
-        print(f"ganpipe: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        text = (isinstance(exc, MissingArgumentError) and missing_arguments(tokens)) or str(exc)
+        print(f"ganpipe: error: {' '.join(text.split())}", file=sys.stderr)
         status = EXIT_USER_ERROR
     except BaseException as exc:  # noqa: BLE001 - a signal may surface as Prefect's own exception
         signum = received_signal() or getattr(exc, "signum", None)

@@ -18,6 +18,7 @@ from pipelines.data.sources import ImageDataset
 from pipelines.evaluation import compare
 from pipelines.evaluation.remedies import Synthesise
 from pipelines.errors import GanpipeError
+from pipelines.text import progress_bar
 from pipelines.tracking.registry import load_estimator, resolve_model, version_tags
 from pipelines.tracking.runs import dataset_digest, start_run
 
@@ -28,7 +29,12 @@ def train_gan_for_arms(train: ImageDataset, seed: int, steps: int, registered: "
     this seed's validation or test split."""
     if registered is not None and dataset_digest(train.x, train.y) == registered.train_digest:
         return registered
-    return GANOverSampler(steps=steps, random_state=seed).fit(train.x, train.y).generate
+    logger = run_logger()
+
+    def progress(step: int, total: int, metrics: dict) -> None:
+        logger.info("seed %d: GAN steps %s", seed, progress_bar(step, total, metrics["seconds"]))
+
+    return GANOverSampler(steps=steps, random_state=seed, progress=progress).fit(train.x, train.y).generate
 
 
 class Registered:

@@ -8,7 +8,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,9 @@ from flows.params import ScoreParams, TrainDetectorParams
 from pipelines.data.batches import batch_digest, check_batch, count_items, iter_batch
 from pipelines.data.results import ResultLog
 from pipelines.data.sources import ImageDataset
-from pipelines.data.splits import parse_class_spec, stratified_split
+from pipelines.data.specs import parse_class_spec
+from pipelines.data.splits import require_two_classes, stratified_split
+from pipelines.errors import GanpipeError
 from pipelines.evaluation.anomaly_report import (
     batch_summary,
     calibration_note,
@@ -35,14 +37,20 @@ from pipelines.evaluation.anomaly_report import (
 from pipelines.evaluation.monitoring import trend_point, update_trend
 from pipelines.tracking.registry import (DetectorModel, load_estimator, register_estimator, resolve_model,
                                          set_alias_if_better, version_tags)
-from pipelines.tracking.progress import progress_bar
-from pipelines.tracking.runs import find_runs, markdown_table, start_run
+from pipelines.text import markdown_table, progress_bar
+from pipelines.tracking.runs import find_runs, start_run
 
 
 def normal_classes(params: TrainDetectorParams) -> tuple[ImageDataset, list[int]]:
     """The dataset and the indices of its normal classes (unknown classes fail here, before training)."""
     dataset = load_data(params.data, params.image_size)
-    return dataset, sorted({dataset.class_index(k) for k in parse_class_spec(params.normal, counts="none")})
+    require_two_classes(dataset, "train-detector measures the detector on the other classes as anomalies: add a "
+                                 "sub-folder of anomalous or other images")
+    normal = sorted({dataset.class_index(k) for k in parse_class_spec(params.normal, counts="none")})
+    if len(normal) == len(dataset.class_names):
+        raise GanpipeError(f"--normal {params.normal} names every class of {dataset.source}; leave at least one "
+                           "class out as the anomalies the detector is measured on")
+    return dataset, normal
 
 
 @task(name="train-detector", cache_policy=NO_CACHE)
@@ -162,6 +170,19 @@ def record_scores(data: BatchInfo, out_dir: Path, summary: dict, detector, model
     return run.run_id
 
 
+def registered_detector(uri: str) -> tuple[tuple[str, str, str], GANAnomalyDetector]:
+    """The model ``uri`` names now (name, version, pinned URI) and its detector, loaded once per
+    version in this process (the command checks it before its flow run, which then reuses it; a
+    long-running `serve` follows an alias that moves)."""
+    model = resolve_model(uri)
+    return model, _load_detector(model[2])
+
+
+@lru_cache(maxsize=2)
+def _load_detector(pinned_uri: str) -> GANAnomalyDetector:
+    return load_estimator(pinned_uri)
+
+
 @dataclass(frozen=True)
 class BatchInfo:
     batch_id: str
@@ -202,8 +223,7 @@ def score_flow(params: ScoreParams) -> dict:
     results (a re-run continues a half-scored batch) -> scores.csv and rejected.csv -> log the
     summary. The same batch id and model version is scored once: a repeat reuses that run."""
     check_batch(params.batch)
-    model = resolve_model(params.model)
-    detector = load_estimator(model[2])
+    model, detector = registered_detector(params.model)
     data = BatchInfo(params.batch_id or batch_digest(params.batch), str(Path(params.batch).expanduser()))
     out_dir = Path(params.out).expanduser()
     counts = score_chunks(detector, params, out_dir)

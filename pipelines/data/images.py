@@ -45,11 +45,13 @@ class ImageReadResult:
 
     ``x: (M, C, H, W)`` float32 in [0, 1] for the ``ok_ids`` (in input order); ``rejected`` holds
     ``(id, reason)`` for every other input, so ``len(ok_ids) + len(rejected)`` equals the input count.
+    ``grey_to_rgb``: grey images converted to RGB because others were in colour (channels not declared).
     """
 
     x: np.ndarray
     ok_ids: tuple[str, ...]
     rejected: tuple[tuple[str, str], ...]
+    grey_to_rgb: int = 0
 
 
 def read_image_files(
@@ -83,9 +85,11 @@ def read_image_files(
         except _BadImage as exc:
             rejected.append((item_id, str(exc)))
 
+    grey_to_rgb = 0
     if not fit_now:
         if channels is None:
             channels = 3 if any(a.shape[2] == 3 for _, a in decoded) else 1
+            grey_to_rgb = sum(a.shape[2] == 1 for _, a in decoded) if channels == 3 else 0
         if target is None and decoded:
             target = Counter(a.shape[:2] for _, a in decoded).most_common(1)[0][0]
         fitted = []
@@ -103,7 +107,7 @@ def read_image_files(
         x = np.zeros((0, channels, h, w), dtype=np.float32)
     order = {item_id: i for i, item_id in enumerate(ids)}
     rejected.sort(key=lambda r: order[r[0]])
-    return ImageReadResult(x=x, ok_ids=tuple(i for i, _ in decoded), rejected=tuple(rejected))
+    return ImageReadResult(x=x, ok_ids=tuple(i for i, _ in decoded), rejected=tuple(rejected), grey_to_rgb=grey_to_rgb)
 
 
 class _BadImage(Exception):

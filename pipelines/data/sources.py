@@ -16,12 +16,14 @@ Sources are named by a spec string, as the CLI accepts them:
 from __future__ import annotations
 
 import logging
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pipelines.data.images import IMAGE_SUFFIXES, convert_channels, images_to_nchw, read_image_files, resize_images, short_reason
+from pipelines.data.specs import check_data_spec
 from pipelines.errors import GanpipeError
 
 log = logging.getLogger(__name__)
@@ -95,19 +97,15 @@ def load_dataset(spec: str, image_size: int | None = None, channels: int | None 
     if image_size is not None and not MIN_SIDE <= image_size <= MAX_SIDE:
         raise GanpipeError(f"image size must be between {MIN_SIDE} and {MAX_SIDE} pixels, got {image_size}")
     spec = spec.strip()
-    kind, _, arg = spec.partition(":")
-    if kind == "digits" and not arg:
+    kind, arg = check_data_spec(spec)
+    if kind == "digits":
         ds = _load_digits()
-    elif kind == "mnist5k" and not arg:
+    elif kind == "mnist5k":
         ds = _load_mnist5k()
-    elif kind == "folder" and arg:
+    elif kind == "folder":
         ds = _load_folder(Path(arg).expanduser(), image_size, channels)
-    elif kind == "npz" and arg:
-        ds = _load_npz(Path(arg).expanduser())
     else:
-        raise GanpipeError(
-            f"unknown data source {spec!r}; use one of: digits, mnist5k, folder:PATH, npz:PATH"
-        )
+        ds = _load_npz(Path(arg).expanduser())
     return _conform(ds, image_size, channels)
 
 
@@ -181,6 +179,9 @@ def _load_folder(root: Path, image_size: int | None, channels: int | None) -> Im
         more = f" (and {len(result.rejected) - 1} more: {', '.join(i for i, _ in result.rejected[1:4])})" \
             if len(result.rejected) > 1 else ""
         raise GanpipeError(f"{first_id}: {reason}{more}")
+    if result.grey_to_rgb:
+        log.warning("%s mixes grey and colour images: its %d grey images (of %d) were converted to RGB, so every "
+                    "image is read in colour", root, result.grey_to_rgb, len(paths))
     return ImageDataset(
         x=result.x,
         y=np.asarray(labels, dtype=np.int64),
@@ -199,8 +200,9 @@ def _load_npz(path: Path) -> ImageDataset:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise GanpipeError(f"{path}: not a readable .npz file ({short_reason(exc)})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        raise GanpipeError(f"{path}: not a readable .npz file (expected a zip archive of .npy arrays x and y, "
+                           "as numpy.savez writes it)") from None
     missing = [key for key in ("x", "y") if key not in arrays]
     if missing:
         raise GanpipeError(f"{path}: missing array(s) {', '.join(missing)}; found {', '.join(arrays) or 'none'}")

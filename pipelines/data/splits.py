@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Mapping
+from typing import Mapping
 
 import numpy as np
 
 from pipelines.data.sources import ImageDataset
+from pipelines.data.specs import parse_class_spec
 from pipelines.errors import GanpipeError
 
 
@@ -50,33 +51,6 @@ def stratified_split(
     return Splits(**{key: ds.subset(np.sort(np.concatenate(idx))) for key, idx in parts.items()})
 
 
-def parse_class_spec(text: str, counts: Literal["required", "optional", "none"] = "optional") -> dict[str, int | None]:
-    """The classes a user names: ``"2:10, 5 ,scratch:3"`` -> ``{"2": 10, "5": None, "scratch": 3}``.
-
-    ``counts="required"``: every entry is ``CLASS:N``; ``"optional"``: ``CLASS`` or ``CLASS:N`` (None
-    keeps every item); ``"none"``: plain class names. A malformed, repeated or missing entry ->
-    GanpipeError naming it.
-    """
-    form = {"required": "CLASS:N", "optional": "CLASS[:N]", "none": "CLASS"}[counts]
-    result: dict[str, int | None] = {}
-    for entry in filter(None, (e.strip() for e in text.split(","))):
-        name, sep, number = entry.rpartition(":")
-        if counts != "none" and sep and number.strip().isdigit():
-            key, count = name.strip(), int(number)
-        elif counts == "required":
-            raise GanpipeError(f"bad class count {entry!r}; expected CLASS:N, e.g. 2:10")
-        else:
-            key, count = entry, None
-        if not key:
-            raise GanpipeError(f"bad class entry {entry!r}; expected {form}")
-        if key in result:
-            raise GanpipeError(f"class {key!r} is given twice in {text!r}")
-        result[key] = count
-    if not result:
-        raise GanpipeError(f"no classes given in {text!r}; expected {form}[,{form}...]")
-    return result
-
-
 def make_imbalanced(splits: Splits, minority: Mapping[str | int, int], seed: int = 0) -> Splits:
     """Keep only ``n`` training items of each class in ``minority`` (by name or index).
 
@@ -101,10 +75,18 @@ def make_imbalanced(splits: Splits, minority: Mapping[str | int, int], seed: int
     return Splits(train=train.subset(np.flatnonzero(keep)), val=splits.val, test=splits.test)
 
 
+def require_two_classes(dataset: ImageDataset, why: str) -> None:
+    """A job that compares classes fails here, in one line, on a data set of one class."""
+    if len(dataset.class_names) < 2:
+        names = ", ".join(repr(n) for n in dataset.class_names) or "none"
+        raise GanpipeError(f"{dataset.source} has one class ({names}); {why}")
+
+
 def synthesis_plan(dataset: ImageDataset, minority: str, target: int | None, seed: int) -> tuple[Splits, dict[int, int]]:
     """Split ``dataset``, cut the classes of ``minority`` (``CLASS[:N],...``) and decide how many
     synthetic items each of them gets to reach ``target`` (default: the majority count). Every
     check that can fail on user input happens here, before any training."""
+    require_two_classes(dataset, "a conditional GAN needs at least two classes (one sub-folder each)")
     side = dataset.x.shape[2:]
     if side[0] != side[1]:
         raise GanpipeError(f"{dataset.source}: images must be square for the GAN, got {side[0]}x{side[1]}; pass --image-size")

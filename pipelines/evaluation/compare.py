@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from pipelines.data.sources import ImageDataset
-from pipelines.data.splits import Splits, make_imbalanced, parse_class_spec, stratified_split
+from pipelines.data.specs import parse_class_spec, parse_counts
+from pipelines.data.splits import Splits, make_imbalanced, require_two_classes, stratified_split
 from pipelines.errors import GanpipeError
 from pipelines.evaluation.classifier import make_classifier
 from pipelines.evaluation.metrics import classification_report
@@ -25,8 +26,9 @@ from pipelines.evaluation.arms import GAN_ARMS, NON_GAN_ARMS, parse_arms
 from pipelines.evaluation.remedies import Synthesise, apply_arm
 from pipelines.evaluation.statistics import paired_difference, summarise
 from pipelines.stopping import check_stop
-from pipelines.tracking.progress import progress_bar
-from pipelines.tracking.runs import TrackedRun, markdown_table, start_run
+from pipelines.text import progress_bar
+from pipelines.text import markdown_table
+from pipelines.tracking.runs import TrackedRun, start_run
 
 METRICS = ["minority_recall", "balanced_accuracy", "macro_f1", "g_mean", "minority_pr_auc"]
 PRIMARY = "minority_recall"
@@ -39,20 +41,13 @@ SYNTHETIC_SHARES = (0.5, 0.75, 1.0)
 
 def sweep_counts(text: str | None) -> list[int | None]:
     """``"5,10"`` -> ``[5, 10]``; no sweep -> ``[None]``."""
-    if not text:
-        return [None]
-    try:
-        counts = sorted({int(c) for c in text.split(",") if c.strip()})
-    except ValueError:
-        raise GanpipeError(f"bad sweep {text!r}; expected counts like 5,10,20,50") from None
-    if not counts or counts[0] < 1:
-        raise GanpipeError(f"bad sweep {text!r}; counts must be whole numbers >= 1")
-    return counts
+    return parse_counts(text) if text else [None]
 
 
 def check_experiment(dataset: ImageDataset, minority: str, arms: str, sweep: str | None
                      ) -> tuple[dict[str, int], list[str], list[int | None]]:
     """Everything a user can get wrong, checked before any training: -> (counts, arms, sweep counts)."""
+    require_two_classes(dataset, "a comparison needs at least two classes (one sub-folder each)")
     arm_list = parse_arms(arms)
     counts = parse_class_spec(minority, counts="required")
     sweep_list = sweep_counts(sweep)

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.stopping import stop_requested
+from pipelines.text import markdown_table
 
 PREFECT_RUN_TAG = "prefect.flow_run_id"
 OWNER_TAG = "ganpipe.owner"  # host, pid and start time of the process that opened the run
@@ -350,20 +351,6 @@ def run_url(run_id: str) -> str:
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
     experiment = client().get_run(run_id).info.experiment_id
     return f"{base}/#/experiments/{experiment}/runs/{run_id}"
-
-
-def markdown_table(table: pd.DataFrame, float_format: str = "{:.3f}") -> str:
-    """A GitHub-style Markdown table (floats to 3 decimals)."""
-
-    def cell(value: Any) -> str:
-        if isinstance(value, float):
-            return float_format.format(value) if value == value else "n/a"
-        return str(value).replace("|", "\\|")
-
-    header = "| " + " | ".join(str(c) for c in table.columns) + " |"
-    rule = "|" + "|".join("---" for _ in table.columns) + "|"
-    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join([header, rule, *rows]) + "\n"
 
 
 def _param_value(value: Any) -> str:

@@ -70,7 +70,7 @@ def test_version_names_the_installed_package(capsys):
         (["compare", "--data", "digits", "--seeds", "many"], 'unable to convert "many" into int'),
         (["compare", "--dask-address", "tcp://h:1", "--dask-workers", "2"], "not both"),
         (["augment", "--no-such-option", "1"], "--no-such-option"),
-        (["score"], "requires an argument"),
+        (["score"], "score needs BATCH and --out"),
         (["no-such-command"], 'Unknown command "no-such-command"'),
     ],
 )
@@ -99,3 +99,13 @@ def test_runs_are_named_after_their_data(spec, label):
     from flows.common import data_label
 
     assert data_label(spec) == label
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["augment", "--help"], ["augmnt"], ["compare", "--seeds", "1"]])
+def test_start_up_answers_without_loading_torch_or_prefect(argv):
+    """--help, --version, a typo and an option error come from the parameter models alone."""
+    code = ("import sys; from flows.cli import main; status = main(sys.argv[1:]); "
+            "heavy = sorted(m for m in ('torch', 'prefect', 'mlflow', 'sklearn', 'albumentations') if m in sys.modules); "
+            "print('HEAVY', heavy, file=sys.stderr); sys.exit(status)")
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
+    assert "HEAVY []" in done.stderr, done.stderr

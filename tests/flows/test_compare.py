@@ -79,7 +79,7 @@ def test_sweep_gives_one_row_per_count_and_arm(mlflow_store, tmp_path):
         (["--arms", "none,magic"], "unknown arm(s) magic"),
         (["--minority", "3:900"], "cannot keep 900"),
         (["--seeds", "1"], "1 seed cannot give an interval"),
-        (["--sweep", "5,x"], "bad sweep '5,x'"),
+        (["--sweep", "5,x"], "--sweep: bad counts '5,x'"),
     ],
 )
 def test_bad_compare_parameters(argv, message, capsys, tmp_path):

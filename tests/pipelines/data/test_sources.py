@@ -83,7 +83,7 @@ def test_npz_sparse_and_string_labels_are_encoded(tmp_path):
         ("imagenet", "unknown data source 'imagenet'"),
         ("folder:/no/such/dir", "data folder not found: /no/such/dir"),
         ("npz:/no/such/file.npz", "npz file not found: /no/such/file.npz"),
-        ("folder:", "unknown data source"),
+        ("folder:", "names no path"),
     ],
 )
 def test_bad_source_specs(spec, message):

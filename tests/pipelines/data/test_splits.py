@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from pipelines.data.sources import load_dataset
-from pipelines.data.splits import make_imbalanced, parse_class_spec, stratified_split
+from pipelines.data.specs import parse_class_spec
+from pipelines.data.splits import make_imbalanced, stratified_split
 from pipelines.errors import GanpipeError
 
 
@@ -65,7 +66,7 @@ def test_make_imbalanced_bad_requests(digits, minority, message):
 def test_parse_class_spec():
     assert parse_class_spec("2:10, 5:3", counts="required") == {"2": 10, "5": 3}
     assert parse_class_spec("a:b:4", counts="required") == {"a:b": 4}
-    for bad, message in [("2=10", "bad class count '2=10'"), ("2:x", "bad class count"), ("", "no classes given"),
+    for bad, message in [("2=10", "bad class count '2=10'"), ("2:x", "bad count 'x' in '2:x'"), ("", "no classes given"),
                          ("2:1,2:3", "given twice")]:
         with pytest.raises(GanpipeError, match=message):
             parse_class_spec(bad, counts="required")

@@ -84,3 +84,42 @@ def test_long_runs_log_system_metrics_while_they_run(mlflow_store, monkeypatch):
         time.sleep(1.0)
     metrics = MlflowClient(tracking_uri=mlflow_store).get_run(run.run_id).data.metrics
     assert any(k.startswith("system/cpu_utilization") for k in metrics), metrics
+
+
+def test_runs_whose_process_died_are_ended_killed_by_the_next_command(mlflow_store, monkeypatch):
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    import psutil
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    started = psutil.Process(gone.pid).create_time()
+    gone.wait()
+    client = MlflowClient(tracking_uri=mlflow_store)
+    experiment = tracking.experiment_id("ganpipe-compare")
+    owners = {
+        "dead": {"host": socket.gethostname(), "pid": gone.pid, "started": started},
+        "alive": json.loads(tracking._owner_tag()),  # this process
+        "other host": {"host": socket.gethostname() + "-elsewhere", "pid": gone.pid, "started": started},
+    }
+    ids = {name: client.create_run(experiment, tags={tracking.OWNER_TAG: json.dumps(owner)}).info.run_id
+           for name, owner in owners.items()}
+    monkeypatch.setattr(tracking, "_swept", [])
+    assert tracking.end_orphaned_runs() == 1
+    states = {name: client.get_run(run_id).info.status for name, run_id in ids.items()}
+    assert states == {"dead": "KILLED", "alive": "RUNNING", "other host": "RUNNING"}
+    assert "Killed" in client.get_run(ids["dead"]).data.tags["mlflow.note.content"]
+    with tracking.start_run("compare", run_name="next") as run:  # a new run records its owner
+        pass
+    assert json.loads(client.get_run(run.run_id).data.tags[tracking.OWNER_TAG])["pid"] == owners["alive"]["pid"]
+
+
+def test_a_run_stopped_by_a_signal_ends_killed(mlflow_store):
+    from pipelines.stopping import Stopped
+
+    with pytest.raises(Stopped):
+        with tracking.start_run("compare", run_name="stopped") as run:
+            raise Stopped("SIGTERM")
+    assert MlflowClient(tracking_uri=mlflow_store).get_run(run.run_id).info.status == "KILLED"

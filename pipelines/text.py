@@ -1,10 +1,16 @@
-"""Progress bars for long work, as log lines (they reach the terminal and the Prefect run log alike).
+"""Text for people: progress bars for long work, as log lines (they reach the terminal and the
+Prefect run log alike), and Markdown tables (terminal, docs and MLflow). No MLflow, no Prefect.
 
 ``progress_bar(done, total, elapsed)`` -> ``[########------------]  40%  200/500  1m05s elapsed, eta 1m38s``.
 The ETA extrapolates the rate since ``first_done`` (work done before a resume is not timed).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 WIDTH = 20
 
@@ -31,3 +37,17 @@ def progress_bar(done: int, total: int, elapsed: float, first_done: int = 0, uni
     if done > first_done and elapsed > 0:
         line += f", eta {duration(elapsed / (done - first_done) * (total - done))}"
     return line
+
+
+def markdown_table(table: "pd.DataFrame", float_format: str = "{:.3f}") -> str:
+    """A GitHub-style Markdown table (floats to 3 decimals)."""
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return float_format.format(value) if value == value else "n/a"
+        return str(value).replace("|", "\\|")
+
+    header = "| " + " | ".join(str(c) for c in table.columns) + " |"
+    rule = "|" + "|".join("---" for _ in table.columns) + "|"
+    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join([header, rule, *rows]) + "\n"

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.tracking.progress import duration, progress_bar
+from pipelines.text import duration, progress_bar
 
 
 def test_bar_fills_with_the_work_and_extrapolates_the_rate():
