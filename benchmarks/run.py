@@ -21,13 +21,15 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import anomaly, bad_inputs, reliability, synthesis
+from benchmarks import anomaly, bad_inputs, invocations, reliability, signals, synthesis
 
 # name -> run(quick) returning the section's markdown; each synthesis setting is a section of its own
 BENCHMARKS = {
     **{f"synthesis-{data}": partial(synthesis.run, setting=(data, minority)) for data, minority in synthesis.SETTINGS},
     "anomaly": anomaly.run,
     "bad-inputs": bad_inputs.run,
+    "invocations": invocations.run,
+    "signals": signals.run,
     "reliability": reliability.run,
 }
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"

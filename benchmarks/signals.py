@@ -56,6 +56,7 @@ class Phase:
     setup: Callable[[Path], None] | None = None
     needs_detector: bool = False
     before_server: bool = False  # the phase runs before the command starts any child process
+    workers: int = 0  # Dask worker processes that must be running when the signal is sent
 
 
 def _big_folder(work: Path) -> None:
@@ -80,21 +81,24 @@ def _inbox_batch(work: Path) -> None:
     (work / "inbox").mkdir()
 
 
-LONG_GAN = ("--data", "digits", "--minority", "3:5")
+LONG_GAN = ("--data", "digits", "--minority", "3:5")  # GANs of 3,000 steps: a progress line every 150
 PHASES = (
     Phase("augment: reading images", ("augment", "--data", "folder:{work}/folder", "--minority", "c:5", "--out",
                                       "{work}/out"), None, ("out/synthetic.npz",), delay=2.0, setup=_big_folder,
           before_server=True),
-    Phase("augment: GAN training", ("augment", *LONG_GAN, "--steps", "100000", "--out", "{work}/out"), "GAN steps",
+    Phase("augment: GAN training", ("augment", *LONG_GAN, "--steps", "3000", "--out", "{work}/out"), "GAN steps",
           ("out/synthetic.npz",)),
-    Phase("compare: GAN in worker threads", ("compare", *LONG_GAN, "--seeds", "2", "--gan-steps", "100000",
-                                             "--arms", "none,gan", "--out", "{work}/out"), "GAN steps",
-          ("out/comparison.csv",)),
-    Phase("compare: classifier arms", ("compare", *LONG_GAN, "--seeds", "2", "--epochs", "500", "--arms",
-                                       "none,ros,smote", "--out", "{work}/out"), "arms [", ("out/comparison.csv",)),
-    Phase("compare: GAN in Dask workers", ("compare", *LONG_GAN, "--seeds", "2", "--gan-steps", "100000", "--arms",
-                                           "none,gan", "--dask-workers", "2", "--out", "{work}/out"), "GAN steps",
-          ("out/comparison.csv",), delay=2.0),
+    # compare's seeds start in worker threads (or Dask workers) as soon as the flow says what it compares:
+    # each trains its class judge, then its GAN, or the classifier of its first arm
+    Phase("compare: GAN in worker threads", ("compare", *LONG_GAN, "--seeds", "2", "--gan-steps", "3000",
+                                             "--arms", "none,gan", "--out", "{work}/out"), "comparing",
+          ("out/comparison.csv",), delay=5.0),
+    Phase("compare: classifier arms", ("compare", *LONG_GAN, "--seeds", "2", "--epochs", "60", "--arms",
+                                       "none,ros,smote", "--out", "{work}/out"), "comparing", ("out/comparison.csv",),
+          delay=5.0),
+    Phase("compare: GAN in Dask workers", ("compare", *LONG_GAN, "--seeds", "2", "--gan-steps", "3000", "--arms",
+                                           "none,gan", "--dask-workers", "2", "--out", "{work}/out"), "comparing",
+          ("out/comparison.csv",), delay=15.0, workers=2),
     Phase("train-detector: training", ("train-detector", "--data", "digits", "--normal", "0", "--epochs", "5000",
                                        "--name", "signal-detector", "--out", "{work}/out"), "f-AnoGAN", ()),
     Phase("score: scoring a batch", ("score", "{work}/batch.npz", "--out", "{work}/scored", "--model",
@@ -157,7 +161,10 @@ def _children(pid: int) -> list[int]:
 
 
 def environment(work: Path, home: Path, prefect_home: Path) -> dict[str, str]:
-    env = {**os.environ, "GANPIPE_HOME": str(home), "PREFECT_HOME": str(prefect_home), "PYTHONUNBUFFERED": "1"}
+    # one torch thread beside the busy process: two spinning OpenMP threads on a shared core slow training
+    # 3-4x (docs), which would only lengthen every cell, not change how a signal is handled
+    env = {**os.environ, "GANPIPE_HOME": str(home), "PREFECT_HOME": str(prefect_home), "PYTHONUNBUFFERED": "1",
+           "OMP_NUM_THREADS": "1"}
     for key in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
         env.pop(key, None)
     return env
@@ -193,6 +200,8 @@ def run_cell(phase: Phase, signame: str, work: Path, template: Path | None = Non
             return cell
         if phase.before_server and _children(command.pid):
             cell.problem = "the phase was not reached before a child process started"
+        if phase.workers and _dask_workers(command.pid) < phase.workers:
+            cell.problem = f"fewer than {phase.workers} Dask workers ran when the signal was sent"
         sent = time.monotonic()
         command.send_signal(getattr(signal, signame))
         try:
@@ -213,6 +222,18 @@ def run_cell(phase: Phase, signame: str, work: Path, template: Path | None = Non
                 pass
         _kill_session(command.pid)
         command.wait(10)
+
+
+def _dask_workers(pid: int) -> int:
+    import psutil
+
+    count = 0
+    for child in _children(pid):
+        try:
+            count += "spawn_main" in " ".join(psutil.Process(child).cmdline())
+        except psutil.Error:
+            continue
+    return count
 
 
 def _kill_session(sid: int) -> None:
@@ -276,20 +297,32 @@ class CpuLoad:
         self.process.wait()
 
 
+def run_matrix(folder: Path, phases=PHASES, signals=SIGNALS, parallel: int = 2) -> list[Cell]:
+    """Every cell, ``parallel`` at a time, beside a busy process: the machine is loaded by the busy
+    loop and by the other cell (each command trains with one torch thread)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    template = prepare_template(folder / "template")
+    plan = [(phase, signame) for phase in phases for signame in signals]
+
+    def one(numbered):
+        number, (phase, signame) = numbered
+        cell = run_cell(phase, signame, folder / f"cell{number}", template)
+        print(f"[signals] {phase.name} / {signame}: {'pass' if cell.passed else 'FAIL ' + cell.problem}", flush=True)
+        return cell
+
+    with CpuLoad(), ThreadPoolExecutor(parallel) as pool:
+        return list(pool.map(one, enumerate(plan)))
+
+
 def run(quick: bool) -> str:
-    phases = PHASES[1:3] if quick else PHASES
-    signals = ("SIGTERM",) if quick else SIGNALS
-    cells = []
-    with tempfile.TemporaryDirectory(prefix="ganpipe-signals-") as tmp, CpuLoad():
-        template = prepare_template(Path(tmp) / "template")
-        for number, (phase, signame) in enumerate((p, s) for p in phases for s in signals):
-            cell = run_cell(phase, signame, Path(tmp) / f"cell{number}", template)
-            print(f"[signals] {phase.name} / {signame}: {'pass' if cell.passed else 'FAIL ' + cell.problem}", flush=True)
-            cells.append(cell)
+    with tempfile.TemporaryDirectory(prefix="ganpipe-signals-") as tmp:
+        cells = run_matrix(Path(tmp), PHASES[1:3] if quick else PHASES, ("SIGTERM",) if quick else SIGNALS)
     table = pd.DataFrame([c.row() for c in cells])
     passed = sum(c.passed for c in cells)
     return (f"## Signals: {len(cells)} cells of commands x phases x signals, under CPU load\n\n"
-            "Each cell starts a real `ganpipe` command while a busy loop runs in another process, waits until the "
+            "Each cell starts a real `ganpipe` command (one torch thread) while a busy loop runs in another process "
+            "and another cell runs beside it, waits until the "
             "phase is running, signals the command's process only and checks: exit within "
             f"{EXIT_LIMIT:.0f} s with a non-zero status (SIGINT, SIGTERM), no process of its session alive 5 s "
             "later, its output absent or partial (never complete-looking), and no MLflow run left RUNNING after "
