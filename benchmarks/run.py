@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import anomaly, bad_inputs, invocations, reliability, signals, synthesis
+from benchmarks import anomaly, bad_inputs, first_run, invocations, reliability, signals, synthesis
 
 # name -> run(quick) returning the section's markdown; each synthesis setting is a section of its own
 BENCHMARKS = {
@@ -30,6 +30,7 @@ BENCHMARKS = {
     "bad-inputs": bad_inputs.run,
     "invocations": invocations.run,
     "signals": signals.run,
+    "first-run": first_run.run,
     "reliability": reliability.run,
 }
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
