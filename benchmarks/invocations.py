@@ -96,9 +96,8 @@ def prepare(work: Path) -> None:
 
 def check(case: Case, work: Path) -> dict:
     """Run one case; returns its row (``ok`` says whether it passes)."""
-    env = {**os.environ, "GANPIPE_HOME": str(work / "home"), "PREFECT_HOME": str(work / "prefect")}
-    for key in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "GANPIPE_LOG_LEVEL"):
-        env.pop(key, None)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "GANPIPE_"))}
+    env.update(GANPIPE_HOME=str(work / "home"), PREFECT_HOME=str(work / "prefect"))
     argv = [a.replace("{work}", str(work)) for a in case.argv]
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "flows.cli", *argv], env=env, capture_output=True, text=True,

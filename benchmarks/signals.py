@@ -161,13 +161,13 @@ def _children(pid: int) -> list[int]:
 
 
 def environment(work: Path, home: Path, prefect_home: Path) -> dict[str, str]:
-    # one torch thread beside the busy process: two spinning OpenMP threads on a shared core slow training
-    # 3-4x (docs), which would only lengthen every cell, not change how a signal is handled
-    env = {**os.environ, "GANPIPE_HOME": str(home), "PREFECT_HOME": str(prefect_home), "PYTHONUNBUFFERED": "1",
-           "OMP_NUM_THREADS": "1"}
-    for key in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
-        env.pop(key, None)
-    return env
+    """A user's environment: none of the caller's Prefect, MLflow, Dask or ganpipe settings (a test
+    session sets several, and MLflow exports the registry it last used), homes of the cell's own, and
+    one torch thread beside the busy process (two spinning OpenMP threads on a shared core slow
+    training 3-4x, which would only lengthen every cell, not change how a signal is handled)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "GANPIPE_", "DASK_"))}
+    return {**env, "GANPIPE_HOME": str(home), "PREFECT_HOME": str(prefect_home), "PYTHONUNBUFFERED": "1",
+            "OMP_NUM_THREADS": "1"}
 
 
 def run_cell(phase: Phase, signame: str, work: Path, template: Path | None = None) -> Cell:
@@ -264,8 +264,7 @@ def _run_states(home: Path) -> dict[str, int]:
     code = ("import collections, json; from pipelines.tracking.runs import client, end_orphaned_runs, EXPERIMENTS; "
             "end_orphaned_runs(); c = client(); ids = [e.experiment_id for e in c.search_experiments()]; "
             "print(json.dumps(collections.Counter(r.info.status for r in c.search_runs(ids, max_results=1000))))")
-    env = {**os.environ, "GANPIPE_HOME": str(home)}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = environment(home.parent, home, home.parent / "prefect")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     import json
 

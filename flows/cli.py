@@ -64,7 +64,7 @@ def missing_arguments(tokens: Sequence[str]) -> str | None:
     names only the first one it misses, and a positional one as an option)."""
     command_name = next((t for t in tokens if not t.startswith("-")), None)
     required = REQUIRED.get(command_name or "", [])
-    rest = [t for t in tokens[tokens.index(command_name) + 1:]] if command_name else []
+    rest = list(tokens[tokens.index(command_name) + 1:]) if command_name else []
     positional_given = len([t for i, t in enumerate(rest) if not t.startswith("-")
                             and not (i and rest[i - 1].startswith("--") and "=" not in rest[i - 1])])
     absent, positional_seen = [], 0
@@ -134,8 +134,9 @@ def quiet_prefect_console(level: str) -> None:
     def keep(record: logging.LogRecord) -> bool:
         return record.levelno >= threshold or not record.pathname.startswith(prefect_code)
 
+    keep.ganpipe_quiet = True
     for handler in logging.getLogger().handlers:
-        if not any(getattr(f, "__name__", "") == "keep" for f in handler.filters):
+        if not any(getattr(f, "ganpipe_quiet", False) for f in handler.filters):
             handler.addFilter(keep)
 
 
