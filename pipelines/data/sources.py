@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.data.images import IMAGE_SUFFIXES, convert_channels, images_to_nchw, read_image_files, resize_images, short_reason
+from pipelines.data.images import IMAGE_SUFFIXES, convert_channels, images_to_nchw, read_image_files, resize_images
 from pipelines.data.specs import check_data_spec
 from pipelines.errors import GanpipeError
 
