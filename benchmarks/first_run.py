@@ -29,9 +29,15 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNS = int(os.environ.get("GANPIPE_FIRST_RUNS", "10"))
 
 
-def one_run(target: str, folder: Path) -> dict:
+def head_commit() -> str:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def one_run(target: str, folder: Path, commit: str) -> dict:
     clone = folder / "ganpipe"
     subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(clone)], check=True)
+    subprocess.run(["git", "checkout", "--quiet", commit], cwd=clone, check=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PREFECT_", "MLFLOW_", "GANPIPE_"))}
     env.update(PREFECT_HOME=str(folder / "prefect-home"), PATH=os.environ["PATH"])
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
@@ -54,16 +60,17 @@ def one_run(target: str, folder: Path) -> dict:
 
 def run(quick: bool) -> str:
     target, runs = ("demo-quick", 1) if quick else ("demo", RUNS)
+    commit = head_commit()  # every run measures the same commit, even if commits land while it runs
     rows = []
     for number in range(runs):
         with tempfile.TemporaryDirectory(prefix="ganpipe-first-run-") as tmp:
-            row = {"run": number + 1, **one_run(target, Path(tmp))}
+            row = {"run": number + 1, **one_run(target, Path(tmp), commit)}
             print(f"[first-run] {row}", flush=True)
             rows.append(row)
             shutil.rmtree(Path(tmp) / "ganpipe", ignore_errors=True)
     table = pd.DataFrame(rows)
     passed = int((table["ok"] == "yes").sum())
     return (f"## First contact: `make {target}` as the first command of a fresh clone, {runs} run(s)\n\n"
-            "Each run clones this commit into an empty folder (no venv, no bytecode, no Prefect database, no MLflow "
+            f"Each run clones commit {commit[:7]} into an empty folder (no venv, no bytecode, no Prefect database, no MLflow "
             f"store), starts a busy loop in another process and runs `make install`, then `make {target}`. "
             f"{passed} of {runs} succeed.\n\n" + markdown_table(table))
