@@ -2,8 +2,8 @@
 entry: :class:`GANAnomalyDetector` (scikit-learn / PyOD API); :data:`SCORES` names its scores,
 :data:`DEFAULT_SCORE` is the one that flags by default and :data:`CRITIC_ONLY` those that need no reconstruction.
 
-Imports ``pipelines.gan_core`` (the shared GAN machinery), torch, numpy and scikit-learn; never
-Prefect, MLflow, the rest of ``pipelines``, ``flows`` or ``gan_aug``. Arrays in, arrays out: no files.
+Imports ``gan_core`` (the shared GAN machinery), torch, numpy and scikit-learn; never
+Prefect, MLflow, ``pipelines`` beyond its errors and stop flag, ``flows`` or ``gan_aug``. Arrays in, arrays out: no files.
 """
 
 from anomaly.names import CRITIC_ONLY, DEFAULT_SCORE, SCORES

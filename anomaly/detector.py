@@ -40,7 +40,7 @@ from sklearn.covariance import LedoitWolf
 from anomaly.names import CRITIC_ONLY, DEFAULT_SCORE, ENSEMBLE, MULTI, SCORES
 from anomaly.train import FAnoGAN, FAnoGANConfig, Progress, networks_from_state, state_of, train_fanogan
 from pipelines.errors import GanpipeError
-from pipelines.gan_core.config import steps_for_epochs
+from gan_core.config import steps_for_epochs
 
 KNN = 5  # neighbours of critic_feature_knn
 FEATURE_REFERENCE = 2000  # normal training images kept for critic_feature_knn (a seeded random subset beyond)

@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from pipelines.gan_core.layers import center_crop, upsampling_stages
+from gan_core.layers import center_crop, upsampling_stages
 
 
 class AnoGenerator(nn.Module):

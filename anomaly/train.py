@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from anomaly.networks import AnoGenerator, Critic, Encoder
-from pipelines.gan_core.checkpoint import fingerprint_arrays, resume, save_checkpoint
-from pipelines.gan_core.config import GANTrainingConfig
-from pipelines.gan_core.seeding import build_seeded
-from pipelines.gan_core.regularisers import gradient_penalty
+from gan_core.checkpoint import fingerprint_arrays, resume, save_checkpoint
+from gan_core.config import GANTrainingConfig
+from gan_core.seeding import build_seeded
+from gan_core.regularisers import gradient_penalty
 from pipelines.stopping import check_stop
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ Progress = Callable[[str, int, int, dict], None]  # (stage, step, steps, metrics
 
 @dataclass(frozen=True)
 class FAnoGANConfig(GANTrainingConfig):
-    """Hyperparameters on top of :class:`~pipelines.gan_core.config.GANTrainingConfig`: ``gan_steps`` generator
+    """Hyperparameters on top of :class:`~gan_core.config.GANTrainingConfig`: ``gan_steps`` generator
     updates of stage 1, ``encoder_steps`` encoder updates of stage 2, ``kappa`` the weight of the
     feature residual in the izi_f loss and the anomaly score, ``snapshots`` the number of critics
     kept from stage 1 (a snapshot ensemble: the critic's features drift while it trains, and

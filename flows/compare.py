@@ -19,6 +19,7 @@ from pipelines.evaluation import compare
 from pipelines.evaluation.remedies import Synthesise
 from pipelines.errors import GanpipeError
 from pipelines.text import progress_bar
+from pipelines.tracking.comparison import log_comparison
 from pipelines.tracking.registry import load_estimator, resolve_model, version_tags
 from pipelines.tracking.runs import dataset_digest, start_run
 
@@ -92,7 +93,7 @@ def compare_flow(params: CompareParams = CompareParams()) -> dict:
             if not used:
                 run_logger().warning("%s was trained on none of these seeds' training splits; every seed trained "
                                      "its own GAN", registered.source)
-        run_id = compare.log_comparison(comparison, parent, dataset.class_names, params.minority)
+        run_id = log_comparison(comparison, parent, dataset.class_names, params.minority)
     if prefect_tags():
         from prefect.artifacts import create_table_artifact
 

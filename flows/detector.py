@@ -34,10 +34,11 @@ from pipelines.evaluation.anomaly_report import (
     score_table,
     validation_auroc,
 )
-from pipelines.evaluation.monitoring import trend_point, update_trend
+from pipelines.evaluation.monitoring import trend_point
 from pipelines.tracking.registry import (DetectorModel, load_estimator, register_estimator, resolve_model,
                                          set_alias_if_better, version_tags)
 from pipelines.text import markdown_table, progress_bar
+from pipelines.tracking.monitoring import update_trend
 from pipelines.tracking.runs import find_runs, start_run
 
 

@@ -2,8 +2,8 @@
 sampling. Public entry: :class:`GANOverSampler` (imbalanced-learn API); :class:`GANConfig` holds
 its further settings.
 
-Imports ``pipelines.gan_core`` (the shared GAN machinery), torch, numpy and imbalanced-learn;
-never Prefect, MLflow, the rest of ``pipelines``, ``flows`` or ``anomaly``. Tensors in, tensors out: no files.
+Imports ``gan_core`` (the shared GAN machinery), torch, numpy and imbalanced-learn;
+never Prefect, MLflow, ``pipelines`` beyond its errors and stop flag, ``flows`` or ``anomaly``. Tensors in, tensors out: no files.
 """
 
 from gan_aug.config import GANConfig

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipelines.gan_core.config import GANTrainingConfig
+from gan_core.config import GANTrainingConfig
 
 
 @dataclass(frozen=True)
 class GANConfig(GANTrainingConfig):
-    """Hyperparameters on top of :class:`~pipelines.gan_core.config.GANTrainingConfig`. ``steps`` counts
+    """Hyperparameters on top of :class:`~gan_core.config.GANTrainingConfig`. ``steps`` counts
     generator updates; ``class_balance`` sets how often each class is drawn: probability proportional
     to ``count ** (1 - class_balance)`` (1 = every class equally often, 0 = as often as in the data)."""
 

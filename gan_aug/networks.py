@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn.utils import spectral_norm
 
-from pipelines.gan_core.layers import center_crop, upsampling_stages
+from gan_core.layers import center_crop, upsampling_stages
 
 
 class ConditionalBatchNorm2d(nn.Module):

@@ -18,7 +18,7 @@ import numpy as np
 from imblearn.over_sampling.base import BaseOverSampler
 
 from gan_aug.train import GANConfig, Preview, Progress, TrainedGAN, train_conditional_gan
-from pipelines.gan_core.config import steps_for_epochs
+from gan_core.config import steps_for_epochs
 
 log = logging.getLogger(__name__)
 

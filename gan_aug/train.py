@@ -35,10 +35,10 @@ import torch
 from gan_aug import losses
 from gan_aug.config import GANConfig
 from gan_aug.networks import Discriminator, Generator, Judge
-from pipelines.gan_core.checkpoint import fingerprint_arrays, resume, save_checkpoint
-from pipelines.gan_core.seeding import build_seeded
+from gan_core.checkpoint import fingerprint_arrays, resume, save_checkpoint
+from gan_core.seeding import build_seeded
 from pipelines.stopping import check_stop
-from pipelines.gan_core.regularisers import diff_augment, ema_update, gradient_penalty
+from gan_core.regularisers import diff_augment, ema_update, gradient_penalty
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,10 @@
 - ``pipelines.evaluation``: downstream classifiers, metrics (sample-quality maths included),
   classic augmentation and the other remedies, statistics, the compare experiment (the GAN comes in
   as a callable), anomaly reports and figures;
-- ``pipelines.tracking``: MLflow runs and the model registry, the only code that imports mlflow;
-- ``pipelines.gan_core``: the torch machinery both GAN families share (pure torch; it imports no
-  other part of ``pipelines``), including the thread-safe seeded construction the classifiers use.
+- ``pipelines.tracking``: MLflow runs and the model registry, the only code that imports mlflow,
+  and fitted state saved as plain tensors and JSON for the registry (``safe_state``).
+
+The classifiers build their models with the thread-safe seeded construction of ``gan_core``.
 
 Never imports Prefect, ``gan_aug``, ``anomaly``, ``flows`` or ``benchmarks``.
 """

@@ -15,8 +15,27 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
-from pipelines.gan_core.seeding import SeededDropout, build_seeded
+from gan_core.seeding import build_seeded
 from pipelines.stopping import check_stop
+
+
+class SeededDropout(nn.Module):
+    """Dropout that draws its masks from its own ``torch.Generator`` (set with :meth:`seed`), not
+    from the process-wide RNG that other threads share."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+        self.generator = torch.Generator()
+
+    def seed(self, seed: int) -> None:
+        self.generator.manual_seed(int(seed))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = torch.rand(x.shape, generator=self.generator) >= self.p
+        return x * keep / (1.0 - self.p)
 
 
 class SmallCNN(nn.Module):

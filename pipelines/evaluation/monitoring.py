@@ -1,11 +1,10 @@
 """The trend of a model's scored batches: one point per batch (anomaly rate, mean score) beside the
 rate expected at the calibrated threshold, and the rate above which a batch of that size raises an
 alert. Kept in one MLflow run per registered model (experiment ``ganpipe-monitoring``) as metrics
-over steps, a table and a plot, so the UI shows drift across batches without opening each one."""
+over steps, a table and a plot, so the UI shows drift across batches without opening each one
+(:func:`pipelines.tracking.monitoring.update_trend` logs it)."""
 
 from __future__ import annotations
-
-import threading
 
 import matplotlib
 
@@ -17,7 +16,6 @@ from scipy.stats import binom  # noqa: E402
 
 ALERT_P = 1e-3  # the one-sided binomial test of batch_summary: an alert below this p-value
 TREND_METRICS = ("anomaly_rate", "mean_score", "expected_rate", "alert_rate", "alert", "scored")
-_lock = threading.Lock()  # inbox flows score batches on threads: one trend update at a time
 
 
 def alert_rate(scored: int, expected_rate: float, p: float = ALERT_P) -> float:
@@ -60,39 +58,3 @@ def trend_figure(trend: pd.DataFrame):
         bottom.set_xticks(step, labels.astype(str), rotation=30, ha="right", fontsize=7)
     fig.tight_layout()
     return fig
-
-
-def update_trend(model_name: str, batch_id: str, point: dict[str, float], tags: dict[str, str] | None = None) -> str:
-    """Add one batch to the model's monitoring run (created on its first batch): metrics at the next
-    step, ``tables/trend.csv`` and ``figures/trend.png`` rewritten. Returns the monitoring run id."""
-    from pipelines.tracking.runs import EXPERIMENTS, TrackedRun, client, experiment_id, source_tags
-
-    with _lock:
-        mlflow_client = client()
-        exp = experiment_id(EXPERIMENTS["monitoring"])
-        found = mlflow_client.search_runs([exp], filter_string=f"tags.`model_name` = '{model_name}'",
-                                          order_by=["attributes.start_time ASC"], max_results=1)
-        if found:
-            run_id = found[0].info.run_id
-        else:
-            run_id = mlflow_client.create_run(exp, run_name=f"monitor-{model_name}", tags={
-                **source_tags(), "model_name": model_name, **(tags or {}),
-                "mlflow.note.content": f"Anomaly rate and mean score of every batch scored with `{model_name}`, "
-                                       "beside the rate expected at the calibrated threshold."}).info.run_id
-            mlflow_client.set_terminated(run_id, status="FINISHED")
-        step = len(mlflow_client.get_metric_history(run_id, "monitor/anomaly_rate"))
-        run = TrackedRun(mlflow_client, run_id, exp)
-        run.log_metrics(point, step=step, prefix="monitor/")
-        rows = []
-        for key in TREND_METRICS:
-            for m in mlflow_client.get_metric_history(run_id, f"monitor/{key}"):
-                rows.append({"step": m.step, "metric": key, "value": m.value})
-        trend = pd.DataFrame(rows).pivot_table(index="step", columns="metric", values="value")
-        trend = trend.reindex(columns=list(TREND_METRICS)).reset_index()  # a metric never logged (NaN) stays a column
-        mlflow_client.set_tag(run_id, f"batch.{step}", batch_id)  # the x-axis labels of the plot
-        tags_now = mlflow_client.get_run(run_id).data.tags
-        trend["batch_id"] = trend["step"].map(lambda s: tags_now.get(f"batch.{int(s)}", ""))
-        run.log_table(trend, "tables/trend.csv")
-        run.log_figure(trend_figure(trend), "figures/trend.png")
-        return run_id
-

@@ -2,7 +2,7 @@
 aliases, and loading them back by ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``.
 
 Nothing is pickled. An estimator is stored as the artifact folder ``estimator`` with
-:func:`~pipelines.gan_core.safe_state.save_state`: its ``state_dict()`` (weights as plain tensors,
+:func:`~pipelines.tracking.safe_state.save_state`: its ``state_dict()`` (weights as plain tensors,
 calibration and settings as JSON), the estimator's dotted class name (one of :data:`ESTIMATORS`) and
 the output the model gives (:data:`OUTPUTS`, with its settings such as the class names). The pyfunc
 model is logged from code (``logged_detector.py`` or ``logged_generator.py``, whose ``predict`` is
@@ -25,7 +25,7 @@ import pandas as pd
 
 from pipelines.errors import GanpipeError
 from pipelines.evaluation.anomaly_report import score_table
-from pipelines.gan_core.safe_state import load_state, save_state
+from pipelines.tracking.safe_state import load_state, save_state
 from pipelines.tracking.runs import TrackedRun, client
 
 # the only classes a stored estimator may name; each has state_dict() and from_state_dict(state)

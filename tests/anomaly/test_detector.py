@@ -10,7 +10,7 @@ from sklearn.base import clone
 from anomaly import CRITIC_ONLY, DEFAULT_SCORE, SCORES, GANAnomalyDetector
 from anomaly.networks import AnoGenerator, Critic, Encoder
 from anomaly.train import FAnoGANConfig, train_fanogan
-from pipelines.gan_core.safe_state import load_state, save_state
+from pipelines.tracking.safe_state import load_state, save_state
 
 TINY = {"gan_steps": 40, "encoder_steps": 60, "critic_steps": 2, "width": 8, "latent_dim": 8, "batch_size": 32}
 

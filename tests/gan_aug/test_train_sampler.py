@@ -13,7 +13,7 @@ from gan_aug import GANOverSampler
 import gan_aug.train as gan_train
 from gan_aug.train import GANConfig, class_probabilities, train_conditional_gan
 from pipelines.data.sources import load_dataset
-from pipelines.gan_core.safe_state import load_state, save_state
+from pipelines.tracking.safe_state import load_state, save_state
 
 TINY = {"width": 8, "z_dim": 16, "batch_size": 16, "judge_steps": 10}
 
@@ -107,7 +107,7 @@ def test_interrupted_training_resumes_from_the_last_checkpoint(imbalanced_digits
     with pytest.raises(Interrupt):
         train_conditional_gan(x, y, 4, config, checkpoint_path=checkpoint, progress=stop_after_nine, log_every=1)
     assert torch.load(checkpoint, weights_only=True)["step"] == 8  # plain tensors and numbers
-    with caplog.at_level(logging.INFO, logger="pipelines.gan_core.checkpoint"):
+    with caplog.at_level(logging.INFO, logger="gan_core.checkpoint"):
         resumed = train_conditional_gan(x, y, 4, config, checkpoint_path=checkpoint)
     assert "resuming from" in caplog.text and "at step 8/12" in caplog.text
     for name, tensor in reference.generator.state_dict().items():
@@ -119,7 +119,7 @@ def test_checkpoint_of_other_settings_is_not_resumed(imbalanced_digits, tmp_path
     x, y = imbalanced_digits
     checkpoint = tmp_path / "gan.pt"
     train_conditional_gan(x, y, 4, GANConfig(steps=2, seed=0, **TINY), checkpoint_path=checkpoint)
-    with caplog.at_level(logging.WARNING, logger="pipelines.gan_core.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="gan_core.checkpoint"):
         train_conditional_gan(x, y, 4, GANConfig(steps=3, seed=0, **TINY), checkpoint_path=checkpoint)
     assert "ignoring checkpoint" in caplog.text
 

@@ -15,7 +15,7 @@ from gan_aug import GANOverSampler
 from pipelines.data.sources import load_dataset
 from pipelines.errors import GanpipeError
 from pipelines.evaluation.anomaly_report import score_table
-from pipelines.gan_core.safe_state import STATE_FILE, TENSORS_FILE
+from pipelines.tracking.safe_state import STATE_FILE, TENSORS_FILE
 from pipelines.tracking.registry import DetectorModel, GeneratorModel, load_estimator, register_estimator
 from pipelines.tracking.runs import project_home, start_run
 from tests.conftest import write_code_pickle

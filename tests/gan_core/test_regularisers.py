@@ -5,8 +5,8 @@ import copy
 import pytest
 import torch
 
-from pipelines.gan_core.layers import center_crop, upsampling_stages
-from pipelines.gan_core.regularisers import diff_augment, ema_update, gradient_penalty
+from gan_core.layers import center_crop, upsampling_stages
+from gan_core.regularisers import diff_augment, ema_update, gradient_penalty
 
 
 def test_gradient_penalty_is_zero_for_a_unit_slope_critic():

@@ -4,7 +4,7 @@ import logging
 
 import torch
 
-from pipelines.gan_core.checkpoint import resume, save_checkpoint
+from gan_core.checkpoint import resume, save_checkpoint
 from tests.conftest import write_code_pickle
 
 
@@ -30,7 +30,7 @@ def test_a_checkpoint_of_plain_state_resumes(tmp_path):
 def test_a_checkpoint_with_code_in_a_pickle_is_ignored_and_the_code_does_not_run(tmp_path, caplog):
     marker = tmp_path / "marker"
     path = write_code_pickle(tmp_path / "c.pt", marker, torch_format=True)
-    with caplog.at_level(logging.WARNING, logger="pipelines.gan_core.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="gan_core.checkpoint"):
         assert resume(path, {}, "d", _modules(), torch.Generator(), 10) == (0, [], 0.0)
     assert "ignoring checkpoint" in caplog.text and "possible code in a pickle" in caplog.text
     assert not marker.exists()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pipelines.errors import GanpipeError
-from pipelines.gan_core.safe_state import STATE_FILE, TENSORS_FILE, load_plain_tensors, load_state, save_state
+from pipelines.tracking.safe_state import STATE_FILE, TENSORS_FILE, load_plain_tensors, load_state, save_state
 from tests.conftest import write_code_pickle
 
 

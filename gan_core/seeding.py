@@ -23,22 +23,3 @@ def build_seeded(factory: Callable[[], M], seed: int) -> M:
     with _BUILD_LOCK:
         torch.manual_seed(seed)
         return factory()
-
-
-class SeededDropout(nn.Module):
-    """Dropout that draws its masks from its own ``torch.Generator`` (set with :meth:`seed`), not
-    from the process-wide RNG that other threads share."""
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = p
-        self.generator = torch.Generator()
-
-    def seed(self, seed: int) -> None:
-        self.generator.manual_seed(int(seed))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0:
-            return x
-        keep = torch.rand(x.shape, generator=self.generator) >= self.p
-        return x * keep / (1.0 - self.p)
