@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -9,10 +10,10 @@ import pandas as pd
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import call, data_label, flow_run_name, load_data, prefect_tags, run_logger
+from flows.common import Planner, call, data_label, flow_run_name, load_data, prefect_tags, run_logger
 from flows.lifecycle import exit_with_owner
 from flows.params import AugmentParams
-from gan_aug import GANOverSampler
+from gan_aug import GANConfig, GANOverSampler
 from gan_aug.train import PREVIEW_PER_CLASS
 from pipelines.data.export import export_synthetic
 from pipelines.data.splits import Splits, synthesis_plan
@@ -26,18 +27,29 @@ from pipelines.tracking.runs import TrackedRun, start_run
 QUALITY_METRICS = ("frechet", "coverage", "recall", "label_agreement", "near_duplicate_share")
 
 
-def plan(params: AugmentParams) -> tuple[Splits, dict[int, int], GANOverSampler]:
-    """Every check that can fail on user input, before training: the split with the minority classes
-    cut, the synthetic items each of them gets, and the (unfitted) oversampler."""
+@dataclass(frozen=True)
+class AugmentPlan:
+    """What an augment run works on: the split with the minority classes cut, the synthetic items
+    each minority class gets (by class index), the unfitted oversampler and its GAN settings."""
+
+    splits: Splits
+    to_make: dict[int, int]
+    sampler: GANOverSampler
+    gan_config: GANConfig
+
+
+@Planner
+def plan(params: AugmentParams) -> AugmentPlan:
+    """Every check that can fail on user input, before training (see :class:`AugmentPlan`)."""
     splits, to_make = synthesis_plan(load_data(params.data, params.image_size), params.minority, params.target,
                                      params.seed)
     sampler = GANOverSampler(epochs=params.epochs, steps=params.steps, config=params.gan, random_state=params.seed,
                              checkpoint_path=Path(params.out).expanduser() / "checkpoints" / "gan.pt")
     try:
-        sampler.gan_config(len(splits.train))
+        gan_config = sampler.gan_config(len(splits.train))
     except (TypeError, ValueError) as exc:
         raise GanpipeError(f"invalid GAN settings {params.gan}: {exc}") from None
-    return splits, to_make, sampler
+    return AugmentPlan(splits, to_make, sampler, gan_config)
 
 
 @task(name="train-gan", cache_policy=NO_CACHE)
@@ -80,12 +92,13 @@ def augment_flow(params: AugmentParams = AugmentParams()) -> dict:
     """Load -> train the conditional GAN on all classes -> sample the minority classes up to the
     target -> evaluate sample quality against SMOTE and classic augmentation -> export and register."""
     exit_with_owner()  # run by `ganpipe serve`: a flow-run process that ends with it
-    splits, to_make, sampler = plan(params)
+    planned = plan(params)
+    splits, to_make, sampler = planned.splits, planned.to_make, planned.sampler
     names, classes, out = splits.train.class_names, sorted(to_make), Path(params.out).expanduser()
     with start_run("augment", run_name=f"augment-{data_label(params.data)}-seed{params.seed}", tags=prefect_tags(),
                    system_metrics=True) as run:
         run.log_params({**params.model_dump(exclude={"gan"}), "train_items": len(splits.train),
-                        **{f"gan.{k}": v for k, v in vars(sampler.gan_config(len(splits.train))).items()},
+                        **{f"gan.{k}": v for k, v in vars(planned.gan_config).items()},
                         **{f"synthesise.{names[k]}": n for k, n in to_make.items()}})
         label = data_label(params.data)
         digests = {context: run.log_dataset(part.x, part.y, f"{label}-{context}", context, params.data)

@@ -181,7 +181,7 @@ def augment(params: AugmentParams) -> int:
     from flows.augment import augment_flow, plan
     from pipelines.text import markdown_table
 
-    plan(params)  # every user error surfaces before the flow run starts
+    plan.prepare(params)  # every user error surfaces before the flow run starts, which then takes this plan
     result = run_flow(augment_flow, params)
     columns = ["class", "method", "frechet", "precision", "recall", "coverage", "label_agreement", "near_duplicate_share"]
     print(f"\nSynthesised per class: {result['to_make']}  (GAN training {result['seconds']:.0f} s)")
@@ -202,7 +202,7 @@ def train_detector(params: TrainDetectorParams) -> int:
     from flows.detector import normal_classes, train_detector_flow
     from pipelines.text import markdown_table
 
-    normal_classes(params)  # every user error surfaces before the flow run starts
+    normal_classes.prepare(params)  # every user error surfaces before the flow run starts, which takes this plan
     result = run_flow(train_detector_flow, params)
     rows = [{"split": split, **metrics} for split, metrics in result["metrics"].items()]
     print(f"\nTrained in {result['seconds']:.0f} s; threshold {result['threshold']:.4g} "
@@ -242,16 +242,12 @@ def score(params: ScoreParams) -> int:
 
 @command("compare", CompareParams, ClusterParams)
 def compare(params: CompareParams, cluster: ClusterParams) -> int:
-    from flows.common import load_data, task_runner
-    from flows.compare import compare_flow
-    from pipelines.evaluation.compare import check_experiment
+    from flows.common import task_runner
+    from flows.compare import compare_flow, plan
     from pipelines.text import markdown_table
 
-    check_experiment(load_data(params.data, params.image_size), params.minority, params.arms, params.sweep)
-    if params.generator:  # a missing model fails here, in one line, before any server starts
-        from pipelines.tracking.registry import resolve_model
-
-        resolve_model(params.generator)
+    # bad input and a missing generator fail here, in one line, before any server starts; the flow takes this plan
+    plan.prepare(params)
     runner = task_runner(cluster.dask_address, cluster.dask_workers)
     result = run_flow(compare_flow.with_options(task_runner=runner), params)
     summary = result["summary"]
@@ -274,8 +270,7 @@ def serve(params: ServeParams) -> int:
     from flows.serve import deployments, reset_deployments
     from flows.servers import start_prefect_server, stop
 
-    inbox = Path(params.inbox).expanduser().resolve()
-    outbox = Path(params.outbox).expanduser().resolve() if params.outbox else inbox / "_scored"
+    inbox, outbox = params.folders()
     inbox.mkdir(parents=True, exist_ok=True)
     outbox.mkdir(parents=True, exist_ok=True)
     # flow runs of served deployments start in fresh processes: hand them the cluster through the environment

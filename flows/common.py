@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
+from typing import Callable, Generic, TypeVar
 
 from pipelines.data.sources import ImageDataset, load_dataset
 from pipelines.tracking.runs import PREFECT_RUN_TAG
@@ -13,6 +15,39 @@ def load_data(spec: str, image_size: int | None = None) -> ImageDataset:
     """:func:`~pipelines.data.sources.load_dataset`, once per process: the CLI checks a job's data
     before its flow run starts, and the flow then works on the same loaded arrays."""
     return load_dataset(spec, image_size=image_size)
+
+
+P = TypeVar("P")
+Plan = TypeVar("Plan")
+
+
+class Planner(Generic[P, Plan]):
+    """A job's plan (its inputs parsed, checked and cut, ready to train on), made once per command.
+
+    The command line calls :meth:`prepare` before any server starts, so every user error surfaces
+    there; the flow then calls the planner with the same parameters and takes that plan (once). A
+    flow run that no command prepared (a served deployment, ``flow.fn`` in a test) makes its own."""
+
+    def __init__(self, make: Callable[[P], Plan]) -> None:
+        self.make = make
+        self._prepared: dict[str, Plan] = {}
+        self._lock = threading.Lock()
+        self.__doc__ = make.__doc__
+
+    @staticmethod
+    def _key(params) -> str:
+        return f"{type(params).__name__}:{params.model_dump_json()}"
+
+    def prepare(self, params: P) -> Plan:
+        plan = self.make(params)
+        with self._lock:
+            self._prepared[self._key(params)] = plan
+        return plan
+
+    def __call__(self, params: P) -> Plan:
+        with self._lock:
+            plan = self._prepared.pop(self._key(params), None)
+        return self.make(params) if plan is None else plan
 
 
 def prefect_tags() -> dict[str, str]:

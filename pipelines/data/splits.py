@@ -8,7 +8,7 @@ from typing import Mapping
 import numpy as np
 
 from pipelines.data.sources import ImageDataset
-from pipelines.data.specs import parse_class_spec
+from pipelines.data.specs import check_gan_side, parse_class_spec
 from pipelines.errors import GanpipeError
 
 
@@ -87,12 +87,7 @@ def synthesis_plan(dataset: ImageDataset, minority: str, target: int | None, see
     synthetic items each of them gets to reach ``target`` (default: the majority count). Every
     check that can fail on user input happens here, before any training."""
     require_two_classes(dataset, "a conditional GAN needs at least two classes (one sub-folder each)")
-    side = dataset.x.shape[2:]
-    if side[0] != side[1]:
-        raise GanpipeError(f"{dataset.source}: images must be square for the GAN, got {side[0]}x{side[1]}; pass --image-size")
-    if not 8 <= side[0] <= 64:
-        raise GanpipeError(f"{dataset.source}: the GAN handles 8x8 to 64x64 images, got {side[0]}x{side[1]}; "
-                           "pass --image-size")
+    check_gan_side(*dataset.x.shape[2:], dataset.source)
     classes = parse_class_spec(minority)
     for key in classes:
         if dataset.class_counts[dataset.class_names[dataset.class_index(key)]] == 0:

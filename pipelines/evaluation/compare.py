@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.data.sources import ImageDataset
-from pipelines.data.specs import parse_class_spec, parse_counts
+from pipelines.data.specs import check_gan_side, parse_class_spec, parse_counts
 from pipelines.data.splits import Splits, make_imbalanced, require_two_classes, stratified_split
 from pipelines.errors import GanpipeError
 from pipelines.evaluation.classifier import make_classifier
@@ -51,8 +51,8 @@ def check_experiment(dataset: ImageDataset, minority: str, arms: str, sweep: str
     probe = stratified_split(dataset, seed=0)
     for count in sweep_list:
         make_imbalanced(probe, {k: count or n for k, n in counts.items()}, seed=0)  # raises on bad classes/counts
-    if any(a in GAN_ARMS for a in arm_list) and not 8 <= dataset.x.shape[2] <= 64:
-        raise GanpipeError(f"the GAN arms need images from 8x8 to 64x64, got {dataset.x.shape[2]}; pass --image-size")
+    if any(a in GAN_ARMS for a in arm_list):
+        check_gan_side(*dataset.x.shape[2:], dataset.source)
     return counts, arm_list, sweep_list
 
 
