@@ -1,5 +1,5 @@
 """Untrusted batches (issue 13): every kind of bad input of the test matrix
-(``tests/pipelines/data/bad_batches.py``), read with ``iter_batch`` for a (1, 28, 28) model, beside
+(``benchmarks/bad_batches.py``), read with ``iter_batch`` for a (1, 28, 28) model, beside
 its documented outcome. The matrix is small, so ``quick`` changes nothing."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipelines.text import markdown_table
-from tests.pipelines.data.bad_batches import KINDS, SHAPE, mismatch, read_kind
+from benchmarks.bad_batches import KINDS, SHAPE, mismatch, read_kind
 
 
 def run(quick: bool) -> str:

@@ -4,6 +4,6 @@ plain data (see :mod:`pipelines.tracking.registry`)."""
 
 from mlflow.models import set_model
 
-from pipelines.tracking.registry import LoggedImages
+from pipelines.tracking.registry import LoggedDetector
 
-set_model(LoggedImages())
+set_model(LoggedDetector())

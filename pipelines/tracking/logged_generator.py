@@ -4,6 +4,6 @@ plain data (see :mod:`pipelines.tracking.registry`)."""
 
 from mlflow.models import set_model
 
-from pipelines.tracking.registry import LoggedTable
+from pipelines.tracking.registry import LoggedGenerator
 
-set_model(LoggedTable())
+set_model(LoggedGenerator())

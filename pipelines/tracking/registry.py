@@ -118,18 +118,22 @@ class _StoredEstimator:
         self.estimator, self.output = read_estimator(context.artifacts[ARTIFACT])
 
 
-class LoggedImages(_StoredEstimator, mlflow.pyfunc.PythonModel):
+class LoggedDetector(_StoredEstimator, mlflow.pyfunc.PythonModel):
     """The pyfunc model of a detector (``logged_detector.py``): images in, a score table out."""
 
     def predict(self, context, model_input: np.ndarray, params=None) -> pd.DataFrame:
         return self.output.answer(self.estimator, model_input)
 
 
-class LoggedTable(_StoredEstimator, mlflow.pyfunc.PythonModel):
+class LoggedGenerator(_StoredEstimator, mlflow.pyfunc.PythonModel):
     """The pyfunc model of a generator (``logged_generator.py``): a request table in, images out."""
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:
         return self.output.answer(self.estimator, model_input)
+
+
+# the code of versions registered before the rename imports these names
+LoggedImages, LoggedTable = LoggedDetector, LoggedGenerator
 
 
 class LoggedEstimator(_StoredEstimator, mlflow.pyfunc.PythonModel):

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import time
 import tracemalloc
 
 import numpy as np
@@ -9,7 +8,7 @@ import pytest
 
 from pipelines.data.batches import batch_digest, check_batch, count_items, iter_batch, read_batch
 from pipelines.errors import GanpipeError
-from tests.pipelines.data.bad_batches import GREY, KINDS, NON_UTF8, ODD_NAMES, SHAPE, grey, mismatch, read_kind
+from benchmarks.bad_batches import GREY, KINDS, NON_UTF8, ODD_NAMES, SHAPE, grey, mismatch, read_kind
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.name)
@@ -136,7 +135,6 @@ def test_iter_batch_memory_stays_bounded_on_a_large_npz(tmp_path):
     np.savez(tmp_path / "big.npz", x=x, ids=np.char.add("item-", np.arange(n).astype(str)))
     size = x.nbytes
     del x
-    start = time.perf_counter()
     tracemalloc.start()
     try:
         items, last = 0, 0
@@ -148,7 +146,6 @@ def test_iter_batch_memory_stays_bounded_on_a_large_npz(tmp_path):
         tracemalloc.stop()
     assert items == last == n
     assert peak < 0.2 * size, f"peak {peak / 2**20:.0f} MB for a {size / 2**20:.0f} MB array"
-    assert time.perf_counter() - start < 10
 
 
 def test_ids_survive_a_pandas_csv_round_trip(tmp_path):

@@ -3,7 +3,7 @@
 Each kind writes its batch into an empty work folder (files meant to be out of reach go in
 ``work/outside``) and says, item by item in batch order, whether the item is scored (``None``) or
 rejected (a substring of the reason), or that the whole batch is refused (``error``). The tests
-assert the outcomes; ``benchmarks/bad_inputs.py`` tabulates them.
+assert the outcomes; ``benchmarks/bad_inputs.py`` tabulates them (here, so the benchmarks need nothing from ``tests/``).
 """
 
 from __future__ import annotations
