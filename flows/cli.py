@@ -262,51 +262,9 @@ def compare(params: CompareParams, cluster: ClusterParams) -> int:
 
 @command("serve", ServeParams)
 def serve(params: ServeParams) -> int:
-    from prefect import serve as serve_deployments
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from flows.serve import serve_forever
 
-    from flows.common import DASK_ADDRESS_ENV, DASK_WORKERS_ENV
-    from flows.lifecycle import OWNER_ENV, owner_token
-    from flows.serve import deployments, reset_deployments
-    from flows.servers import start_prefect_server, stop
-
-    inbox, outbox = params.folders()
-    inbox.mkdir(parents=True, exist_ok=True)
-    outbox.mkdir(parents=True, exist_ok=True)
-    # flow runs of served deployments start in fresh processes: hand them the cluster through the environment
-    if params.dask_address:
-        os.environ[DASK_ADDRESS_ENV] = params.dask_address
-    if params.dask_workers:
-        os.environ[DASK_WORKERS_ENV] = str(params.dask_workers)
-    os.environ[OWNER_ENV] = owner_token()  # its flow-run processes stop when this process is gone
-    server, api = None, os.environ.get("PREFECT_API_URL")
-    if not api:
-        print("Starting a Prefect server on 127.0.0.1 (its SQLite database lives under .prefect-server/) ...", flush=True)
-        server, api = start_prefect_server(params.port)
-    status = 0
-    try:
-        cleaned = reset_deployments(api)
-        if cleaned["deployments"] or cleaned["crashed_runs"]:
-            print(f"Replaced {cleaned['deployments']} deployments of an earlier serve "
-                  f"({cleaned['crashed_runs']} of its runs left running are marked crashed)", flush=True)
-        with temporary_settings({PREFECT_API_URL: api}):
-            served = deployments(params, inbox, outbox)
-            print(f"\nPrefect API: {api}\nPrefect UI:  {api.removesuffix('/api')}")
-            print("Serving 3 deployments (Ctrl-C stops):")
-            print(f"  ganpipe-score-inbox/score-inbox       every {params.interval} s: new batches in {inbox} -> {outbox}")
-            print(f"  ganpipe-augment/augment-scheduled     cron '{params.augment_cron}': {params.augment_data} "
-                  f"{params.augment_minority} -> {params.augment_out}")
-            print("  ganpipe-compare/compare-on-demand     on demand: prefect deployment run "
-                  "'ganpipe-compare/compare-on-demand'", flush=True)
-            serve_deployments(*served, print_starting_message=False)
-    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (flows.lifecycle.Terminated)
-        print(f"\nStopped serving ({exc or 'SIGINT'}).", flush=True)
-        status = 128 + getattr(exc, "signum", 2)
-    finally:
-        if server is not None:
-            stop(server)
-            print("Stopped the Prefect server.", flush=True)
-    return status
+    return serve_forever(params)
 
 
 @command("mlflow-server", MlflowServerParams)

@@ -4,14 +4,18 @@ then recorded, results survive a crash and a re-run continues without duplicatin
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
+
 import pandas as pd
 
-from flows import serve
-from flows.params import ScoreParams
+from flows import inbox
+from flows.params import ScoreInboxParams, ScoreParams
 from pipelines.data.results import ResultLog
+from pipelines.errors import GanpipeError
 
 
 def _dead_pid() -> tuple[int, float]:
@@ -24,52 +28,90 @@ def _dead_pid() -> tuple[int, float]:
 
 
 def test_a_claim_whose_process_is_gone_is_taken_over(tmp_path):
-    inbox, outbox = tmp_path / "in", tmp_path / "in" / "_scored"
-    (inbox / "a").mkdir(parents=True)
-    (inbox / "a" / "x.png").write_bytes(b"")
+    in_dir, out_dir = tmp_path / "in", tmp_path / "in" / "_scored"
+    (in_dir / "a").mkdir(parents=True)
+    (in_dir / "a" / "x.png").write_bytes(b"")
     pid, started = _dead_pid()
-    (outbox / "a").mkdir(parents=True)
-    (outbox / "a" / ".claimed").write_text(json.dumps({"host": socket.gethostname(), "pid": pid, "started": started}))
-    assert [p.name for p in serve.pending_batches(inbox, outbox, settle_seconds=0)] == ["a"]
-    assert serve.claim(outbox / "a")
-    owner = json.loads((outbox / "a" / ".claimed").read_text())
+    (out_dir / "a").mkdir(parents=True)
+    (out_dir / "a" / ".claimed").write_text(json.dumps({"host": socket.gethostname(), "pid": pid, "started": started}))
+    assert [p.name for p in inbox.pending_batches(in_dir, out_dir, settle_seconds=0)] == ["a"]
+    assert inbox.claim(out_dir / "a")
+    owner = json.loads((out_dir / "a" / ".claimed").read_text())
     assert owner["pid"] != pid and owner["host"] == socket.gethostname()
     # now held by this (live) process: not pending, and a second claim fails
-    assert serve.pending_batches(inbox, outbox, settle_seconds=0) == []
-    assert not serve.claim(outbox / "a")
+    assert inbox.pending_batches(in_dir, out_dir, settle_seconds=0) == []
+    assert not inbox.claim(out_dir / "a")
 
 
 def test_a_claim_from_another_host_expires_only_with_age(tmp_path, monkeypatch):
     marker = tmp_path / ".claimed"
     marker.write_text(json.dumps({"host": "elsewhere", "pid": 1, "started": 0}))
-    assert serve.claim_is_live(marker)
-    monkeypatch.setattr(serve, "CLAIM_SECONDS", 0.0)
-    assert not serve.claim_is_live(marker)
+    assert inbox.claim_is_live(marker)
+    monkeypatch.setattr(inbox, "CLAIM_SECONDS", 0.0)
+    assert not inbox.claim_is_live(marker)
 
 
-def test_unexpected_errors_are_retried_then_recorded(tmp_path, monkeypatch):
-    monkeypatch.setattr(serve, "RETRY_DELAYS", (0.0, 0.0))
-    calls = []
+def _inbox_with_a_settled_batch(tmp_path: Path, name: str = "a") -> Path:
+    """``tmp_path/in`` holding the batch folder ``name``, old enough to be picked up at once."""
+    in_dir = tmp_path / "in"
+    (in_dir / name).mkdir(parents=True)
+    (in_dir / name / "x.png").write_bytes(b"")
+    os.utime(in_dir / name / "x.png", (0, 0))
+    os.utime(in_dir / name, (0, 0))
+    return in_dir
 
-    def flaky(params: ScoreParams) -> dict:
+
+def _scorer(calls: list[str], *failures: Exception):
+    """A stand-in for the score flow that raises ``failures`` one per call, then scores."""
+
+    def score(params: ScoreParams) -> dict:
         calls.append(params.batch)
-        if len(calls) < 3:
-            raise ConnectionError("tracking server went away")
+        if len(calls) <= len(failures):
+            raise failures[len(calls) - 1]
         return {"summary": {"message": "ok"}}
 
-    monkeypatch.setattr(serve.score_flow, "fn", flaky)
-    out = tmp_path / "out"
-    assert serve.claim(out)
-    assert serve.score_one.fn("batch.npz", str(out), "models:/m@champion")["status"] == "scored"
+    return score
+
+
+def test_unexpected_errors_are_retried_then_recorded(prefect_harness, tmp_path, monkeypatch):
+    """Prefect's own task retries, in a real flow run (only the pauses between attempts are cut)."""
+    monkeypatch.setattr(inbox, "score_one", inbox.score_one.with_options(retry_delay_seconds=0))
+    in_dir = _inbox_with_a_settled_batch(tmp_path)
+    out = in_dir / "_scored" / "a"
+    calls = []
+    monkeypatch.setattr(inbox.score_flow, "fn", _scorer(calls, ConnectionError("tracking server went away"),
+                                                        ConnectionError("tracking server went away")))
+    [result] = inbox.score_inbox_flow(ScoreInboxParams(inbox=str(in_dir)))
+    assert result["status"] == "scored"
     assert len(calls) == 3 and not (out / ".claimed").exists() and not (out / "error.txt").exists()
 
-    def broken(params: ScoreParams) -> dict:
-        raise RuntimeError("a bug")
-
-    monkeypatch.setattr(serve.score_flow, "fn", broken)
-    result = serve.score_one.fn("batch.npz", str(out), "models:/m@champion")
-    assert result["status"] == "error"
+    calls.clear()
+    monkeypatch.setattr(inbox.score_flow, "fn", _scorer(calls, *[RuntimeError("a bug")] * 3))
+    [result] = inbox.score_inbox_flow(ScoreInboxParams(inbox=str(in_dir)))  # the batch is still pending
+    assert result["status"] == "error" and len(calls) == 3 and not (out / ".claimed").exists()
     assert (out / "error.txt").read_text().strip() == "failed 3 times, last: RuntimeError: a bug"
+
+
+def test_an_unreadable_batch_is_recorded_at_once(prefect_harness, tmp_path, monkeypatch):
+    monkeypatch.setattr(inbox, "score_one", inbox.score_one.with_options(retry_delay_seconds=0))
+    in_dir = _inbox_with_a_settled_batch(tmp_path)
+    calls = []
+    monkeypatch.setattr(inbox.score_flow, "fn", _scorer(calls, GanpipeError("not an image: x.png")))
+    [result] = inbox.score_inbox_flow(ScoreInboxParams(inbox=str(in_dir)))
+    assert result["status"] == "error" and len(calls) == 1
+    assert (in_dir / "_scored" / "a" / "error.txt").read_text().strip() == "not an image: x.png"
+
+
+def test_a_plain_function_run_tries_each_batch_once(tmp_path, monkeypatch):
+    """``flow.fn`` runs no Prefect task, so there are no Prefect retries: one attempt, then error.txt."""
+    in_dir = _inbox_with_a_settled_batch(tmp_path)
+    calls = []
+    monkeypatch.setattr(inbox.score_flow, "fn", _scorer(calls, ConnectionError("tracking server went away")))
+    [result] = inbox.score_inbox_flow.fn(ScoreInboxParams(inbox=str(in_dir)))
+    assert result["status"] == "error" and len(calls) == 1
+    out = in_dir / "_scored" / "a"
+    assert (out / "error.txt").read_text().strip() == "failed once, last: ConnectionError: tracking server went away"
+    assert not (out / ".claimed").exists()
 
 
 def _rows(ids: list[str], status: list[str]) -> pd.DataFrame:
@@ -122,19 +164,11 @@ def test_tracking_server_down_fails_score_before_any_work(tmp_path, monkeypatch)
 
 
 def test_inbox_waits_while_the_tracking_server_is_down(tmp_path, monkeypatch):
-    from flows.params import ScoreInboxParams
-
-    inbox = tmp_path / "in"
-    (inbox / "a").mkdir(parents=True)
-    (inbox / "a" / "x.png").write_bytes(b"")
-    import os
-
-    os.utime(inbox / "a" / "x.png", (0, 0))
-    os.utime(inbox / "a", (0, 0))
+    in_dir = _inbox_with_a_settled_batch(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_closed_port()}")
-    assert serve.score_inbox_flow.fn(ScoreInboxParams(inbox=str(inbox))) == []
-    assert not (inbox / "_scored" / "a" / ".claimed").exists()  # left for a later poll
+    assert inbox.score_inbox_flow.fn(ScoreInboxParams(inbox=str(in_dir))) == []
+    assert not (in_dir / "_scored" / "a" / ".claimed").exists()  # left for a later poll
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    monkeypatch.setattr(serve, "fan_out", lambda task_, calls: [{"batch": c[0], "status": "scored", "message": ""}
-                                                                   for c in calls])
-    assert [r["batch"] for r in serve.score_inbox_flow.fn(ScoreInboxParams(inbox=str(inbox)))] == [str(inbox / "a")]
+    monkeypatch.setattr(inbox, "score_batches", lambda calls: [{"batch": c[0], "status": "scored", "message": ""}
+                                                               for c in calls])
+    assert [r["batch"] for r in inbox.score_inbox_flow.fn(ScoreInboxParams(inbox=str(in_dir)))] == [str(in_dir / "a")]

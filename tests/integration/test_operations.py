@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from flows.serve import claim, pending_batches
+from flows.inbox import claim, pending_batches
 from flows.servers import start_mlflow_server, start_prefect_server, stop
 from pipelines.data.sources import load_dataset
 from tests.conftest import write_png
