@@ -2,9 +2,10 @@
 
 Stage 1: a WGAN-GP generator and critic. Stage 2: an encoder trained with G and D frozen on the
 izi_f loss ``||x - G(E(x))||^2 / n + kappa * ||f(x) - f(G(E(x)))||^2 / n_f`` where ``f`` is the
-critic's feature layer. Deviations from the paper, for 2 CPU cores: small networks (``width``),
-far fewer iterations (but 5 critic updates per generator update, as in the paper), and
-nearest-neighbour upsampling instead of transposed convolutions.
+critic's feature layer; the losses are in :mod:`anomaly.losses`, and each stage is a loop of update
+steps with progress, history and checkpoints kept apart. Deviations from the paper, for 2 CPU
+cores: small networks (``width``), far fewer iterations (but 5 critic updates per generator update,
+as in the paper), and nearest-neighbour upsampling instead of transposed convolutions.
 
 One seeded ``torch.Generator`` drives all randomness and is checkpointed with the weights, so an
 interrupted run resumes to the same result.
@@ -20,8 +21,8 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from anomaly.losses import critic_loss, generator_loss, izif_loss
 from anomaly.networks import AnoGenerator, Critic, Encoder
 from gan_core.checkpoint import fingerprint_arrays, resume, save_checkpoint
 from gan_core.config import GANTrainingConfig
@@ -92,6 +93,145 @@ def _critic(config: FAnoGANConfig, shape: tuple[int, int, int]) -> Critic:
     return build_seeded(lambda: Critic(shape[0], shape[1], config.width), config.seed)
 
 
+@dataclass
+class _Run:
+    """The networks and optimisers one training run updates; :meth:`modules` names them as the checkpoint does."""
+
+    generator: AnoGenerator
+    critic: Critic
+    encoder: Encoder
+    critic_snapshots: torch.nn.ModuleList  # filled as stage 1 passes snapshot_steps
+    opt_g: torch.optim.Optimizer
+    opt_c: torch.optim.Optimizer
+    opt_e: torch.optim.Optimizer
+
+    @classmethod
+    def build(cls, config: FAnoGANConfig, shape: tuple[int, int, int]) -> "_Run":
+        generator, critic, encoder = _build(config, shape)
+        for net in (generator, critic, encoder):  # channels-last: ~25% faster CPU convolutions at these widths
+            net.to(memory_format=torch.channels_last)
+        snapshots = torch.nn.ModuleList(_critic(config, shape).to(memory_format=torch.channels_last)
+                                        for _ in snapshot_steps(config))
+        return cls(generator, critic, encoder, snapshots,
+                   opt_g=torch.optim.Adam(generator.parameters(), lr=config.lr, betas=(0.0, 0.9)),
+                   opt_c=torch.optim.Adam(critic.parameters(), lr=config.lr, betas=(0.0, 0.9)),
+                   opt_e=torch.optim.Adam(encoder.parameters(), lr=config.lr, betas=(0.5, 0.999)))
+
+    def modules(self) -> dict:
+        return {"generator": self.generator, "critic": self.critic, "encoder": self.encoder, "opt_g": self.opt_g,
+                "opt_c": self.opt_c, "opt_e": self.opt_e, "critic_snapshots": self.critic_snapshots}
+
+
+class _Draws:
+    """Every random draw of a run, from its one seeded ``rng``: real batches ``(bs, C, H, W)`` of the
+    training images and latents ``(bs, latent_dim)`` from the uniform prior on [-1, 1]."""
+
+    def __init__(self, real: torch.Tensor, config: FAnoGANConfig, rng: torch.Generator) -> None:
+        self.real, self.rng, self.latent_dim = real, rng, config.latent_dim
+        self.size = min(config.batch_size, len(real))
+
+    def batch(self) -> torch.Tensor:
+        return self.real[torch.randint(len(self.real), (self.size,), generator=self.rng)]
+
+    def latent(self) -> torch.Tensor:
+        return torch.rand(self.size, self.latent_dim, generator=self.rng) * 2 - 1
+
+
+class _Bookkeeping:
+    """Progress, history and checkpoints of a run, apart from the maths. Starts from the checkpoint
+    at ``checkpoint_path`` made with the same settings and data ``digest``, if there is one (loaded
+    into ``run`` and ``rng``); :meth:`done` after every update."""
+
+    def __init__(self, config: FAnoGANConfig, digest: str, run: _Run, rng: torch.Generator,
+                 checkpoint_path: str | Path | None, progress: Progress | None, log_every: int) -> None:
+        self.config, self.digest, self.modules, self.rng = config, digest, run.modules(), rng
+        self.checkpoint_path, self.progress, self.log_every = checkpoint_path, progress, log_every
+        self.total = config.gan_steps + config.encoder_steps
+        self.step, self.history, self.seconds_before = resume(checkpoint_path, asdict(config), digest, self.modules,
+                                                              rng, self.total)
+        self.started = time.perf_counter()
+
+    def seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.started
+
+    def done(self, stage: str, metrics: dict) -> None:
+        """Count one update; record it every ``log_every`` steps and at the end of each stage, and
+        checkpoint every ``checkpoint_every`` steps and at the end."""
+        self.step += 1
+        step, total = self.step, self.total
+        if step % self.log_every == 0 or step in (self.config.gan_steps, total):
+            record = {"stage": stage, "step": step, **metrics, "seconds": self.seconds()}
+            self.history.append(record)
+            if self.progress is not None:
+                self.progress(stage, step, total, record)
+            else:
+                log.info("%s step %d/%d %s", stage, step, total, {k: round(v, 4) for k, v in metrics.items()})
+        if self.checkpoint_path is not None and (step % self.config.checkpoint_every == 0 or step == total):
+            save_checkpoint(self.checkpoint_path, {
+                "step": step, "config": asdict(self.config), "fingerprint": self.digest,
+                **{name: module.state_dict() for name, module in self.modules.items()},
+                "rng": self.rng.get_state(), "history": self.history, "seconds": self.seconds(),
+            })
+
+
+def _critic_step(run: _Run, real: torch.Tensor, fake: torch.Tensor, rng: torch.Generator, gp_weight: float) -> dict:
+    """One WGAN-GP update of the critic on a real and a generated batch."""
+    loss = critic_loss(run.critic, real, fake)
+    penalty = gradient_penalty(run.critic, real, fake, rng)
+    run.opt_c.zero_grad(set_to_none=True)
+    (loss + gp_weight * penalty).backward()
+    run.opt_c.step()
+    return {"critic_loss": loss.item(), "gradient_penalty": penalty.item()}
+
+
+def _generator_step(run: _Run, z: torch.Tensor) -> dict:
+    """One update of the generator against the critic, from latents ``z``."""
+    loss = generator_loss(run.critic, run.generator(z))
+    run.opt_g.zero_grad(set_to_none=True)
+    loss.backward()
+    run.opt_g.step()
+    return {"generator_loss": loss.item()}
+
+
+def _encoder_step(run: _Run, real: torch.Tensor, kappa: float) -> dict:
+    """One izi_f update of the encoder (G and D frozen)."""
+    loss, image_residual, feature_residual = izif_loss(run.generator, run.critic, run.encoder, real, kappa)
+    run.opt_e.zero_grad(set_to_none=True)
+    loss.backward()
+    run.opt_e.step()
+    return {"encoder_loss": loss.item(), "image_residual": image_residual.item(),
+            "feature_residual": feature_residual.item()}
+
+
+def _train_gan(run: _Run, draws: _Draws, config: FAnoGANConfig, book: _Bookkeeping) -> None:
+    """Stage 1: ``critic_steps`` critic updates per generator update, up to ``gan_steps``; copies
+    of the critic kept after the :func:`snapshot_steps`."""
+    keep_at = snapshot_steps(config)
+    run.generator.train()
+    while book.step < config.gan_steps:
+        check_stop()  # a SIGTERM reaches training in a worker thread here; the last checkpoint resumes
+        # (1) update the critic: maximise D(real) - D(G(z)), gradient-penalised
+        for _ in range(config.critic_steps):
+            real = draws.batch()
+            with torch.no_grad():
+                fake = run.generator(draws.latent())
+            metrics = _critic_step(run, real, fake, draws.rng, config.gp_weight)
+        # (2) update the generator: maximise D(G(z))
+        metrics.update(_generator_step(run, draws.latent()))
+        if book.step + 1 in keep_at:
+            run.critic_snapshots[keep_at.index(book.step + 1)].load_state_dict(run.critic.state_dict())
+        book.done("gan", metrics)
+
+
+def _train_encoder(run: _Run, draws: _Draws, config: FAnoGANConfig, book: _Bookkeeping) -> None:
+    """Stage 2: ``encoder_steps`` izi_f updates of the encoder, with G (in inference mode) and D frozen."""
+    run.generator.eval().requires_grad_(False)
+    run.critic.requires_grad_(False)
+    while book.step < book.total:
+        check_stop()
+        book.done("encoder", _encoder_step(run, draws.batch(), config.kappa))
+
+
 def train_fanogan(
     x: np.ndarray,
     config: FAnoGANConfig = FAnoGANConfig(),
@@ -99,90 +239,19 @@ def train_fanogan(
     progress: Progress | None = None,
     log_every: int = 50,
 ) -> FAnoGAN:
-    """Train both stages on normal images ``x: (N, C, H, W)`` in [0, 1]."""
+    """Train both stages on normal images ``x: (N, C, H, W)`` in [0, 1]. A checkpoint at
+    ``checkpoint_path`` made with the same config and data is resumed; ``progress(stage, step,
+    steps, record)`` gets every ``log_every``-th record (without it they are logged)."""
     x = np.asarray(x, dtype=np.float32)
     shape = tuple(x.shape[1:])
-    generator, critic, encoder = _build(config, shape)
-    for net in (generator, critic, encoder):  # channels-last: ~25% faster CPU convolutions at these widths
-        net.to(memory_format=torch.channels_last)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=(0.0, 0.9))
-    opt_c = torch.optim.Adam(critic.parameters(), lr=config.lr, betas=(0.0, 0.9))
-    opt_e = torch.optim.Adam(encoder.parameters(), lr=config.lr, betas=(0.5, 0.999))
+    run = _Run.build(config, shape)
     rng = torch.Generator().manual_seed(config.seed)
-    digest = fingerprint_arrays(x)
-    total = config.gan_steps + config.encoder_steps
-    keep_at = snapshot_steps(config)
-    # filled as training passes keep_at
-    snapshots = torch.nn.ModuleList(_critic(config, shape).to(memory_format=torch.channels_last) for _ in keep_at)
-    modules = {"generator": generator, "critic": critic, "encoder": encoder, "opt_g": opt_g, "opt_c": opt_c, "opt_e": opt_e,
-               "critic_snapshots": snapshots}
-    step, history, seconds_before = resume(checkpoint_path, asdict(config), digest, modules, rng, total)
-
-    real = (torch.from_numpy(x) * 2.0 - 1.0).contiguous(memory_format=torch.channels_last)
-    bs = min(config.batch_size, len(real))
-    started = time.perf_counter()
-
-    def batch() -> torch.Tensor:
-        return real[torch.randint(len(real), (bs,), generator=rng)]
-
-    def latent(n: int) -> torch.Tensor:
-        return torch.rand(n, config.latent_dim, generator=rng) * 2 - 1
-
-    while step < total:
-        check_stop()  # a SIGTERM reaches training in a worker thread here; the last checkpoint resumes
-        if step < config.gan_steps:
-            stage = "gan"
-            generator.train()
-            for _ in range(config.critic_steps):
-                x_real = batch()
-                with torch.no_grad():
-                    x_fake = generator(latent(bs))
-                c_loss = critic(x_fake).mean() - critic(x_real).mean()
-                penalty = gradient_penalty(critic, x_real, x_fake, rng)
-                opt_c.zero_grad(set_to_none=True)
-                (c_loss + config.gp_weight * penalty).backward()
-                opt_c.step()
-            g_loss = -critic(generator(latent(bs))).mean()
-            opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            opt_g.step()
-            metrics = {"critic_loss": c_loss.item(), "gradient_penalty": penalty.item(), "generator_loss": g_loss.item()}
-            if step + 1 in keep_at:
-                snapshots[keep_at.index(step + 1)].load_state_dict(critic.state_dict())
-        else:
-            stage = "encoder"
-            generator.eval().requires_grad_(False)
-            critic.requires_grad_(False)
-            x_real = batch()
-            rec = generator(encoder(x_real))
-            image_res = F.mse_loss(rec, x_real)
-            feature_res = F.mse_loss(critic.features(rec), critic.features(x_real))
-            e_loss = image_res + config.kappa * feature_res
-            opt_e.zero_grad(set_to_none=True)
-            e_loss.backward()
-            opt_e.step()
-            metrics = {"encoder_loss": e_loss.item(), "image_residual": image_res.item(),
-                       "feature_residual": feature_res.item()}
-        step += 1
-        if step % log_every == 0 or step in (config.gan_steps, total):
-            elapsed = time.perf_counter() - started
-            record = {"stage": stage, "step": step, **metrics, "seconds": seconds_before + elapsed}
-            history.append(record)
-            if progress is not None:
-                progress(stage, step, total, record)
-            else:
-                log.info("%s step %d/%d %s", stage, step, total, {k: round(v, 4) for k, v in metrics.items()})
-        if checkpoint_path is not None and (step % config.checkpoint_every == 0 or step == total):
-            save_checkpoint(checkpoint_path, {
-                "step": step, "config": asdict(config), "fingerprint": digest,
-                "generator": generator.state_dict(), "critic": critic.state_dict(), "encoder": encoder.state_dict(),
-                "opt_g": opt_g.state_dict(), "opt_c": opt_c.state_dict(), "opt_e": opt_e.state_dict(),
-                "critic_snapshots": snapshots.state_dict(),
-                "rng": rng.get_state(), "history": history,
-                "seconds": seconds_before + time.perf_counter() - started,
-            })
-    seconds = seconds_before + time.perf_counter() - started
-    return FAnoGAN(generator, critic, encoder, config, shape, history, seconds, list(snapshots)).eval()
+    book = _Bookkeeping(config, fingerprint_arrays(x), run, rng, checkpoint_path, progress, log_every)
+    draws = _Draws((torch.from_numpy(x) * 2.0 - 1.0).contiguous(memory_format=torch.channels_last), config, rng)
+    _train_gan(run, draws, config, book)
+    _train_encoder(run, draws, config, book)
+    return FAnoGAN(run.generator, run.critic, run.encoder, config, shape, book.history, book.seconds(),
+                   list(run.critic_snapshots)).eval()
 
 
 def networks_from_state(state: dict) -> FAnoGAN:

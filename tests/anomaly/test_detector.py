@@ -9,6 +9,7 @@ from sklearn.base import clone
 
 from anomaly import CRITIC_ONLY, DEFAULT_SCORE, SCORES, GANAnomalyDetector
 from anomaly.networks import AnoGenerator, Critic, Encoder
+from anomaly.scores import KNN, network_input
 from anomaly.train import FAnoGANConfig, train_fanogan
 from pipelines.tracking.safe_state import load_state, save_state
 
@@ -22,6 +23,12 @@ def blobs(n: int, seed: int, size: int = 8) -> np.ndarray:
     centres = rng.uniform(2, size - 3, (n, 2))
     images = np.exp(-((yy - centres[:, :1, None]) ** 2 + (xx - centres[:, 1:, None]) ** 2) / 3.0)
     return images[:, None].astype(np.float32)
+
+
+@torch.inference_mode()
+def critic_features(detector: GANAnomalyDetector, x: np.ndarray) -> np.ndarray:
+    """``f(x)``: the final critic's features ``(N, F)`` of images ``x: (N, C, H, W)`` in [0, 1]."""
+    return detector.model_.critic.body(network_input(x)).numpy()
 
 
 @pytest.fixture(scope="module")
@@ -112,26 +119,35 @@ def test_bad_inputs(fitted):
         fitted.score_samples(bad)
     with pytest.raises(ValueError, match="not fitted"):
         GANAnomalyDetector().score_samples(blobs(2, 0))
-    with pytest.raises(ValueError, match="score must be one of"):
+    with pytest.raises(ValueError, match="'score' parameter of GANAnomalyDetector must be a str among"):
         GANAnomalyDetector(score="magic").fit(blobs(10, 0))
+
+
+def test_hyperparameters_are_validated_as_scikit_learn_does_before_training():
+    from sklearn.utils.estimator_checks import check_param_validation
+
+    check_param_validation("GANAnomalyDetector", GANAnomalyDetector())
+    with pytest.raises(ValueError, match=r"'target_fpr' parameter of GANAnomalyDetector must be a float in the range "
+                                         r"\(0.0, 1.0\). Got 1.5 instead"):
+        GANAnomalyDetector(target_fpr=1.5).fit(blobs(10, 0))
+    with pytest.raises(ValueError, match=r"'gan_steps' parameter of GANAnomalyDetector must be an int in the range \[1, inf\)"):
+        GANAnomalyDetector(gan_steps=0).fit(blobs(10, 0))
 
 
 def test_critic_feature_distance_is_the_mahalanobis_distance_to_the_training_features(fitted):
     train = blobs(300, 0)  # the images the fixture trained on
-    features = fitted._critic_features(train).numpy().astype(np.float64)
+    features = critic_features(fitted, train).astype(np.float64)
     np.testing.assert_allclose(fitted.feature_mean_, features.mean(0), rtol=1e-4, atol=1e-5)
     x = np.concatenate([blobs(5, 11), np.random.default_rng(12).random((5, 1, 8, 8)).astype(np.float32)])
-    centred = fitted._critic_features(x).numpy().astype(np.float64) - fitted.feature_mean_
+    centred = critic_features(fitted, x).astype(np.float64) - fitted.feature_mean_
     precision = fitted.feature_whitening_.astype(np.float64) @ fitted.feature_whitening_.T
     expected = np.sqrt(np.einsum("nf,fg,ng->n", centred, precision, centred))
     np.testing.assert_allclose(fitted.score_components(x)["critic_feature_distance"], expected, rtol=1e-3)
 
 
 def test_critic_feature_knn_is_the_mean_whitened_distance_to_the_nearest_training_images(fitted):
-    from anomaly.detector import KNN
-
     train = blobs(300, 0)  # the images the fixture trained on
-    whitened = lambda x: (fitted._critic_features(x).numpy().astype(np.float64) - fitted.feature_mean_) @ \
+    whitened = lambda x: (critic_features(fitted, x).astype(np.float64) - fitted.feature_mean_) @ \
         fitted.feature_whitening_.astype(np.float64)  # noqa: E731
     np.testing.assert_allclose(fitted.feature_reference_, whitened(train), rtol=1e-3, atol=1e-3)
     x = np.concatenate([blobs(5, 11), np.random.default_rng(12).random((5, 1, 8, 8)).astype(np.float32)])
@@ -168,7 +184,7 @@ def test_nothing_is_fitted_on_calibration_anomalous_or_scored_images(fitted):
     small.fit(images)
     held_out = np.random.default_rng(small.random_state).permutation(40)[:10]
     trained_on = np.delete(images, held_out, axis=0)
-    np.testing.assert_allclose(small.feature_mean_, small._critic_features(trained_on).numpy().mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(small.feature_mean_, critic_features(small, trained_on).mean(0), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("score", SCORES)
