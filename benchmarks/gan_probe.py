@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     minority = dict(SETTINGS)[args.data]
     overrides = json.loads(args.config)
     splits, minority_idx, targets = seed_splits(load_dataset(args.data), dict(minority), args.seed)
-    gan = GANOverSampler(random_state=args.seed, config=overrides).fit(splits.train.x, splits.train.y)
+    gan = GANOverSampler(random_state=args.seed, **overrides).fit(splits.train.x, splits.train.y)
     quality = compare_sample_quality(splits, lambda labels, s: gan.generate(labels, seed=s + 10_000), minority_idx,
                                      args.seed)
     quality = quality[quality.method == "gan"]

@@ -43,9 +43,10 @@ def plan(params: AugmentParams) -> AugmentPlan:
     """Every check that can fail on user input, before training (see :class:`AugmentPlan`)."""
     splits, to_make = synthesis_plan(load_data(params.data, params.image_size), params.minority, params.target,
                                      params.seed)
-    sampler = GANOverSampler(epochs=params.epochs, steps=params.steps, config=params.gan, random_state=params.seed,
-                             checkpoint_path=Path(params.out).expanduser() / "checkpoints" / "gan.pt")
     try:
+        # the GAN settings are the sampler's parameters; a "steps" among them wins over --steps
+        sampler = GANOverSampler(epochs=params.epochs, **{"steps": params.steps, **params.gan}, random_state=params.seed,
+                                 checkpoint_path=Path(params.out).expanduser() / "checkpoints" / "gan.pt")
         gan_config = sampler.gan_config(len(splits.train))
     except (TypeError, ValueError) as exc:
         raise GanpipeError(f"invalid GAN settings {params.gan}: {exc}") from None
@@ -59,10 +60,11 @@ def train_gan(sampler: GANOverSampler, splits: Splits, run: TrackedRun | None = 
     logger = run_logger()
 
     def progress(step: int, steps: int, metrics: dict) -> None:
-        logger.info("GAN steps %s  d_loss %.3f  g_loss %.3f", progress_bar(step, steps, metrics["seconds"]),
-                    metrics["d_loss"], metrics["g_loss"])
+        logger.info("GAN steps %s  d_loss %.3f  g_adversarial_loss %.3f", progress_bar(step, steps, metrics["seconds"]),
+                    metrics["d_loss"], metrics["g_adversarial_loss"])
         if run is not None:
-            run.log_metrics({k: metrics[k] for k in ("d_loss", "g_loss", "mode_seeking")}, step=step, prefix="train/")
+            run.log_metrics({k: metrics[k] for k in ("d_loss", "g_adversarial_loss", "g_total_loss", "mode_seeking")},
+                            step=step, prefix="train/")
 
     def preview(step: int, images: np.ndarray, labels: np.ndarray) -> None:
         run.log_image(tile_images(images, ncols=PREVIEW_PER_CLASS), key="train/samples", step=step)

@@ -1,9 +1,10 @@
 """The conditional GAN for minority-class synthesis: networks, losses, the training loop and
-sampling. Public entry: :class:`GANOverSampler` (imbalanced-learn API); :class:`GANConfig` holds
-its further settings.
+sampling. Public entry: :class:`GANOverSampler` (imbalanced-learn API, one parameter per
+:class:`GANConfig` field); :class:`GANConfig` holds the settings a training run takes.
 
-Imports ``gan_core`` (the shared GAN machinery), torch, numpy and imbalanced-learn;
-never Prefect, MLflow, ``pipelines`` beyond its errors and stop flag, ``flows`` or ``anomaly``. Tensors in, tensors out: no files.
+Imports ``gan_core`` (the shared GAN machinery), torch, numpy, imbalanced-learn and scikit-learn's
+parameter validation; never Prefect, MLflow, ``pipelines`` beyond its errors and stop flag, ``flows``
+or ``anomaly``. Tensors in, tensors out: no files.
 """
 
 from gan_aug.config import GANConfig

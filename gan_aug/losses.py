@@ -1,20 +1,54 @@
-"""Losses of the conditional GAN: hinge, Wasserstein and the mode-seeking regulariser."""
+"""Losses of the conditional GAN: the adversarial objectives (hinge, WGAN-GP), chosen once per run
+with :func:`adversarial_loss`, and the regularisers (mode seeking, judge guidance, LeCam).
+
+Scores are the critic's outputs, one per image: ``(B,)``; every loss returns a scalar tensor.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
+# critic(real_scores, fake_scores, penalty) -> loss; penalty() is the gradient penalty of the batch
+CriticLoss = Callable[[torch.Tensor, torch.Tensor, Callable[[], torch.Tensor]], torch.Tensor]
 
 
 def hinge_discriminator(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
     return F.relu(1.0 - real_scores).mean() + F.relu(1.0 + fake_scores).mean()
 
 
-def hinge_generator(fake_scores: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """``-E[D(G(z))]``; with ``weights`` (one per fake) a weighted mean, so weight-0 fakes earn nothing."""
+def wasserstein_discriminator(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    return fake_scores.mean() - real_scores.mean()
+
+
+def adversarial_generator_loss(fake_scores: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """``-E[D(G(z))]``, the generator's loss under hinge and WGAN alike; with ``weights: (B,)`` (one
+    per fake) a weighted mean, so weight-0 fakes earn nothing."""
     return -_weighted_mean(fake_scores.view(len(fake_scores), -1).mean(dim=1), weights)
+
+
+@dataclass(frozen=True)
+class AdversarialLoss:
+    """The critic's and the generator's adversarial loss of one objective.
+
+    ``critic(real_scores, fake_scores, penalty)``: ``penalty()`` computes the gradient penalty of the
+    batch; only an objective that uses it calls it, so the hinge critic draws no interpolates."""
+
+    critic: CriticLoss
+    generator: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor] = adversarial_generator_loss
+
+
+def adversarial_loss(name: str, gp_weight: float) -> AdversarialLoss:
+    """The objective ``name`` ("hinge" or "wgan-gp", whose penalty weighs ``gp_weight``)."""
+    if name == "hinge":
+        return AdversarialLoss(lambda real, fake, penalty: hinge_discriminator(real, fake))
+    if name == "wgan-gp":
+        return AdversarialLoss(lambda real, fake, penalty: wasserstein_discriminator(real, fake) + gp_weight * penalty())
+    raise ValueError(f"loss must be 'hinge' or 'wgan-gp', got {name!r}")
 
 
 def _weighted_mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
@@ -23,25 +57,22 @@ def _weighted_mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.
     return (values * weights).sum() / weights.sum().clamp(min=1.0)
 
 
-def wasserstein_discriminator(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
-    return fake_scores.mean() - real_scores.mean()
-
-
 def mode_seeking(fake_a: torch.Tensor, fake_b: torch.Tensor, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
     """Mode-seeking regulariser (Mao et al. 2019): small when two latents of the same class give
-    clearly different images, large when the generator collapses them onto one image."""
+    clearly different images, large when the generator collapses them onto one image.
+    ``fake_a, fake_b: (B, C, H, W)`` from latents ``z_a, z_b: (B, z_dim)`` of the same labels."""
     image_gap = (fake_a - fake_b).abs().flatten(1).mean(dim=1)
     latent_gap = (z_a - z_b).abs().mean(dim=1)
     return 1.0 / ((image_gap / latent_gap).mean() + 1e-5)
-
 
 
 def guidance(logits: torch.Tensor, labels: torch.Tensor, confidence: float = 0.0,
              weights: torch.Tensor | None = None) -> torch.Tensor:
     """The judge's cross-entropy of the asked class, only above ``-log(confidence)``: an image the
     judge already gives at least ``confidence`` for its class adds nothing, so guidance makes a
-    class recognisable without pulling every image towards the judge's most typical one."""
-    ce = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    class recognisable without pulling every image towards the judge's most typical one.
+    ``logits: (B, n_classes)``, ``labels`` and ``weights``: ``(B,)``."""
+    ce = F.cross_entropy(logits, labels, reduction="none")
     margin = -math.log(confidence) if confidence > 0 else 0.0
     return _weighted_mean(torch.relu(ce - margin), weights)
 

@@ -11,16 +11,33 @@ with ``image_shape=(C, H, W)``; the output has the layout of the input.
 
 from __future__ import annotations
 
-import logging
+import os
+from dataclasses import fields
+from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
 from imblearn.over_sampling.base import BaseOverSampler
+from sklearn.utils._param_validation import Interval, StrOptions
 
-from gan_aug.train import GANConfig, Preview, Progress, TrainedGAN, train_conditional_gan
+from gan_aug.config import GANConfig
+from gan_aug.train import Preview, Progress, TrainedGAN, train_conditional_gan
 from gan_core.config import steps_for_epochs
 
-log = logging.getLogger(__name__)
+# the GANConfig fields that are parameters of the sampler (the seed is its random_state)
+GAN_SETTINGS = tuple(f.name for f in fields(GANConfig) if f.name != "seed")
+
+
+def _integers_from(low: int) -> list:
+    return [Interval(Integral, low, None, closed="left")]
+
+
+def _fraction(closed: str = "both") -> list:
+    return [Interval(Real, 0, 1, closed=closed)]
+
+
+_POSITIVE = [Interval(Real, 0, None, closed="neither")]
+_NON_NEGATIVE = [Interval(Real, 0, None, closed="left")]
 
 
 class GANOverSampler(BaseOverSampler):
@@ -33,14 +50,16 @@ class GANOverSampler(BaseOverSampler):
     epochs : passes over the training images; ``None`` trains for ``steps`` generator steps.
     steps : generator steps when ``epochs`` is None.
     image_shape : ``(C, H, W)`` when ``X`` is flattened; inferred from 4-D ``X`` otherwise.
-    config : further :class:`~gan_aug.train.GANConfig` fields as a dict (e.g. ``{"loss": "wgan-gp"}``).
     synthetic_share : share of the added items of each class that are synthetic, in (0, 1]; the rest
         are copies of the class's real items drawn at random (as random over-sampling does).
+    batch_size ... checkpoint_every : the GAN's settings, each a field of
+        :class:`~gan_aug.config.GANConfig` (and :class:`~gan_core.config.GANTrainingConfig`) with its
+        default and meaning there (e.g. ``loss="wgan-gp"``, ``judge_steps=0``).
     checkpoint_path : where to checkpoint; an interrupted fit resumes from it.
     progress : called as ``progress(step, steps, metrics)`` while the GAN trains.
     preview : called as ``preview(step, images, labels)`` with images of fixed latents while the GAN
         trains (labels as in ``fit``); see :func:`~gan_aug.train.train_conditional_gan`.
-    random_state : seed for training and sampling.
+    random_state : seed for training and sampling (the GAN's ``seed``).
 
     Attributes
     ----------
@@ -50,15 +69,73 @@ class GANOverSampler(BaseOverSampler):
     """
 
     _sampling_type = "over-sampling"
+    # checked by imbalanced-learn on fit and fit_resample (and by gan_config), before any training
+    _parameter_constraints: dict = {
+        **BaseOverSampler._parameter_constraints,
+        "random_state": _integers_from(0),
+        "epochs": [*_POSITIVE, None],
+        "steps": _integers_from(1),
+        "image_shape": [tuple, list, None],
+        "synthetic_share": _fraction(closed="right"),
+        "batch_size": _integers_from(2),
+        "width": _integers_from(1),
+        "z_dim": _integers_from(1),
+        "lr_generator": _POSITIVE,
+        "lr_discriminator": _POSITIVE,
+        "loss": [StrOptions({"hinge", "wgan-gp"})],
+        "gp_weight": _NON_NEGATIVE,
+        "critic_steps": _integers_from(1),
+        "ema_decay": _fraction(),
+        "class_balance": _fraction(),
+        "mode_seeking_weight": _NON_NEGATIVE,
+        "translation": _fraction(),
+        "cutout": _fraction(),
+        "lecam_weight": _NON_NEGATIVE,
+        "memorisation_rejection": _fraction(),
+        "judge_steps": _integers_from(0),
+        "guide_weight": _NON_NEGATIVE,
+        "guide_confidence": _fraction(closed="left"),
+        "guide_augment": ["boolean"],
+        "filter_candidates": _integers_from(1),
+        "novelty_quantile": _fraction(closed="left"),
+        "novelty_draws": _integers_from(1),
+        "checkpoint_every": _integers_from(1),
+        "checkpoint_path": [str, os.PathLike, None],
+        "progress": [callable, None],
+        "preview": [callable, None],
+    }
 
     def __init__(
         self,
         sampling_strategy="auto",
+        *,
         epochs: float | None = None,
         steps: int = GANConfig.steps,
         image_shape: tuple[int, int, int] | None = None,
-        config: dict | None = None,
         synthetic_share: float = 1.0,
+        batch_size: int = GANConfig.batch_size,
+        width: int = GANConfig.width,
+        z_dim: int = GANConfig.z_dim,
+        lr_generator: float = GANConfig.lr_generator,
+        lr_discriminator: float = GANConfig.lr_discriminator,
+        loss: str = GANConfig.loss,
+        gp_weight: float = GANConfig.gp_weight,
+        critic_steps: int = GANConfig.critic_steps,
+        ema_decay: float = GANConfig.ema_decay,
+        class_balance: float = GANConfig.class_balance,
+        mode_seeking_weight: float = GANConfig.mode_seeking_weight,
+        translation: float = GANConfig.translation,
+        cutout: float = GANConfig.cutout,
+        lecam_weight: float = GANConfig.lecam_weight,
+        memorisation_rejection: float = GANConfig.memorisation_rejection,
+        judge_steps: int = GANConfig.judge_steps,
+        guide_weight: float = GANConfig.guide_weight,
+        guide_confidence: float = GANConfig.guide_confidence,
+        guide_augment: bool = GANConfig.guide_augment,
+        filter_candidates: int = GANConfig.filter_candidates,
+        novelty_quantile: float = GANConfig.novelty_quantile,
+        novelty_draws: int = GANConfig.novelty_draws,
+        checkpoint_every: int = GANConfig.checkpoint_every,
         checkpoint_path: str | Path | None = None,
         progress: Progress | None = None,
         preview: Preview | None = None,
@@ -68,8 +145,30 @@ class GANOverSampler(BaseOverSampler):
         self.epochs = epochs
         self.steps = steps
         self.image_shape = image_shape
-        self.config = config
         self.synthetic_share = synthetic_share
+        self.batch_size = batch_size
+        self.width = width
+        self.z_dim = z_dim
+        self.lr_generator = lr_generator
+        self.lr_discriminator = lr_discriminator
+        self.loss = loss
+        self.gp_weight = gp_weight
+        self.critic_steps = critic_steps
+        self.ema_decay = ema_decay
+        self.class_balance = class_balance
+        self.mode_seeking_weight = mode_seeking_weight
+        self.translation = translation
+        self.cutout = cutout
+        self.lecam_weight = lecam_weight
+        self.memorisation_rejection = memorisation_rejection
+        self.judge_steps = judge_steps
+        self.guide_weight = guide_weight
+        self.guide_confidence = guide_confidence
+        self.guide_augment = guide_augment
+        self.filter_candidates = filter_candidates
+        self.novelty_quantile = novelty_quantile
+        self.novelty_draws = novelty_draws
+        self.checkpoint_every = checkpoint_every
         self.checkpoint_path = checkpoint_path
         self.progress = progress
         self.preview = preview
@@ -80,14 +179,14 @@ class GANOverSampler(BaseOverSampler):
         return {**super().__getstate__(), "progress": None, "preview": None}
 
     def gan_config(self, n_items: int) -> GANConfig:
-        """The :class:`~gan_aug.train.GANConfig` a fit on ``n_items`` images trains with; bad settings -> ValueError."""
-        settings = dict(self.config or {})
-        settings["seed"] = self.random_state
+        """The :class:`~gan_aug.config.GANConfig` a fit on ``n_items`` images trains with: the GAN
+        settings, ``random_state`` as the seed and ``epochs`` turned into steps. Bad settings ->
+        ValueError (sklearn's ``InvalidParameterError`` names the parameter and its valid range)."""
+        self._validate_params()
+        settings = {name: getattr(self, name) for name in GAN_SETTINGS}
         if self.epochs is not None:
-            settings["steps"] = steps_for_epochs(self.epochs, n_items, settings.get("batch_size", GANConfig.batch_size))
-        else:
-            settings.setdefault("steps", self.steps)
-        return GANConfig(**settings)
+            settings["steps"] = steps_for_epochs(self.epochs, n_items, self.batch_size)
+        return GANConfig(**settings, seed=self.random_state)
 
     def fit(self, X, y, **params):
         """Train the GAN on every class of ``X``; afterwards :meth:`generate` and :meth:`sample` work."""
@@ -128,8 +227,6 @@ class GANOverSampler(BaseOverSampler):
         )
 
     def _fit_resample(self, X, y):
-        if not 0 < self.synthetic_share <= 1:
-            raise ValueError(f"synthetic_share must be in (0, 1], got {self.synthetic_share}")
         self._train(X, y)
         rng = np.random.default_rng(self.random_state)
         new_x, new_y = [X], [y]
@@ -169,7 +266,10 @@ class GANOverSampler(BaseOverSampler):
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "GANOverSampler":
-        sampler = cls(**state["params"])
+        params = dict(state["params"])
+        # a sampler saved before the GAN settings became parameters held them in one "config" dict
+        params.update({k: v for k, v in (params.pop("config", None) or {}).items() if k != "seed"})
+        sampler = cls(**params)
         sampler.gan_ = TrainedGAN.from_state_dict(state["gan"])
         sampler.classes_ = np.asarray(state["classes"])
         sampler.input_shape_ = None if state["input_shape"] is None else tuple(state["input_shape"])

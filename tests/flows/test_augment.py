@@ -37,7 +37,7 @@ def test_augment_flow_exports_dataset_and_tracks_everything(mlflow_store, tmp_pa
     run = client.get_run(result["run_id"])
     assert run.data.params["minority"] == "3:6,7:8" and run.data.params["gan.steps"] == "6"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/d_loss")] == [1, 2, 3, 4, 5, 6]
-    assert {"train/g_loss", "train/seconds", "quality/label_agreement_3", "quality/near_duplicate_share_7"} <= set(run.data.metrics)
+    assert {"train/g_adversarial_loss", "train/g_total_loss", "train/seconds", "quality/label_agreement_3", "quality/near_duplicate_share_7"} <= set(run.data.metrics)
     contexts = {next(t.value for t in d.tags if t.key == "mlflow.data.context"): d.dataset for d in run.inputs.dataset_inputs}
     assert set(contexts) == {"train", "validation", "test", "synthetic"}  # the UI's Datasets column
     assert contexts["synthetic"].digest == run.data.tags["synthetic_digest"] and contexts["train"].name == "digits-train"

@@ -28,7 +28,7 @@ def test_projection_discriminator_uses_the_label():
 def test_hinge_losses_reach_zero_only_when_confident():
     assert losses.hinge_discriminator(torch.full((4,), 2.0), torch.full((4,), -2.0)) == 0
     assert losses.hinge_discriminator(torch.zeros(4), torch.zeros(4)) == 2.0
-    assert losses.hinge_generator(torch.full((4,), 3.0)) == -3.0
+    assert losses.adversarial_generator_loss(torch.full((4,), 3.0)) == -3.0
 
 
 def test_mode_seeking_penalises_collapse():
@@ -36,3 +36,20 @@ def test_mode_seeking_penalises_collapse():
     same = torch.zeros(8, 1, 4, 4)
     different = torch.rand(8, 1, 4, 4)
     assert losses.mode_seeking(same, same, z_a, z_b) > 100 * losses.mode_seeking(same, different, z_a, z_b)
+
+
+def test_adversarial_loss_is_chosen_once_and_only_wgan_gp_pays_the_penalty():
+    real, fake = torch.full((4,), 0.5), torch.full((4,), -0.5)
+    asked = []
+
+    def penalty():
+        asked.append(1)
+        return torch.tensor(0.25)
+
+    hinge = losses.adversarial_loss("hinge", gp_weight=10.0)
+    assert hinge.critic(real, fake, penalty) == losses.hinge_discriminator(real, fake) and not asked
+    wgan = losses.adversarial_loss("wgan-gp", gp_weight=10.0)
+    assert wgan.critic(real, fake, penalty) == -1.0 + 2.5 and asked == [1]
+    assert hinge.generator is wgan.generator is losses.adversarial_generator_loss  # -E[D(G(z))] for both
+    with pytest.raises(ValueError, match="loss must be"):
+        losses.adversarial_loss("lsgan", gp_weight=10.0)

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import logging
+import re
+from dataclasses import fields
 
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ import torch
 from imblearn.pipeline import Pipeline
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
+from sklearn.utils._param_validation import InvalidParameterError
 
 from gan_aug import GANOverSampler
 import gan_aug.train as gan_train
@@ -34,7 +37,7 @@ def test_class_probabilities_interpolate_between_natural_and_balanced():
 
 def test_fit_resample_balances_classes_and_keeps_real_items_first(imbalanced_digits):
     x, y = imbalanced_digits
-    sampler = GANOverSampler(steps=5, config=TINY, random_state=0)
+    sampler = GANOverSampler(steps=5, **TINY, random_state=0)
     x_res, y_res = sampler.fit_resample(x, y)
     assert x_res.shape[1:] == x.shape[1:]
     assert np.bincount(y_res).tolist() == [40, 40, 40, 40]
@@ -45,17 +48,45 @@ def test_fit_resample_balances_classes_and_keeps_real_items_first(imbalanced_dig
 
 
 def test_clone_keeps_every_setting():
-    settings = {"sampling_strategy": {3: 30}, "epochs": 1.5, "steps": 7, "image_shape": (1, 8, 8), "config": TINY,
-                "synthetic_share": 0.75, "checkpoint_path": "g.pt", "progress": print, "preview": print,
-                "random_state": 3}
+    settings = {"sampling_strategy": {3: 30}, "epochs": 1.5, "steps": 7, "image_shape": (1, 8, 8), **TINY,
+                "loss": "wgan-gp", "guide_augment": False, "synthetic_share": 0.75, "checkpoint_path": "g.pt",
+                "progress": print, "preview": print, "random_state": 3}
     sampler = GANOverSampler(**settings)
-    assert clone(sampler).get_params() == sampler.get_params() == settings
+    assert clone(sampler).get_params() == sampler.get_params() == {**GANOverSampler().get_params(), **settings}
+
+
+def test_every_gan_setting_is_a_parameter_with_its_config_default():
+    params = GANOverSampler().get_params()
+    for setting in fields(GANConfig):
+        if setting.name != "seed":  # the sampler's random_state
+            assert params[setting.name] == setting.default, setting.name
+    assert set(params) - {f.name for f in fields(GANConfig)} == {
+        "sampling_strategy", "epochs", "image_shape", "synthetic_share", "checkpoint_path", "progress", "preview",
+        "random_state"}
+    assert GANOverSampler(epochs=2.0, batch_size=16, random_state=5, loss="wgan-gp").gan_config(40) == \
+        GANConfig(steps=5, batch_size=16, seed=5, loss="wgan-gp")
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"steps": 0}, "'steps' parameter of GANOverSampler must be an int in the range [1, inf)"),
+    ({"loss": "lsgan"}, "'loss' parameter of GANOverSampler must be a str among"),
+    ({"novelty_quantile": 1.0}, "'novelty_quantile' parameter of GANOverSampler must be a float in the range [0.0, 1.0)"),
+    ({"guide_augment": "yes"}, "'guide_augment' parameter of GANOverSampler must be an instance of 'bool'"),
+    ({"random_state": None}, "'random_state' parameter of GANOverSampler must be an int in the range [0, inf)"),
+])
+def test_bad_settings_are_refused_before_training(imbalanced_digits, monkeypatch, setting, message):
+    monkeypatch.setattr(gan_train, "train_judge", lambda *a, **k: pytest.fail("training started"))
+    x, y = imbalanced_digits
+    sampler = GANOverSampler(**{**TINY, **setting})
+    for call in (lambda: sampler.fit(x, y), lambda: sampler.fit_resample(x, y), lambda: sampler.gan_config(len(y))):
+        with pytest.raises(InvalidParameterError, match=re.escape(message)):
+            call()
 
 
 def test_fit_then_generate_matches_fit_resample(imbalanced_digits):
     x, y = imbalanced_digits
-    fitted = GANOverSampler({3: 40}, steps=4, config=TINY, random_state=1).fit(x, y)
-    resampled = GANOverSampler({3: 40}, steps=4, config=TINY, random_state=1).fit_resample(x, y)[0]
+    fitted = GANOverSampler({3: 40}, steps=4, **TINY, random_state=1).fit(x, y)
+    resampled = GANOverSampler({3: 40}, steps=4, **TINY, random_state=1).fit_resample(x, y)[0]
     np.testing.assert_array_equal(fitted.sample(3, 34, seed=2), resampled[len(x):])
     with pytest.raises(ValueError, match="unknown class 9"):
         fitted.generate(np.array([9]))
@@ -65,7 +96,7 @@ def test_flattened_input_with_image_shape_inside_an_imblearn_pipeline(imbalanced
     x, y = imbalanced_digits
     flat = x.reshape(len(x), -1)
     pipe = Pipeline([
-        ("gan", GANOverSampler(sampling_strategy={3: 30}, steps=5, image_shape=(1, 8, 8), config=TINY)),
+        ("gan", GANOverSampler(sampling_strategy={3: 30}, steps=5, image_shape=(1, 8, 8), **TINY)),
         ("clf", LogisticRegression(max_iter=200)),
     ])
     pipe.fit(flat, y)
@@ -77,16 +108,16 @@ def test_flattened_input_with_image_shape_inside_an_imblearn_pipeline(imbalanced
 def test_flattened_input_without_image_shape_is_refused(imbalanced_digits):
     x, y = imbalanced_digits
     with pytest.raises(ValueError, match="pass image_shape"):
-        GANOverSampler(steps=2, config=TINY).fit_resample(x.reshape(len(x), -1), y)
+        GANOverSampler(steps=2, **TINY).fit_resample(x.reshape(len(x), -1), y)
     with pytest.raises(ValueError, match="needs 49"):
-        GANOverSampler(steps=2, config=TINY, image_shape=(1, 7, 7)).fit_resample(x.reshape(len(x), -1), y)
+        GANOverSampler(steps=2, **TINY, image_shape=(1, 7, 7)).fit_resample(x.reshape(len(x), -1), y)
 
 
 def test_same_seed_gives_the_same_samples_on_cpu(imbalanced_digits):
     x, y = imbalanced_digits
-    a = GANOverSampler(steps=6, config=TINY, random_state=4).fit_resample(x, y)[0]
-    b = GANOverSampler(steps=6, config=TINY, random_state=4).fit_resample(x, y)[0]
-    c = GANOverSampler(steps=6, config=TINY, random_state=5).fit_resample(x, y)[0]
+    a = GANOverSampler(steps=6, **TINY, random_state=4).fit_resample(x, y)[0]
+    b = GANOverSampler(steps=6, **TINY, random_state=4).fit_resample(x, y)[0]
+    c = GANOverSampler(steps=6, **TINY, random_state=5).fit_resample(x, y)[0]
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a[len(x):], c[len(x):])
 
@@ -174,20 +205,20 @@ def test_judge_learns_from_the_training_images_only_and_filtering_keeps_its_favo
 
 def test_synthetic_share_mixes_random_copies_of_real_items(imbalanced_digits):
     x, y = imbalanced_digits
-    x_res, y_res = GANOverSampler({3: 40}, steps=3, config=TINY, synthetic_share=0.5, random_state=0).fit_resample(x, y)
+    x_res, y_res = GANOverSampler({3: 40}, steps=3, **TINY, synthetic_share=0.5, random_state=0).fit_resample(x, y)
     added = x_res[len(x):]
     real_3 = x[y == 3].reshape(6, -1)
     copies = [any(np.array_equal(a.ravel(), r) for r in real_3) for a in added]
     assert len(added) == 34 and sum(copies) == 17  # ceil(34 * 0.5) synthetic, the rest real copies
     with pytest.raises(ValueError, match="synthetic_share"):
-        GANOverSampler({3: 40}, steps=3, config=TINY, synthetic_share=0.0).fit_resample(x, y)
+        GANOverSampler({3: 40}, steps=3, **TINY, synthetic_share=0.0).fit_resample(x, y)
 
 
-@pytest.mark.parametrize("config, judged", [({**TINY, "filter_candidates": 3}, True), ({**TINY, "judge_steps": 0}, False),
-                                            ({**TINY, "novelty_quantile": 0.05}, True)])
-def test_state_saved_as_plain_data_generates_the_same_images(imbalanced_digits, tmp_path, config, judged):
+@pytest.mark.parametrize("settings, judged", [({**TINY, "filter_candidates": 3}, True), ({**TINY, "judge_steps": 0}, False),
+                                              ({**TINY, "novelty_quantile": 0.05}, True)])
+def test_state_saved_as_plain_data_generates_the_same_images(imbalanced_digits, tmp_path, settings, judged):
     x, y = imbalanced_digits
-    fitted = GANOverSampler({13: 40}, steps=3, config=config, random_state=2).fit(x, y + 10)
+    fitted = GANOverSampler({13: 40}, steps=3, **settings, random_state=2).fit(x, y + 10)
     again = GANOverSampler.from_state_dict(load_state(save_state(fitted.state_dict(), tmp_path)))
     assert (again.gan_.judge is not None) == judged
     labels = np.array([10, 13, 13, 12])
@@ -199,44 +230,16 @@ def test_state_saved_as_plain_data_generates_the_same_images(imbalanced_digits, 
         GANOverSampler().state_dict()
 
 
-def _levels(n: int) -> np.ndarray:
-    """``n`` flat grey images 0.2 apart: each one's nearest other image is 0.2 away (RMS)."""
-    return np.repeat(np.arange(n, dtype=np.float32)[:, None, None, None] * 0.2, 64).reshape(n, 1, 8, 8)
-
-
-def _checkerboards(n: int) -> np.ndarray:
-    """``n`` images at least 0.5 (RMS) from every flat grey image."""
-    board = (np.indices((8, 8)).sum(0) % 2).astype(np.float32)
-    return np.stack([[board if i % 2 else 1 - board] for i in range(n)])
-
-
-def test_novelty_filter_rejects_near_copies_of_training_images_and_replaces_them():
-    train = _levels(6)
-    novelty = gan_train.NoveltyFilter.fit(train, np.zeros(6, dtype=np.int64), 1, 0.05, seed=0)
-    assert novelty.thresholds[0] == pytest.approx(0.2, abs=0.01)
-    calls = []
-
-    def draw(m):  # first batch: four near-copies, then only new images
-        calls.append(m)
-        return np.concatenate([train[:4] + 0.001, _checkerboards(m - 4)]) if len(calls) == 1 else _checkerboards(m)
-
-    images, counts = novelty.select(0, 6, draw, max_draws=10)
-    assert images.shape == (6, 1, 8, 8)
-    assert (novelty.nearest(0, images) >= novelty.thresholds[0]).all()
-    assert counts == {"drawn": sum(calls), "rejected": 4, "filled": 0} and len(calls) == 1
-    # memorisation metric of the evaluation agrees: nothing kept is a near-duplicate
-    from pipelines.evaluation.quality import memorisation
-    assert memorisation(images, train)["near_duplicate_share"] == 0.0
-
-
-def test_novelty_filter_fills_with_the_least_copied_candidates_when_the_generator_only_copies(caplog):
-    train = _levels(5)
-    novelty = gan_train.NoveltyFilter.fit(train, np.zeros(5, dtype=np.int64), 1, 0.05, seed=0)
-    copies = lambda m: (train[np.arange(m) % 5] + np.linspace(0, 0.01, m)[:, None, None, None]).astype(np.float32)
-    with caplog.at_level(logging.WARNING, logger="gan_aug.train"):
-        images, counts = novelty.select(0, 4, copies, max_draws=3)
-    assert len(images) == 4 and counts == {"drawn": 12, "rejected": 12, "filled": 4}
-    assert "near-copies used" in caplog.text
+def test_a_state_saved_with_the_settings_in_one_config_dict_still_loads(imbalanced_digits, tmp_path):
+    x, y = imbalanced_digits
+    fitted = GANOverSampler({3: 40}, steps=3, **TINY, random_state=2).fit(x, y)
+    state = fitted.state_dict()
+    state["params"] = {**{k: state["params"][k] for k in ("sampling_strategy", "epochs", "steps", "image_shape",
+                                                          "synthetic_share", "random_state")},
+                       "config": {**TINY, "seed": 9}}  # as saved before: the seed was random_state's anyway
+    again = GANOverSampler.from_state_dict(load_state(save_state(state, tmp_path)))
+    assert again.get_params() == fitted.get_params()
+    np.testing.assert_array_equal(again.sample(3, 5), fitted.sample(3, 5))
 
 
 def test_novelty_filter_keeps_training_images_only_and_sampling_is_reproducible(imbalanced_digits):
@@ -278,7 +281,7 @@ def test_previews_show_fixed_latents_and_leave_training_unchanged(imbalanced_dig
 def test_sampler_previews_carry_the_fit_labels_and_are_not_saved(imbalanced_digits):
     x, y = imbalanced_digits
     labels_seen = []
-    sampler = GANOverSampler(steps=2, config=TINY, preview=lambda step, images, labels: labels_seen.append(set(labels)))
+    sampler = GANOverSampler(steps=2, **TINY, preview=lambda step, images, labels: labels_seen.append(set(labels)))
     sampler.fit(x, np.array(["abcd"[k] for k in y]))
     assert labels_seen and labels_seen[-1] == {"a", "b", "c", "d"}
     assert "preview" not in sampler.state_dict()["params"] and clone(sampler).preview is not None

@@ -55,7 +55,7 @@ def test_gan_training_in_a_worker_thread_stops_at_the_next_step():
     from gan_aug import GANOverSampler
 
     x, y = images()
-    sampler = GANOverSampler(steps=1_000_000, random_state=0, config={"judge_steps": 0})
+    sampler = GANOverSampler(steps=1_000_000, random_state=0, judge_steps=0)
     assert isinstance(stopped_in_a_thread(lambda: sampler.fit(x, y)), Stopped)
 
 

@@ -33,8 +33,8 @@ def detector():
 def sampler():
     ds = load_dataset("digits")
     keep = np.flatnonzero(ds.y < 3)[:60]
-    config = {"width": 8, "z_dim": 16, "batch_size": 16, "judge_steps": 5, "filter_candidates": 2}
-    return GANOverSampler(steps=2, config=config, random_state=1).fit(ds.x[keep], ds.y[keep])
+    settings = {"width": 8, "z_dim": 16, "batch_size": 16, "judge_steps": 5, "filter_candidates": 2}
+    return GANOverSampler(steps=2, **settings, random_state=1).fit(ds.x[keep], ds.y[keep])
 
 
 def register_detector(detector) -> str:
