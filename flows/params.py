@@ -77,7 +77,7 @@ class AugmentParams(JobParams):
     image_size: int | None = Field(None, ge=MIN_SIDE, le=MAX_SIDE, description=IMAGE_SIZE_HELP)
     out: str = Field("out/augment", description="output folder (synthetic.npz, images/, manifest.csv)")
     model_name: str = Field("ganpipe-cgan", min_length=1, description="name of the registered generator")
-    gan: dict[str, Any] = Field(default_factory=dict, description="further GANConfig fields, e.g. {'loss': 'wgan-gp'}")
+    gan: dict[str, Any] = Field(default_factory=dict, description="further GAN settings (GANOverSampler parameters), e.g. {'loss': 'wgan-gp'}")
 
     _data = checked("data", check_data_spec)
     _minority = checked("minority", parse_class_spec)

@@ -124,3 +124,20 @@ def test_deployments_in_prefect_yaml_are_valid_parameter_models():
         module = path.removesuffix(".py").replace("/", ".")
         assert hasattr(importlib.import_module(module), name)
         models[name](**deployment.get("parameters", {}).get("params", {}))
+
+
+def test_the_estimators_the_registry_names_by_string_are_the_public_entries():
+    """Tracking may not import either GAN family, so the registry names their estimator classes as
+    strings: an arrow the import rules cannot see. Each string must name a public entry that stores
+    and restores itself as plain state."""
+    from anomaly import GANAnomalyDetector
+    from gan_aug import GANOverSampler
+    from pipelines.tracking.registry import ESTIMATORS
+
+    named = set()
+    for dotted in ESTIMATORS:
+        module, _, name = dotted.rpartition(".")
+        cls = getattr(importlib.import_module(module), name)
+        assert callable(cls.from_state_dict) and callable(cls.state_dict), dotted
+        named.add(cls)
+    assert named == {GANAnomalyDetector, GANOverSampler}
