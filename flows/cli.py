@@ -23,6 +23,7 @@ from flows.params import (
     ClusterParams,
     CompareParams,
     DemoParams,
+    DoctorParams,
     JobParams,
     MlflowServerParams,
     ScoreParams,
@@ -265,6 +266,24 @@ def serve(params: ServeParams) -> int:
     from flows.serve import serve_forever
 
     return serve_forever(params)
+
+
+@command("doctor", DoctorParams)
+def doctor(params: DoctorParams) -> int:
+    import platform
+
+    import torch
+
+    from pipelines.devices import device_name, pick_device
+    from pipelines.tracking.runs import tracking_uri
+
+    cuda = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU-only build"
+    print(f"{_version()}, Python {platform.python_version()}, torch {torch.__version__} ({cuda})")
+    device, why = pick_device(params.device)
+    print(f"device: {device_name(device)} (--device {params.device}: {why})")
+    print(f"torch threads: {torch.get_num_threads()} of {os.cpu_count()} CPU cores")
+    print(f"MLflow tracking: {tracking_uri()}")
+    return 0
 
 
 @command("mlflow-server", MlflowServerParams)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from anomaly.names import DEFAULT_SCORE, SCORES
 from gan_aug.config import GANConfig
 from pipelines.data.specs import MAX_SIDE, MIN_SIDE, check_data_spec, check_folder_path, parse_class_spec, parse_counts
+from pipelines.devices import DEVICE_HELP, check_device_spec
 from pipelines.errors import GanpipeError
 from pipelines.evaluation.arms import ARMS, parse_arms
 
@@ -43,6 +44,22 @@ class JobParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class DeviceParams(JobParams):
+    """The device a job's models train and score on (see :mod:`pipelines.devices`)."""
+
+    device: str = Field("auto", description=DEVICE_HELP)
+
+    _device = checked("device", check_device_spec)
+
+
+class DoctorParams(DeviceParams):
+    """Say what ganpipe would use on this machine.
+
+    Print the ganpipe, Python and torch versions, the device a job would train on with --device
+    (auto: CUDA, then MPS, then CPU) and why, the torch threads, and where runs are tracked.
+    """
+
+
 class DemoParams(JobParams):
     """Run augment + compare end to end on an embedded dataset.
 
@@ -57,7 +74,7 @@ class DemoParams(JobParams):
     out: str = Field("out/demo", description="output folder")
 
 
-class AugmentParams(JobParams):
+class AugmentParams(DeviceParams):
     """Train a conditional GAN and export synthetic minority-class samples.
 
     Train a class-conditional GAN on every class of a labelled image set, generate synthetic images
@@ -83,7 +100,7 @@ class AugmentParams(JobParams):
     _minority = checked("minority", parse_class_spec)
 
 
-class CompareParams(JobParams):
+class CompareParams(DeviceParams):
     """Compare a classifier with and without synthetic data against classic remedies.
 
     Train the same downstream classifier under several arms (none, class_weight, ros, smote,
@@ -121,7 +138,7 @@ class CompareParams(JobParams):
         return value
 
 
-class TrainDetectorParams(JobParams):
+class TrainDetectorParams(DeviceParams):
     """Train a GAN anomaly detector on normal data and register it.
 
     Train f-AnoGAN (WGAN-GP generator and critic, then an encoder) on the training images of the
@@ -154,7 +171,7 @@ class TrainDetectorParams(JobParams):
         return value
 
 
-class ScoreParams(JobParams):
+class ScoreParams(DeviceParams):
     """Score a new data batch with a registered detector.
 
     Validate every item of a batch, score the valid ones with a registered detector and write
@@ -177,7 +194,7 @@ class ScoreParams(JobParams):
     _out = checked("out", check_folder_path)
 
 
-class ScoreInboxParams(JobParams):
+class ScoreInboxParams(DeviceParams):
     """Score every new batch in an inbox once (results in OUTBOX/<batch>/)."""
 
     inbox: str = Field(..., description="folder where new batches (folders, .npz, .csv) arrive")

@@ -1,0 +1,68 @@
+"""The device a job uses: checked without torch, resolved once, explained in one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pipelines.devices import autocast, check_device_spec, pick_device, resolve_device, to_device
+from pipelines.errors import GanpipeError
+
+NO_CUDA = not torch.cuda.is_available()
+
+
+@pytest.mark.parametrize("text, expected", [("auto", "auto"), (" CPU ", "cpu"), ("cuda", "cuda"),
+                                            ("cuda:1", "cuda:1"), ("mps", "mps")])
+def test_device_specs_are_checked_and_normalised(text, expected):
+    assert check_device_spec(text) == expected
+
+
+@pytest.mark.parametrize("text", ["gpu", "cuda:", "cuda:x", "cuda:-1", "", "cpu:0"])
+def test_unknown_device_specs_name_the_choices(text):
+    with pytest.raises(GanpipeError, match="use one of: auto, cpu, cuda, cuda:N, mps"):
+        check_device_spec(text)
+
+
+def test_checking_a_device_spec_does_not_import_torch():
+    code = "import sys, pipelines.devices as d; d.check_device_spec('cuda:0'); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_cpu_is_always_there_and_auto_says_why():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    device, why = pick_device("auto")
+    assert why and device.type in {"cuda", "mps", "cpu"}
+    if NO_CUDA and device.type == "cpu":
+        assert "no CUDA GPU" in why
+
+
+@pytest.mark.skipif(not NO_CUDA, reason="this machine has a CUDA GPU")
+def test_asking_for_a_missing_gpu_is_one_line():
+    with pytest.raises(GanpipeError, match=r"--device cuda:0: no CUDA GPU is available .*use --device cpu or auto"):
+        resolve_device("cuda:0")
+
+
+@pytest.mark.skipif(NO_CUDA, reason="needs a CUDA GPU")
+def test_a_gpu_index_out_of_range_is_one_line():
+    with pytest.raises(GanpipeError, match="CUDA GPU"):
+        resolve_device(f"cuda:{torch.cuda.device_count()}")
+
+
+def test_cpu_keeps_float32_and_tensors_as_they_are():
+    x = torch.ones(3)
+    assert to_device(x, torch.device("cpu")) is x
+    with autocast(torch.device("cpu")):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+
+@pytest.mark.skipif(NO_CUDA, reason="needs a CUDA GPU")
+def test_cuda_batches_arrive_on_the_gpu_in_bf16_under_autocast():
+    device = resolve_device("cuda")
+    x = to_device(torch.ones(4, 4), device)
+    assert x.device.type == "cuda"
+    with autocast(device):
+        assert (x @ x).dtype == (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32)
