@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ from gan_aug import GANConfig, GANOverSampler
 from gan_aug.train import PREVIEW_PER_CLASS
 from pipelines.data.export import export_synthetic
 from pipelines.data.splits import Splits, synthesis_plan
+from pipelines.devices import device_name, resolve_device
 from pipelines.errors import GanpipeError
 from pipelines.evaluation.plots import samples_figure, tile_images
 from pipelines.evaluation.sample_quality import compare_sample_quality
@@ -24,33 +26,42 @@ from pipelines.text import progress_bar
 from pipelines.tracking.registry import GeneratorModel, register_estimator
 from pipelines.tracking.runs import TrackedRun, start_run
 
+if TYPE_CHECKING:
+    import torch
+
 QUALITY_METRICS = ("frechet", "coverage", "recall", "label_agreement", "near_duplicate_share")
 
 
 @dataclass(frozen=True)
 class AugmentPlan:
     """What an augment run works on: the split with the minority classes cut, the synthetic items
-    each minority class gets (by class index), the unfitted oversampler and its GAN settings."""
+    each minority class gets (by class index), the unfitted oversampler, its GAN settings and the
+    device it will train on."""
 
     splits: Splits
     to_make: dict[int, int]
     sampler: GANOverSampler
     gan_config: GANConfig
+    device: torch.device
 
 
 @Planner
 def plan(params: AugmentParams) -> AugmentPlan:
     """Every check that can fail on user input, before training (see :class:`AugmentPlan`)."""
+    # --device (or a "device" among the GAN settings, which wins as "steps" does): a device that is
+    # not there fails here in one line, before the data is read or any server starts
+    device = resolve_device(params.gan.get("device", params.device))
     splits, to_make = synthesis_plan(load_data(params.data, params.image_size), params.minority, params.target,
                                      params.seed)
     try:
         # the GAN settings are the sampler's parameters; a "steps" among them wins over --steps
-        sampler = GANOverSampler(epochs=params.epochs, **{"steps": params.steps, **params.gan}, random_state=params.seed,
+        sampler = GANOverSampler(epochs=params.epochs, **{"steps": params.steps, "device": params.device, **params.gan},
+                                 random_state=params.seed,
                                  checkpoint_path=Path(params.out).expanduser() / "checkpoints" / "gan.pt")
         gan_config = sampler.gan_config(len(splits.train))
     except (TypeError, ValueError) as exc:
         raise GanpipeError(f"invalid GAN settings {params.gan}: {exc}") from None
-    return AugmentPlan(splits, to_make, sampler, gan_config)
+    return AugmentPlan(splits, to_make, sampler, gan_config, device)
 
 
 @task(name="train-gan", cache_policy=NO_CACHE)
@@ -99,7 +110,9 @@ def augment_flow(params: AugmentParams = AugmentParams()) -> dict:
     names, classes, out = splits.train.class_names, sorted(to_make), Path(params.out).expanduser()
     with start_run("augment", run_name=f"augment-{data_label(params.data)}-seed{params.seed}", tags=prefect_tags(),
                    system_metrics=True) as run:
-        run.log_params({**params.model_dump(exclude={"gan"}), "train_items": len(splits.train),
+        devices = {"device": str(planned.device), "device_name": device_name(planned.device)}
+        run.set_tags(devices)
+        run.log_params({**params.model_dump(exclude={"gan"}), **devices, "train_items": len(splits.train),
                         **{f"gan.{k}": v for k, v in vars(planned.gan_config).items()},
                         **{f"synthesise.{names[k]}": n for k, n in to_make.items()}})
         label = data_label(params.data)

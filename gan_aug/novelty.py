@@ -9,7 +9,8 @@ use that test:
 - :class:`NoveltyFilter` when sampling (``novelty_quantile``): near-copies are dropped and drawn
   again (up to ``novelty_draws`` times the count asked for).
 
-Only training images are ever stored or compared with.
+Only training images are ever stored or compared with. Thresholds are computed on the CPU (the
+same on every device); the distances of fakes are computed on their device.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Callable
 
 import numpy as np
 import torch
+
+from pipelines.devices import to_device
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +43,21 @@ class MemorisationRejection:
 
     ``real: (N, C, H, W)`` in [-1, 1], ``labels: (N,)``; per class the threshold is the ``quantile`` of
     its real images' distances to their nearest other real image of the class (0 for a class with
-    fewer than two images: nothing counts as a copy)."""
+    fewer than two images: nothing counts as a copy). The real images stay on ``device`` for the run
+    (every generator step compares its fakes with all of them)."""
 
-    def __init__(self, real: torch.Tensor, labels: torch.Tensor, n_classes: int, quantile: float) -> None:
-        self.references = [real[labels == k].flatten(1) for k in range(n_classes)]  # per class: (N_k, C*H*W)
-        self.thresholds = torch.tensor([copy_threshold(members, quantile) for members in self.references])
+    def __init__(self, real: torch.Tensor, labels: torch.Tensor, n_classes: int, quantile: float,
+                 device: torch.device = torch.device("cpu")) -> None:
+        references = [real[labels == k].flatten(1) for k in range(n_classes)]  # per class: (N_k, C*H*W)
+        thresholds = torch.tensor([copy_threshold(members, quantile) for members in references], device=real.device)
+        self.references = [to_device(members, device) for members in references]
+        self.thresholds = to_device(thresholds, device)
 
     @torch.no_grad()
     def weights(self, fakes: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``(B,)``: 1.0 for each fake ``(B, C, H, W)`` at least its class's threshold away from every
         real image of its class ``y: (B,)``, else 0."""
-        keep = torch.ones(len(fakes))
+        keep = torch.ones(len(fakes), device=fakes.device)
         flat = fakes.flatten(1)
         for k in y.unique().tolist():
             rows = (y == k).nonzero().view(-1)
@@ -88,25 +95,28 @@ class NoveltyFilter:
                                              quantile))
         return cls(references, thresholds)
 
-    def nearest(self, k: int, images: np.ndarray) -> np.ndarray:
-        """RMS pixel distance of each image ``(M, C, H, W)`` to its nearest training image of class ``k``."""
+    def nearest(self, k: int, images: np.ndarray, device: torch.device = torch.device("cpu")) -> np.ndarray:
+        """RMS pixel distance of each image ``(M, C, H, W)`` to its nearest training image of class ``k``,
+        computed on ``device``."""
         reference = torch.from_numpy(self.references[k].reshape(len(self.references[k]), -1)).float() / 255.0
         if not len(reference):
             return np.full(len(images), np.inf)
-        flat = torch.from_numpy(images.reshape(len(images), -1)).float()
-        return (torch.cdist(flat, reference).min(dim=1).values / flat.shape[1] ** 0.5).numpy()
+        flat = to_device(torch.from_numpy(images.reshape(len(images), -1)).float(), device)
+        nearest = torch.cdist(flat, to_device(reference, device)).min(dim=1).values / flat.shape[1] ** 0.5
+        return nearest.cpu().numpy()
 
-    def select(self, k: int, n: int, draw: Callable[[int], np.ndarray], max_draws: int) -> tuple[np.ndarray, dict]:
-        """``n`` images of class ``k`` from ``draw(m)`` batches, near-copies rejected; after
-        ``max_draws * n`` candidates, the shortfall is filled with the rejected ones farthest from
-        any training image. -> (images, {"drawn", "rejected", "filled"})."""
+    def select(self, k: int, n: int, draw: Callable[[int], np.ndarray], max_draws: int,
+               device: torch.device = torch.device("cpu")) -> tuple[np.ndarray, dict]:
+        """``n`` images of class ``k`` from ``draw(m)`` batches, near-copies rejected (distances on
+        ``device``); after ``max_draws * n`` candidates, the shortfall is filled with the rejected
+        ones farthest from any training image. -> (images, {"drawn", "rejected", "filled"})."""
         kept, rejected, drawn = [], [], 0
         have = 0
         while have < n and drawn < max_draws * n:
             m = min(max(n - have, 64), max_draws * n - drawn)
             batch = draw(m)
             drawn += len(batch)
-            distance = self.nearest(k, batch)
+            distance = self.nearest(k, batch, device)
             novel = distance >= self.thresholds[k]
             kept.append(batch[novel])
             rejected.append((batch[~novel], distance[~novel]))

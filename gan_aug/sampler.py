@@ -7,6 +7,10 @@ It drops into ``imblearn.pipeline.Pipeline`` beside ``SMOTE``::
 
 ``X`` is either images ``(N, C, H, W)`` in [0, 1] or the same images flattened to ``(N, C*H*W)``
 with ``image_shape=(C, H, W)``; the output has the layout of the input.
+
+``device`` ("auto", "cpu", "cuda", "cuda:N", "mps"; :mod:`pipelines.devices`) is resolved once at
+the start of ``fit`` (``device_``); the GAN, its judge and sampling run there, what comes back is
+numpy on the host, and :meth:`GANOverSampler.state_dict` is device-free.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from gan_aug.config import GANConfig
 from gan_aug.train import Preview, Progress, TrainedGAN, train_conditional_gan
 from gan_core.config import steps_for_epochs
+from pipelines.devices import DEVICES, check_device_spec, resolve_device
 
 # the GANConfig fields that are parameters of the sampler (the seed is its random_state)
 GAN_SETTINGS = tuple(f.name for f in fields(GANConfig) if f.name != "seed")
@@ -38,6 +43,26 @@ def _fraction(closed: str = "both") -> list:
 
 _POSITIVE = [Interval(Real, 0, None, closed="neither")]
 _NON_NEGATIVE = [Interval(Real, 0, None, closed="left")]
+
+
+class _DeviceSpec(StrOptions):
+    """A device name :func:`pipelines.devices.check_device_spec` accepts (auto, cpu, cuda, cuda:N, mps):
+    string options whose "cuda:N" is any index (sklearn takes no constraint classes of its own)."""
+
+    def __init__(self) -> None:
+        super().__init__(set(DEVICES))
+
+    def is_satisfied_by(self, val) -> bool:
+        if not isinstance(val, str):
+            return False
+        try:
+            check_device_spec(val)
+        except ValueError:
+            return False
+        return True
+
+    def __str__(self) -> str:
+        return f"a device name: one of {', '.join(DEVICES)}"
 
 
 class GANOverSampler(BaseOverSampler):
@@ -60,12 +85,16 @@ class GANOverSampler(BaseOverSampler):
     preview : called as ``preview(step, images, labels)`` with images of fixed latents while the GAN
         trains (labels as in ``fit``); see :func:`~gan_aug.train.train_conditional_gan`.
     random_state : seed for training and sampling (the GAN's ``seed``).
+    device : where the GAN trains and samples: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda",
+        "cuda:N" or "mps". A seed gives the same random draws on every device; on CUDA training runs
+        under bf16 autocast. An asked-for device that is not there raises one line at ``fit``.
 
     Attributes
     ----------
     gan_ : the trained :class:`~gan_aug.train.TrainedGAN`; ``classes_``: the labels seen in ``fit``;
-    ``input_shape_``: ``(C, H, W)`` of 4-D ``X`` (None when ``X`` was flattened). :meth:`state_dict`
-    gives what sampling needs as plain data; :meth:`from_state_dict` rebuilds a sampler from it.
+    ``input_shape_``: ``(C, H, W)`` of 4-D ``X`` (None when ``X`` was flattened); ``device_``: the
+    ``torch.device`` it trained and samples on. :meth:`state_dict` gives what sampling needs as plain
+    data (CPU tensors, no device); :meth:`from_state_dict` rebuilds a sampler from it on any host.
     """
 
     _sampling_type = "over-sampling"
@@ -103,6 +132,7 @@ class GANOverSampler(BaseOverSampler):
         "checkpoint_path": [str, os.PathLike, None],
         "progress": [callable, None],
         "preview": [callable, None],
+        "device": [_DeviceSpec()],
     }
 
     def __init__(
@@ -140,6 +170,7 @@ class GANOverSampler(BaseOverSampler):
         progress: Progress | None = None,
         preview: Preview | None = None,
         random_state: int = 0,
+        device: str = "auto",
     ) -> None:
         super().__init__(sampling_strategy=sampling_strategy)
         self.epochs = epochs
@@ -173,6 +204,7 @@ class GANOverSampler(BaseOverSampler):
         self.progress = progress
         self.preview = preview
         self.random_state = random_state
+        self.device = device
 
     def __getstate__(self) -> dict:
         # a progress callback belongs to one run (often a logger), not to the saved model
@@ -217,6 +249,7 @@ class GANOverSampler(BaseOverSampler):
         return X.reshape((-1, *shape)).astype(np.float32)
 
     def _train(self, X: np.ndarray, y: np.ndarray) -> None:
+        self.device_ = resolve_device(self.device)  # once per fit; a missing device raises one line here
         images = self._images(X)
         self.classes_ = np.unique(y)
         codes = np.searchsorted(self.classes_, y)
@@ -224,6 +257,7 @@ class GANOverSampler(BaseOverSampler):
             images, codes, len(self.classes_), self.gan_config(len(y)), self.checkpoint_path, self.progress,
             preview=None if self.preview is None else
             lambda step, images, codes: self.preview(step, images, self.classes_[codes]),
+            device=self.device_,
         )
 
     def _fit_resample(self, X, y):
@@ -240,8 +274,9 @@ class GANOverSampler(BaseOverSampler):
         return np.concatenate(new_x).astype(X.dtype, copy=False), np.concatenate(new_y)
 
     def generate(self, labels, seed: int | None = None, novelty: bool = True) -> np.ndarray:
-        """Synthetic images ``(M, C, H, W)`` in [0, 1] for ``labels: (M,)`` (class labels as in ``fit``);
-        the same labels and seed give the same images. ``novelty=False`` skips the novelty filter
+        """Synthetic images ``(M, C, H, W)`` in [0, 1] for ``labels: (M,)`` (class labels as in ``fit``),
+        drawn on ``device_`` and returned as numpy on the host; the same labels and seed give the
+        same images (on one device). ``novelty=False`` skips the novelty filter
         (to measure how often the generator itself draws near-copies)."""
         if not hasattr(self, "gan_"):
             raise ValueError("GANOverSampler is not fitted: call fit or fit_resample first")
@@ -257,20 +292,26 @@ class GANOverSampler(BaseOverSampler):
         return self.generate(np.full(int(n), class_label), seed)
 
     def state_dict(self) -> dict:
-        """Plain data only (weights, settings, class labels): what :meth:`generate` and :meth:`sample` need."""
+        """Plain data only (CPU weights, settings, class labels): what :meth:`generate` and :meth:`sample`
+        need. Device-free: the device is the loading host's (see :meth:`from_state_dict`)."""
         if not hasattr(self, "gan_"):
             raise ValueError("GANOverSampler is not fitted: call fit or fit_resample first")
-        params = {k: v for k, v in self.get_params().items() if k not in ("checkpoint_path", "progress", "preview")}
+        params = {k: v for k, v in self.get_params().items()
+                  if k not in ("checkpoint_path", "progress", "preview", "device")}
         return {"params": params, "gan": self.gan_.state_dict(), "classes": self.classes_,
                 "input_shape": None if self.input_shape_ is None else list(self.input_shape_)}
 
     @classmethod
-    def from_state_dict(cls, state: dict) -> "GANOverSampler":
+    def from_state_dict(cls, state: dict, device: str = "auto") -> "GANOverSampler":
+        """The sampler of :meth:`state_dict`, built on the CPU and moved to ``device`` (resolved here,
+        on this host: a sampler trained on a GPU samples on a CPU-only host and the reverse)."""
         params = dict(state["params"])
+        params.pop("device", None)  # the device is this host's, not the one it trained on
         # a sampler saved before the GAN settings became parameters held them in one "config" dict
         params.update({k: v for k, v in (params.pop("config", None) or {}).items() if k != "seed"})
-        sampler = cls(**params)
-        sampler.gan_ = TrainedGAN.from_state_dict(state["gan"])
+        sampler = cls(**params, device=device)
+        sampler.device_ = resolve_device(device)
+        sampler.gan_ = TrainedGAN.from_state_dict(state["gan"]).to(sampler.device_)
         sampler.classes_ = np.asarray(state["classes"])
         sampler.input_shape_ = None if state["input_shape"] is None else tuple(state["input_shape"])
         return sampler

@@ -22,6 +22,14 @@ and ``TrainedGAN.last_novelty`` says how many candidates were rejected.
 
 Everything random draws from one seeded ``torch.Generator`` whose state is checkpointed, so a run
 that is interrupted and resumed ends with exactly the weights of an uninterrupted run on the CPU.
+
+Device (:mod:`pipelines.devices`): ``train_conditional_gan(..., device=)`` builds the networks on
+the CPU (the same initial weights everywhere), moves them to the device and keeps the training
+images on the CPU, moving each minibatch (pinned memory on CUDA). Every random draw stays on the
+CPU ``torch.Generator`` and is moved to the device, so a seed draws the same numbers on every
+device. On CUDA the forward passes of generator, critic and judge run under bf16 autocast; losses
+and the gradient penalty are float32 outside it. Sampling and previews are float32. State and
+checkpoints are CPU tensors. On the CPU nothing of this changes a number.
 """
 
 from __future__ import annotations
@@ -40,9 +48,10 @@ from gan_aug import losses
 from gan_aug.config import GANConfig
 from gan_aug.networks import Discriminator, Generator, Judge
 from gan_aug.novelty import MemorisationRejection, NoveltyFilter
-from gan_core.checkpoint import fingerprint_arrays, resume, save_checkpoint
+from gan_core.checkpoint import fingerprint_arrays, resume, save_checkpoint, to_cpu
 from gan_core.regularisers import diff_augment, ema_update, gradient_penalty
 from gan_core.seeding import build_seeded
+from pipelines.devices import autocast, resolve_device, to_device
 from pipelines.stopping import check_stop
 
 log = logging.getLogger(__name__)
@@ -52,12 +61,14 @@ Progress = Callable[[int, int, dict], None]
 Preview = Callable[[int, np.ndarray, np.ndarray], None]
 PREVIEW_PER_CLASS = 8  # images per class in a training preview
 PREVIEW_CLASSES = 20  # classes shown in a preview at most (the first ones)
+CPU = torch.device("cpu")
 
 
 @dataclass
 class TrainedGAN:
     """The EMA generator, the class judge (None when the config uses none) and what is needed to
-    sample from them."""
+    sample from them. Generator and judge live on ``device`` (:meth:`to` moves them); what
+    :meth:`sample` returns and :meth:`state_dict` holds is on the host."""
 
     generator: Generator
     config: GANConfig
@@ -68,24 +79,34 @@ class TrainedGAN:
     judge: Judge | None = None
     novelty: NoveltyFilter | None = None
     last_novelty: dict = field(default_factory=dict)
+    device: torch.device = CPU
+
+    def to(self, device: torch.device) -> "TrainedGAN":
+        """Move generator and judge to ``device``; -> self."""
+        self.device = torch.device(device)
+        self.generator.to(self.device)
+        if self.judge is not None:
+            self.judge.to(self.device)
+        return self
 
     def state_dict(self) -> dict:
-        """Plain data only (weights, config as a dict, numbers): what :meth:`from_state_dict` needs to sample."""
+        """Plain data only (CPU weights, config as a dict, numbers): what :meth:`from_state_dict` needs to sample."""
         return {"config": asdict(self.config), "n_classes": self.n_classes, "image_shape": list(self.image_shape),
-                "generator": self.generator.state_dict(),
-                "judge": None if self.judge is None else self.judge.state_dict(),
+                "generator": to_cpu(self.generator.state_dict()),
+                "judge": None if self.judge is None else to_cpu(self.judge.state_dict()),
                 "novelty": None if self.novelty is None else self.novelty.state_dict(),
                 "history": self.history, "seconds": self.seconds}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "TrainedGAN":
+        """Built on the CPU (whatever torch's default device); :meth:`to` moves it."""
         config = GANConfig(**state["config"])
         channels, size, _ = state["image_shape"]
-        generator = Generator(state["n_classes"], channels, size, config.z_dim, config.width)
+        with CPU:
+            generator = Generator(state["n_classes"], channels, size, config.z_dim, config.width)
+            judge = None if state["judge"] is None else Judge(state["n_classes"], channels, size=size)
         generator.load_state_dict(state["generator"])
-        judge = None
-        if state["judge"] is not None:
-            judge = Judge(state["n_classes"], channels, size=size)
+        if judge is not None:
             judge.load_state_dict(state["judge"])
             judge.eval().requires_grad_(False)
         novelty = None if state.get("novelty") is None else NoveltyFilter.from_state_dict(state["novelty"])
@@ -107,43 +128,49 @@ class TrainedGAN:
         if len(labels) == 0:
             return np.zeros((0, *self.image_shape), dtype=np.float32)
         if self.novelty is None or not novelty:
-            return self._draw(torch.as_tensor(labels), rng, batch_size)
+            return self._draw(torch.as_tensor(labels, device=CPU), rng, batch_size)
         out = np.zeros((len(labels), *self.image_shape), dtype=np.float32)
         self.last_novelty = {}
         for k in np.unique(labels):
             rows = np.flatnonzero(labels == k)
             out[rows], self.last_novelty[int(k)] = self.novelty.select(
-                int(k), len(rows), lambda n, _k=int(k): self._draw(torch.full((n,), _k), rng, batch_size),
-                self.config.novelty_draws)
+                int(k), len(rows), lambda n, _k=int(k): self._draw(torch.full((n,), _k, device=CPU), rng, batch_size),
+                self.config.novelty_draws, self.device)
         return out
 
     def _draw(self, labels_t: torch.Tensor, rng: torch.Generator, batch_size: int) -> np.ndarray:
+        """Labels and latents drawn on the CPU, moved to the device; images back on the host."""
         k = self.config.filter_candidates if self.judge is not None else 1
         out = []
         for start in range(0, len(labels_t), max(1, batch_size // k)):
-            y = labels_t[start : start + max(1, batch_size // k)].repeat_interleave(k)
-            images = self.generator(torch.randn(len(y), self.config.z_dim, generator=rng), y)
+            y = to_device(labels_t[start : start + max(1, batch_size // k)].repeat_interleave(k), self.device)
+            z = torch.randn(len(y), self.config.z_dim, generator=rng, device=rng.device)
+            images = self.generator(to_device(z, self.device), y)
             if k > 1:
                 fit = torch.log_softmax(self.judge(images), dim=1).gather(1, y[:, None]).view(-1, k)
-                images = images[torch.arange(len(fit)) * k + fit.argmax(dim=1)]
+                images = images[torch.arange(len(fit), device=self.device) * k + fit.argmax(dim=1)]
             out.append(images)
-        return ((torch.cat(out) + 1.0) / 2.0).clamp(0, 1).numpy().astype(np.float32)
+        return ((torch.cat(out) + 1.0) / 2.0).clamp(0, 1).cpu().numpy().astype(np.float32)
 
 
-def train_judge(x: torch.Tensor, y: torch.Tensor, n_classes: int, config: GANConfig) -> Judge:
+def train_judge(x: torch.Tensor, y: torch.Tensor, n_classes: int, config: GANConfig,
+                device: torch.device = CPU) -> Judge:
     """The class judge: ``config.judge_steps`` Adam steps of class-weighted cross-entropy on the real
-    images ``x: (N, C, H, W)`` in [-1, 1] with random translations; deterministic for a seed."""
-    judge = build_seeded(lambda: Judge(n_classes, x.shape[1], size=x.shape[2]), config.seed + 1)
-    rng = torch.Generator().manual_seed(config.seed + 1)
+    images ``x: (N, C, H, W)`` in [-1, 1] with random translations; deterministic for a seed.
+    ``x`` and ``y`` stay where they are (the CPU); each minibatch is moved to ``device``, where the
+    judge trains."""
+    judge = build_seeded(lambda: Judge(n_classes, x.shape[1], size=x.shape[2]), config.seed + 1).to(device)
+    rng = torch.Generator(device=CPU).manual_seed(config.seed + 1)
     counts = torch.bincount(y, minlength=n_classes).double()
-    weight = torch.where(counts > 0, counts.sum() / (n_classes * counts.clamp(min=1)), 0.0).float()
+    weight = to_device(torch.where(counts > 0, counts.sum() / (n_classes * counts.clamp(min=1)), 0.0).float(), device)
     optimiser = torch.optim.Adam(judge.parameters(), lr=1e-3)
     judge.train()
     for _ in range(config.judge_steps):
         check_stop()
-        idx = torch.randint(len(x), (min(config.batch_size, len(x)),), generator=rng)
-        logits = judge(diff_augment(x[idx], rng, config.translation, 0.0))
-        loss = torch.nn.functional.cross_entropy(logits, y[idx], weight=weight)
+        idx = torch.randint(len(x), (min(config.batch_size, len(x)),), generator=rng, device=rng.device)
+        with autocast(device):
+            logits = judge(diff_augment(to_device(x[idx], device), rng, config.translation, 0.0))
+        loss = torch.nn.functional.cross_entropy(logits.float(), to_device(y[idx], device), weight=weight)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -158,47 +185,56 @@ def class_probabilities(y: np.ndarray, n_classes: int, class_balance: float) -> 
 
 
 class Networks:
-    """The networks and optimisers of a run; :meth:`modules` gives them by checkpoint key."""
+    """The networks and optimisers of a run, on ``device`` (built on the CPU, then moved);
+    :meth:`modules` gives them by checkpoint key."""
 
-    def __init__(self, n_classes: int, channels: int, size: int, config: GANConfig) -> None:
-        self.generator, self.discriminator = build_seeded(lambda: (
+    def __init__(self, n_classes: int, channels: int, size: int, config: GANConfig, device: torch.device = CPU) -> None:
+        generator, discriminator = build_seeded(lambda: (
             Generator(n_classes, channels, size, config.z_dim, config.width),
             Discriminator(n_classes, channels, size, config.width)), config.seed)
+        self.device = device
+        self.generator, self.discriminator = generator.to(device), discriminator.to(device)
         self.ema = copy.deepcopy(self.generator).eval()  # the moving average of its weights: what sampling uses
         betas = (0.0, 0.9)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr_generator, betas=betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr_discriminator, betas=betas)
 
     def modules(self) -> dict[str, torch.nn.Module | torch.optim.Optimizer]:
-        """Every attribute, by name: the keys of a checkpoint."""
-        return dict(vars(self))
+        """Every network and optimiser, by attribute name: the keys of a checkpoint."""
+        return {key: value for key, value in vars(self).items()
+                if isinstance(value, (torch.nn.Module, torch.optim.Optimizer))}
 
 
 class Minibatches:
     """What a training step draws, all from the run's one seeded ``rng`` (so the order of the calls
     is part of the result): class-balanced real minibatches, labels and latents for fakes, DiffAugment.
 
-    ``real: (N, C, H, W)`` in [-1, 1], ``labels: (N,)`` int64 in ``[0, n_classes)``."""
+    ``real: (N, C, H, W)`` in [-1, 1], ``labels: (N,)`` int64 in ``[0, n_classes)``, both on the
+    CPU like ``rng``; what the methods return is on ``device`` (each batch moved there)."""
 
     def __init__(self, real: torch.Tensor, labels: torch.Tensor, n_classes: int, config: GANConfig,
-                 rng: torch.Generator) -> None:
-        self.real, self.labels, self.rng = real, labels, rng
+                 rng: torch.Generator, device: torch.device = CPU) -> None:
+        self.real, self.labels, self.rng, self.device = real, labels, rng, device
         self.members = [torch.from_numpy(np.flatnonzero(labels.numpy() == k)) for k in range(n_classes)]
         self.class_p = torch.from_numpy(class_probabilities(labels.numpy(), n_classes, config.class_balance))
         self.z_dim, self.translation, self.cutout = config.z_dim, config.translation, config.cutout
 
+    def _classes(self, n: int) -> torch.Tensor:
+        return torch.multinomial(self.class_p, n, replacement=True, generator=self.rng)
+
     def classes(self, n: int) -> torch.Tensor:
         """``(n,)`` class indices, drawn with :func:`class_probabilities`."""
-        return torch.multinomial(self.class_p, n, replacement=True, generator=self.rng)
+        return to_device(self._classes(n), self.device)
 
     def real_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` real images ``(n, C, H, W)`` and their labels ``(n,)``: a class, then one of its images."""
-        idx = torch.stack([self.members[c][torch.randint(len(self.members[c]), (1,), generator=self.rng)[0]]
-                           for c in self.classes(n).tolist()])
-        return self.real[idx], self.labels[idx]
+        idx = torch.stack([self.members[c][torch.randint(len(self.members[c]), (1,), generator=self.rng,
+                                                         device=self.rng.device)[0]]
+                           for c in self._classes(n).tolist()])
+        return to_device(self.real[idx], self.device), to_device(self.labels[idx], self.device)
 
     def latents(self, n: int) -> torch.Tensor:
-        return torch.randn(n, self.z_dim, generator=self.rng)
+        return to_device(torch.randn(n, self.z_dim, generator=self.rng, device=self.rng.device), self.device)
 
     def augment(self, images: torch.Tensor) -> torch.Tensor:
         return diff_augment(images, self.rng, self.translation, self.cutout)
@@ -217,10 +253,12 @@ def critic_step(nets: Networks, objective: losses.AdversarialLoss, batches: Mini
     bs = config.batch_size
     x_real, y_real = batches.real_batch(bs)
     y_fake = batches.classes(bs)
-    with torch.no_grad():
-        x_fake = nets.generator(batches.latents(bs), y_fake)
-    real_scores = nets.discriminator(batches.augment(x_real), y_real)
-    fake_scores = nets.discriminator(batches.augment(x_fake), y_fake)
+    with torch.no_grad(), autocast(nets.device):
+        x_fake = nets.generator(batches.latents(bs), y_fake).float()
+    with autocast(nets.device):
+        real_scores = nets.discriminator(batches.augment(x_real), y_real).float()
+        fake_scores = nets.discriminator(batches.augment(x_fake), y_fake).float()
+    # losses and the gradient penalty: float32, outside autocast
     d_loss = objective.critic(real_scores, fake_scores,
                               lambda: gradient_penalty(nets.discriminator, x_real, x_fake, batches.rng, y_real))
     if config.lecam_weight > 0:
@@ -239,14 +277,18 @@ def generator_step(nets: Networks, objective: losses.AdversarialLoss, batches: M
     half = config.batch_size // 2
     y_gen = batches.classes(half).repeat(2)
     z = batches.latents(2 * half)
-    fakes = nets.generator(z, y_gen)
+    with autocast(nets.device):
+        fakes = nets.generator(z, y_gen).float()
     keep = None if copies is None else copies.weights(fakes.detach(), y_gen)
-    adversarial = objective.generator(nets.discriminator(batches.augment(fakes), y_gen), keep)
+    with autocast(nets.device):
+        fake_scores = nets.discriminator(batches.augment(fakes), y_gen).float()
+    adversarial = objective.generator(fake_scores, keep)
     ms = losses.mode_seeking(fakes[:half], fakes[half:], z[:half], z[half:])
     g_total = adversarial + config.mode_seeking_weight * ms
     if guide is not None:
-        g_total = g_total + config.guide_weight * losses.guidance(
-            guide(batches.augment(fakes) if config.guide_augment else fakes), y_gen, config.guide_confidence, keep)
+        with autocast(nets.device):
+            logits = guide(batches.augment(fakes) if config.guide_augment else fakes).float()
+        g_total = g_total + config.guide_weight * losses.guidance(logits, y_gen, config.guide_confidence, keep)
     nets.opt_g.zero_grad(set_to_none=True)
     g_total.backward()
     nets.opt_g.step()
@@ -266,9 +308,9 @@ class Bookkeeping:
         self.preview_every = preview_every or max(1, config.steps // 10)
         self.start_step, self.history, self.seconds_before = 0, [], 0.0
         if preview is not None:
-            self.preview_y = torch.arange(min(n_classes, PREVIEW_CLASSES)).repeat_interleave(PREVIEW_PER_CLASS)
-            self.preview_z = torch.randn(len(self.preview_y), config.z_dim,
-                                         generator=torch.Generator().manual_seed(config.seed + 1))
+            self.preview_y = torch.arange(min(n_classes, PREVIEW_CLASSES), device=CPU).repeat_interleave(PREVIEW_PER_CLASS)
+            self.preview_z = torch.randn(len(self.preview_y), config.z_dim, device=CPU,
+                                         generator=torch.Generator(device=CPU).manual_seed(config.seed + 1))
 
     def resume(self) -> int:
         """Load a checkpoint of the same config and data into the networks and the ``rng``, if there
@@ -300,9 +342,11 @@ class Bookkeeping:
         return done % every == 0 or done == self.config.steps
 
     def show(self, step: int) -> None:
+        device = self.nets.device
         with torch.no_grad():
-            images = ((self.nets.ema(self.preview_z, self.preview_y) + 1.0) / 2.0).clamp(0, 1)
-        self.preview(step, images.numpy().astype(np.float32), self.preview_y.numpy())
+            images = self.nets.ema(to_device(self.preview_z, device), to_device(self.preview_y, device))
+            images = ((images + 1.0) / 2.0).clamp(0, 1)
+        self.preview(step, images.cpu().numpy().astype(np.float32), self.preview_y.numpy())
 
     def report(self, done: int, d_loss: torch.Tensor, g: GeneratorLosses) -> None:
         rate = (time.perf_counter() - self.started) / max(done - self.start_step, 1)
@@ -334,6 +378,7 @@ def train_conditional_gan(
     log_every: int | None = None,
     preview: Preview | None = None,
     preview_every: int | None = None,
+    device: torch.device | str = CPU,
 ) -> TrainedGAN:
     """Train on every class at once so rare classes borrow structure from common ones.
 
@@ -347,14 +392,17 @@ def train_conditional_gan(
     (default: a tenth of the run) and at the end with the EMA generator's images of the same fixed latents each time
     (:data:`PREVIEW_PER_CLASS` per class), drawn from their own seeded stream in eval mode: a run with
     previews trains exactly as one without.
+    ``device``: where the networks train (a ``torch.device`` or a name :func:`~pipelines.devices.resolve_device`
+    takes, "auto" included); the images stay on the CPU and move per minibatch.
     """
     x = np.asarray(x, dtype=np.float32)
     y = np.asarray(y, dtype=np.int64)
     channels, height, width = x.shape[1:]
     if height != width:
         raise ValueError(f"images must be square, got {height}x{width}")
-    nets = Networks(n_classes, channels, height, config)
-    rng = torch.Generator().manual_seed(config.seed)
+    device = resolve_device(device)
+    nets = Networks(n_classes, channels, height, config, device)
+    rng = torch.Generator(device=CPU).manual_seed(config.seed)
     book = Bookkeeping(config, nets, rng, fingerprint_arrays(x, y), n_classes, checkpoint_path, progress, log_every,
                        preview, preview_every)
     start_step = book.resume()
@@ -362,11 +410,11 @@ def train_conditional_gan(
     real = torch.from_numpy(x) * 2.0 - 1.0
     labels = torch.from_numpy(y)
     # data and seed fix the judge, so a resumed run trains the same judge again instead of storing it
-    judge = train_judge(real, labels, n_classes, config) if config.uses_judge else None
-    batches = Minibatches(real, labels, n_classes, config, rng)
+    judge = train_judge(real, labels, n_classes, config, device) if config.uses_judge else None
+    batches = Minibatches(real, labels, n_classes, config, rng, device)
     objective = losses.adversarial_loss(config.loss, config.gp_weight)
     guide = judge if config.guide_weight > 0 else None
-    copies = MemorisationRejection(real, labels, n_classes, config.memorisation_rejection) \
+    copies = MemorisationRejection(real, labels, n_classes, config.memorisation_rejection, device) \
         if config.memorisation_rejection > 0 else None
     lecam_anchors = {"real": 0.0, "fake": 0.0}  # moving averages of the critic's outputs
 
@@ -386,4 +434,4 @@ def train_conditional_gan(
     novelty = NoveltyFilter.fit(x, y, n_classes, config.novelty_quantile, config.seed) \
         if config.novelty_quantile > 0 else None
     return TrainedGAN(nets.ema.eval(), config, n_classes, (channels, height, width), book.history, total_seconds,
-                      judge, novelty)
+                      judge, novelty, device=device)

@@ -1,4 +1,8 @@
-"""Checkpoints that an interrupted training run resumes from, only for the same settings and data."""
+"""Checkpoints that an interrupted training run resumes from, only for the same settings and data.
+
+Checkpoints are device-free: saved from CPU copies (:func:`to_cpu`) and read with
+``map_location="cpu"``; ``load_state_dict`` then copies the weights onto the modules' device (and
+an optimiser's state onto its parameters' device), so a run checkpointed on a GPU resumes on a CPU."""
 
 from __future__ import annotations
 
@@ -20,6 +24,19 @@ def fingerprint_arrays(*arrays: np.ndarray) -> str:
     for array in arrays:
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
+
+
+def to_cpu(state):
+    """``state`` (a tensor, or dicts, lists and tuples of them: a ``state_dict()``, an optimiser's
+    included) with every tensor detached and on the CPU; other values as they are. On the CPU a
+    tensor is returned as it is (no copy)."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().cpu()
+    if isinstance(state, dict):
+        return type(state)((key, to_cpu(value)) for key, value in state.items())
+    if isinstance(state, (list, tuple)):
+        return type(state)(to_cpu(value) for value in state)
+    return state
 
 
 def resume(path: str | Path | None, config: dict, digest: str, modules: dict, rng: torch.Generator,
@@ -52,9 +69,9 @@ def resume(path: str | Path | None, config: dict, digest: str, modules: dict, rn
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    """Write ``state`` with torch.save via a temporary file and an atomic rename."""
+    """Write ``state`` (its tensors moved to the CPU) with torch.save via a temporary file and an atomic rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
+    torch.save(to_cpu(state), tmp)
     os.replace(tmp, path)  # atomic: an interruption never leaves a half-written checkpoint

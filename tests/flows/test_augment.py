@@ -3,11 +3,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from flows.augment import augment_flow
 from flows.cli import main
 from flows.params import AugmentParams
+from pipelines.devices import device_name, resolve_device
 
 TINY_GAN = {"steps": 6, "width": 8, "z_dim": 16, "batch_size": 16}
 
@@ -36,6 +38,9 @@ def test_augment_flow_exports_dataset_and_tracks_everything(mlflow_store, tmp_pa
     client = MlflowClient(tracking_uri=mlflow_store)
     run = client.get_run(result["run_id"])
     assert run.data.params["minority"] == "3:6,7:8" and run.data.params["gan.steps"] == "6"
+    device = resolve_device("auto")  # the default --device on this machine
+    assert run.data.params["device"] == run.data.tags["device"] == str(device)
+    assert run.data.params["device_name"] == run.data.tags["device_name"] == device_name(device)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/d_loss")] == [1, 2, 3, 4, 5, 6]
     assert {"train/g_adversarial_loss", "train/g_total_loss", "train/seconds", "quality/label_agreement_3", "quality/near_duplicate_share_7"} <= set(run.data.metrics)
     contexts = {next(t.value for t in d.tags if t.key == "mlflow.data.context"): d.dataset for d in run.inputs.dataset_inputs}
@@ -79,6 +84,14 @@ def test_bad_augment_requests_fail_before_training(argv, message, capsys, mlflow
     assert main(["augment", "--data", "digits", "--out", str(tmp_path), *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+    assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is present")
+def test_cuda_without_a_gpu_fails_in_one_line_before_training(capsys, mlflow_store, tmp_path):
+    assert main(["augment", "--data", "digits", "--minority", "3", "--device", "cuda", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--device cuda: no CUDA GPU is available" in err and "Traceback" not in err
     assert not (tmp_path / "checkpoints").exists()
 
 

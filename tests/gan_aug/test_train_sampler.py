@@ -62,7 +62,7 @@ def test_every_gan_setting_is_a_parameter_with_its_config_default():
             assert params[setting.name] == setting.default, setting.name
     assert set(params) - {f.name for f in fields(GANConfig)} == {
         "sampling_strategy", "epochs", "image_shape", "synthetic_share", "checkpoint_path", "progress", "preview",
-        "random_state"}
+        "random_state", "device"}
     assert GANOverSampler(epochs=2.0, batch_size=16, random_state=5, loss="wgan-gp").gan_config(40) == \
         GANConfig(steps=5, batch_size=16, seed=5, loss="wgan-gp")
 
