@@ -10,10 +10,19 @@ The :data:`~anomaly.scores.CRITIC_ONLY` scores need no reconstruction ``G(E(x))`
 
 Calibration uses held-out normal images only: ``threshold_`` is the ``1 - target_fpr_`` quantile of
 their scores and the p-value of an item is the share of calibration scores at or above its score.
+
+Devices: ``device`` (auto, cpu, cuda, cuda:N or mps; see :mod:`pipelines.devices`) is resolved once at
+the start of ``fit``, into ``device_``; the networks train there and stay there. Scoring resolves
+``device`` again and moves the networks when it names another device (a detector loaded with
+:meth:`~GANAnomalyDetector.from_state_dict` is built on the CPU, with ``device="auto"``: the device
+is a property of the host, not of the model, so it is not saved). Images move to the device chunk by
+chunk; scores, thresholds and the scores' fitted state live on the host as numpy. ``state_dict`` and
+pickles hold CPU tensors only.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from numbers import Integral, Real
 from pathlib import Path
@@ -25,13 +34,36 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from anomaly.names import DEFAULT_SCORE
 from anomaly.scores import PASSES, TABLE, compute, fit_scores, missing_state, network_input, state_loaders
-from anomaly.train import FAnoGAN, FAnoGANConfig, Progress, networks_from_state, state_of, train_fanogan
+from anomaly.train import CPU, FAnoGAN, FAnoGANConfig, Progress, networks_from_state, state_of, train_fanogan
+from pipelines.devices import DEVICES, check_device_spec, resolve_device
 from pipelines.errors import GanpipeError
 from gan_core.config import steps_for_epochs
 
 STALE_STATE = ("this detector was saved before the critic-feature scores (issue 10) and lacks their density "
                "of the training features; train it again (ganpipe train-detector)")
 _POSITIVE = Interval(Integral, 1, None, closed="left")
+_NOT_SAVED = ("checkpoint_path", "progress", "device")  # belong to one run or one host, not to the model
+
+
+class DeviceSpec(StrOptions):
+    """The constraint of a ``device`` parameter: one of :data:`pipelines.devices.DEVICES` (``cuda:N``
+    with any ``N``; case and spaces do not matter) or a ``torch.device``. Whether that device is
+    there is checked when it is resolved (``fit``, scoring)."""
+
+    def __init__(self) -> None:
+        super().__init__(set(DEVICES))
+
+    def is_satisfied_by(self, val) -> bool:
+        if not isinstance(val, (str, torch.device)):
+            return False
+        try:
+            check_device_spec(str(val))
+        except GanpipeError:
+            return False
+        return True
+
+    def __str__(self) -> str:
+        return f"a device ({', '.join(DEVICES)}) or a torch.device"
 
 
 def threshold_for(normal_scores: np.ndarray, target_fpr: float) -> float:
@@ -45,13 +77,15 @@ class GANAnomalyDetector(BaseEstimator):
     held out of training to calibrate, used when ``fit`` gets no calibration set), ``epochs`` (passes
     over the normal training images per stage; None: ``gan_steps`` and ``encoder_steps``), the
     f-AnoGAN settings (see :class:`~anomaly.train.FAnoGANConfig`), ``checkpoint_path``,
-    ``progress`` (called as ``progress(stage, step, steps, record)``) and ``random_state``.
+    ``progress`` (called as ``progress(stage, step, steps, record)``), ``random_state`` and
+    ``device`` (where it trains and scores: auto, cpu, cuda, cuda:N or mps; not saved with the model).
 
     Fitted attributes: ``model_`` (the networks), each score's fitted state as ``<key>_`` (e.g.
     ``feature_mean_`` and ``feature_whitening_``, the critic-feature Gaussian of the normal training
     images; ``standardisation_``, the ensemble's, from the calibration images), ``threshold_``,
     ``target_fpr_`` (the rate it was calibrated for), ``calibration_scores_`` (every score on the
-    calibration images), ``reference_scores_`` (for the p-values), ``image_shape_``.
+    calibration images), ``reference_scores_`` (for the p-values), ``image_shape_``, ``device_``
+    (the ``torch.device`` the networks are on: where it trained, or where it last scored).
     """
 
     _parameter_constraints: dict = {
@@ -69,6 +103,7 @@ class GANAnomalyDetector(BaseEstimator):
         "checkpoint_path": [str, os.PathLike, None],
         "progress": [callable, None],
         "random_state": [Interval(Integral, 0, None, closed="left")],
+        "device": [DeviceSpec()],
     }
 
     def __init__(
@@ -87,6 +122,7 @@ class GANAnomalyDetector(BaseEstimator):
         checkpoint_path: str | Path | None = None,
         progress: Progress | None = None,
         random_state: int = 0,
+        device: str = "auto",
     ) -> None:
         self.score = score
         self.target_fpr = target_fpr
@@ -102,14 +138,16 @@ class GANAnomalyDetector(BaseEstimator):
         self.checkpoint_path = checkpoint_path
         self.progress = progress
         self.random_state = random_state
+        self.device = device
 
     # ------------------------------------------------------------------ fitting
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: np.ndarray, X_calibration: np.ndarray | None = None) -> "GANAnomalyDetector":
         """Train on normal images ``X: (N, C, H, W)`` in [0, 1], fit every score's state on them, then
-        calibrate on ``X_calibration`` (or on a held-out ``calibration_fraction`` of ``X``)."""
+        calibrate on ``X_calibration`` (or on a held-out ``calibration_fraction`` of ``X``), on ``device``."""
         X = self._check(X, fitted=False)
+        self.device_ = resolve_device(self.device)  # a device asked for but not there fails here, in one line
         if X_calibration is None:
             order = np.random.default_rng(self.random_state).permutation(len(X))
             n_cal = max(1, int(round(len(X) * self.calibration_fraction)))
@@ -123,7 +161,7 @@ class GANAnomalyDetector(BaseEstimator):
             latent_dim=self.latent_dim, width=self.width, critic_steps=self.critic_steps, batch_size=self.batch_size,
             kappa=self.kappa, seed=self.random_state, **steps,
         )
-        self.model_ = train_fanogan(X, config, self.checkpoint_path, self.progress)
+        self.model_ = train_fanogan(X, config, self.checkpoint_path, self.progress, device=self.device_)
         self.image_shape_ = tuple(X.shape[1:])
         self._keep_state(fit_scores(self.model_, X, self.random_state))
         self.calibrate(X_calibration)
@@ -185,8 +223,9 @@ class GANAnomalyDetector(BaseEstimator):
     def reconstruct(self, X: np.ndarray) -> np.ndarray:
         """``G(E(x))`` of images ``X: (N, C, H, W)`` in [0, 1], same shape and range."""
         X = self._check(X)
-        model: FAnoGAN = self.model_
-        return ((model.generator(model.encoder(network_input(X))) + 1) / 2).contiguous().numpy()
+        model: FAnoGAN = self._fitted()["model"]
+        images = model.generator(model.encoder(network_input(X, model.device)))
+        return ((images + 1) / 2).contiguous().cpu().numpy()
 
     def p_values(self, X: np.ndarray) -> np.ndarray:
         return self.score_components(X)["p_value"]
@@ -199,12 +238,23 @@ class GANAnomalyDetector(BaseEstimator):
     # ------------------------------------------------------------------ state
 
     def __getstate__(self) -> dict:
-        # a progress callback belongs to one run (often a logger), not to the saved model
-        return {**super().__getstate__(), "progress": None}
+        # a progress callback belongs to one run (often a logger), not to the saved model; a pickle
+        # holds CPU tensors, so it loads on a host without the device the networks are on
+        state = {**super().__getstate__(), "progress": None}
+        if "model_" in state and state["model_"].device != CPU:
+            state["model_"], state["device_"] = copy.deepcopy(state["model_"]).to(CPU), CPU
+        return state
 
-    def _fitted(self, calibrating: bool = False) -> dict:
-        """What the scores read: ``model`` and the scores' state by key (None where absent). A state
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__({"device": "auto", **state})  # pickled before the device parameter
+
+    def _fitted(self, calibrating: bool = False, place: bool = True) -> dict:
+        """What the scores read: ``model`` (first moved to the device ``device`` resolves to, when
+        ``place`` and it is on another) and the scores' state by key (None where absent). A state
         without a required score's or the selected score's -> :class:`~pipelines.errors.GanpipeError`."""
+        if place:
+            self.device_ = resolve_device(self.device)
+            self.model_.to(self.device_)
         fitted = {"model": self.model_, **{key: getattr(self, f"{key}_", None) for key in state_loaders()}}
         if missing_state(fitted, self.score, calibrating):
             raise GanpipeError(STALE_STATE)
@@ -216,22 +266,25 @@ class GANAnomalyDetector(BaseEstimator):
 
     def state_dict(self) -> dict:
         """Everything needed to score again: networks, calibration, the scores' state and settings, as
-        plain data only (tensors, numeric numpy arrays, JSON values), so it is saved without pickling objects."""
-        params = {k: v for k, v in self.get_params().items() if k not in ("checkpoint_path", "progress")}
+        plain data only (CPU tensors, numeric numpy arrays, JSON values), so it is saved without
+        pickling objects and loads on any host. ``device`` is not saved (see the module's note)."""
+        params = {k: v for k, v in self.get_params().items() if k not in _NOT_SAVED}
         scores = {key: getattr(self, f"{key}_") for key in state_loaders() if getattr(self, f"{key}_", None) is not None}
         return {"params": params, "model": state_of(self.model_), "threshold": self.threshold_,
                 "target_fpr": self.target_fpr_, **scores, "reference": self.reference_scores_,
                 "calibration_scores": self.calibration_scores_, "image_shape": list(self.image_shape_)}
 
     @classmethod
-    def from_state_dict(cls, state: dict) -> "GANAnomalyDetector":
-        """The detector :meth:`state_dict` saved; a score whose state it lacks (saved before the score
-        existed) is left out, and a detector that needs it is refused with a clear error."""
-        detector = cls(**state["params"])
+    def from_state_dict(cls, state: dict, device: str = "auto") -> "GANAnomalyDetector":
+        """The detector :meth:`state_dict` saved, built on the CPU, to score on ``device`` (resolved
+        when it scores; ``set_params(device=...)`` changes it); a score whose state it lacks (saved
+        before the score existed) is left out, and a detector that needs it is refused with a clear error."""
+        detector = cls(**{k: v for k, v in state["params"].items() if k not in _NOT_SAVED}, device=device)
         detector.model_ = networks_from_state(state["model"])
+        detector.device_ = CPU
         detector._keep_state({key: load(state[key]) for key, load in state_loaders().items()
                               if state.get(key) is not None})
-        detector._fitted()  # refuses a detector too old to score
+        detector._fitted(place=False)  # refuses a detector too old to score
         detector.threshold_ = state["threshold"]
         detector.target_fpr_ = state["target_fpr"]
         detector.reference_scores_ = np.asarray(state["reference"])

@@ -24,6 +24,13 @@ held-out normal calibration images, and how it combines its measurements or earl
 fitted state is a few named values: the detector keeps each as the attribute ``<key>_`` and saves it
 under ``<key>`` in its ``state_dict``; a detector saved before a score existed lacks that score's
 state and scores without it. The names are also listed, torch-free, in :mod:`anomaly.names`.
+
+Devices: the passes run where the model is (:attr:`~anomaly.train.FAnoGAN.device`), in float32 (no
+autocast: a score is compared with a quantile of others). Each batch of images moves there with
+:func:`pipelines.devices.to_device`, and its measurements come back to the host as numpy. Fitted
+state lives on the host as numpy (it is what the detector saves): the state the measurements read
+(each score's ``fit_state``) is moved to the device once per :func:`compute`, and everything fitted
+on it (Gaussians, standardisations, combinations) is computed on the host.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from sklearn.covariance import LedoitWolf
 from anomaly.names import DEFAULT_SCORE, SCORES
 from anomaly.networks import Critic
 from anomaly.train import FAnoGAN
+from pipelines.devices import to_device
 
 RECONSTRUCTION = "reconstruction"  # G(E(x)) and its critic features f(G(E(x)))
 SNAPSHOTS = "snapshots"  # both layers of the earlier critics of the snapshot ensemble
@@ -49,10 +57,23 @@ FEATURE_REFERENCE = 2000  # normal training images kept for critic_feature_knn (
 ENSEMBLE = ("combined", "critic")
 
 
-def network_input(X: np.ndarray) -> torch.Tensor:
-    """Images ``(N, C, H, W)`` in [0, 1] -> [-1, 1], channels-last like the evaluated networks' weights."""
+def network_input(X: np.ndarray, device: torch.device | None = None) -> torch.Tensor:
+    """Images ``(N, C, H, W)`` in [0, 1] -> [-1, 1], channels-last like the evaluated networks' weights,
+    made on the CPU and moved to ``device`` (default: stay on the CPU)."""
     x = torch.from_numpy(np.ascontiguousarray(X)) * 2.0 - 1.0
-    return x.contiguous(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last)
+    return x if device is None else to_device(x, device)
+
+
+def as_tensor(value: np.ndarray | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Fitted state as a tensor on the device of ``like`` (a numpy array is wrapped without a copy on the CPU)."""
+    tensor = torch.from_numpy(value) if isinstance(value, np.ndarray) else value
+    return to_device(tensor, like.device)
+
+
+def host(values: torch.Tensor) -> np.ndarray:
+    """A measurement back on the host, as numpy."""
+    return values.cpu().numpy()
 
 
 class Gaussian(NamedTuple):
@@ -72,7 +93,7 @@ class Gaussian(NamedTuple):
         """``(f - mean) @ whitening``: ``(N, F) -> (N, F)``, a tensor for a tensor, an array for an array."""
         if isinstance(f, np.ndarray):
             return (f - self.mean) @ self.whitening
-        return (f - torch.from_numpy(self.mean)) @ torch.from_numpy(self.whitening)
+        return (f - as_tensor(self.mean, f)) @ as_tensor(self.whitening, f)
 
     def distance(self, f: torch.Tensor) -> torch.Tensor:
         """Mahalanobis distance to the mean: ``(N, F) -> (N,)``."""
@@ -131,17 +152,18 @@ class NormalImages:
         self.model, self.X, self.seed = model, X, seed
 
     def _batches(self):
-        return (network_input(self.X[start : start + BATCH]) for start in range(0, len(self.X), BATCH))
+        device = self.model.device
+        return (network_input(self.X[start : start + BATCH], device) for start in range(0, len(self.X), BATCH))
 
     @cached_property
     def features(self) -> np.ndarray:
-        """``f(x)`` of the final critic: ``(N, F)`` float32."""
-        return np.concatenate([self.model.critic.body(x).numpy() for x in self._batches()])
+        """``f(x)`` of the final critic: ``(N, F)`` float32, on the host."""
+        return np.concatenate([host(self.model.critic.body(x)) for x in self._batches()])
 
     def layers(self, critic: Critic) -> list[np.ndarray]:
-        """Both layers of ``critic``: ``[(N, width * 16), (N, F)]`` float32."""
+        """Both layers of ``critic``: ``[(N, width * 16), (N, F)]`` float32, on the host."""
         pairs = [critic.layer_features(x) for x in self._batches()]
-        return [torch.cat([pair[depth] for pair in pairs]).numpy() for depth in range(2)]
+        return [host(torch.cat([pair[depth] for pair in pairs])) for depth in range(2)]
 
 
 Load = Callable[[Any], Any]  # a saved value -> the fitted value
@@ -213,7 +235,7 @@ def _fit_feature_reference(images: NormalImages, fitted: Mapping[str, Any]) -> d
 
 
 def _knn_distance(batch: Batch) -> torch.Tensor:
-    reference = torch.from_numpy(batch.fitted["feature_reference"])
+    reference = as_tensor(batch.fitted["feature_reference"], batch.x)
     nearest = torch.cdist(batch.whitened_features, reference).topk(min(KNN, len(reference)), dim=1, largest=False)
     return nearest.values.mean(dim=1)
 
@@ -333,14 +355,32 @@ def fit_scores(model: FAnoGAN, X: np.ndarray, seed: int) -> dict[str, Any]:
     return state
 
 
+def on_device(fitted: Mapping[str, Any], device: torch.device) -> Mapping[str, Any]:
+    """``fitted`` with the state the measurements read (each score's ``fit_state``) as tensors on
+    ``device``, moved once; on the CPU ``fitted`` itself (the arrays are wrapped batch by batch)."""
+    if device.type == "cpu":
+        return fitted
+    keys = {key for score in TABLE.values() for key in score.fit_state}
+
+    def move(value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            return to_device(torch.from_numpy(value), device)
+        return [move(v) for v in value] if isinstance(value, list) else value
+
+    return {key: move(value) if key in keys else value for key, value in fitted.items()}
+
+
 @torch.inference_mode()
 def _measure(fitted: Mapping[str, Any], X: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
-    """The raw values of the scores ``names`` with a ``measure`` on images ``X: (N, C, H, W)`` in [0, 1], by batches."""
+    """The raw values of the scores ``names`` with a ``measure`` on images ``X: (N, C, H, W)`` in [0, 1],
+    by batches on the model's device; the values come back to the host."""
     parts: dict[str, list[np.ndarray]] = {name: [] for name in names if TABLE[name].measure is not None}
+    device = fitted["model"].device
+    state = on_device(fitted, device)
     for start in range(0, len(X), BATCH):
-        batch = Batch(fitted, network_input(X[start : start + BATCH]))
+        batch = Batch(state, network_input(X[start : start + BATCH], device))
         for name, values in parts.items():
-            values.append(TABLE[name].measure(batch).numpy())
+            values.append(host(TABLE[name].measure(batch)))
     return {name: np.concatenate(values) if values else np.zeros(0, np.float32) for name, values in parts.items()}
 
 

@@ -8,7 +8,12 @@ cores: small networks (``width``), far fewer iterations (but 5 critic updates pe
 as in the paper), and nearest-neighbour upsampling instead of transposed convolutions.
 
 One seeded ``torch.Generator`` drives all randomness and is checkpointed with the weights, so an
-interrupted run resumes to the same result.
+interrupted run resumes to the same result. It lives on the CPU on every device: the networks are
+built on the CPU (their initial weights from the seeded process-wide CPU RNG) and then moved to the
+``device`` of the run, and every draw (batch indices, latents, the penalty's interpolation weights) is
+made on the CPU and moved there (see :mod:`pipelines.devices`). On CUDA the forward passes run under
+bf16 autocast, the losses and the gradient penalty in float32; on the CPU nothing changes. State
+(checkpoints, :func:`state_of`) is saved as CPU tensors.
 """
 
 from __future__ import annotations
@@ -28,9 +33,11 @@ from gan_core.checkpoint import fingerprint_arrays, resume, save_checkpoint
 from gan_core.config import GANTrainingConfig
 from gan_core.seeding import build_seeded
 from gan_core.regularisers import gradient_penalty
+from pipelines.devices import autocast, to_device
 from pipelines.stopping import check_stop
 
 log = logging.getLogger(__name__)
+CPU = torch.device("cpu")
 
 Progress = Callable[[str, int, int, dict], None]  # (stage, step, steps, metrics)
 
@@ -69,10 +76,26 @@ class FAnoGAN:
         """The snapshot ensemble: the earlier critics, then the final one."""
         return [*self.snapshots, self.critic]
 
+    @property
+    def nets(self) -> list[torch.nn.Module]:
+        return [self.generator, self.encoder, *self.critics]
+
+    @property
+    def device(self) -> torch.device:
+        """Where the networks are (all of them are on one device)."""
+        return next(self.generator.parameters()).device
+
     def eval(self) -> "FAnoGAN":
         """Inference mode; channels-last weights (faster CPU convolutions, same values)."""
-        for net in (self.generator, self.encoder, *self.critics):
+        for net in self.nets:
             net.eval().requires_grad_(False).to(memory_format=torch.channels_last)
+        return self
+
+    def to(self, device: torch.device) -> "FAnoGAN":
+        """The networks moved to ``device`` (in place; nothing moves when they are there already)."""
+        if self.device != device:
+            for net in self.nets:
+                net.to(device)
         return self
 
 
@@ -106,11 +129,12 @@ class _Run:
     opt_e: torch.optim.Optimizer
 
     @classmethod
-    def build(cls, config: FAnoGANConfig, shape: tuple[int, int, int]) -> "_Run":
+    def build(cls, config: FAnoGANConfig, shape: tuple[int, int, int], device: torch.device = CPU) -> "_Run":
+        """Built on the CPU, then moved to ``device``, before the optimisers are made."""
         generator, critic, encoder = _build(config, shape)
         for net in (generator, critic, encoder):  # channels-last: ~25% faster CPU convolutions at these widths
-            net.to(memory_format=torch.channels_last)
-        snapshots = torch.nn.ModuleList(_critic(config, shape).to(memory_format=torch.channels_last)
+            net.to(device, memory_format=torch.channels_last)
+        snapshots = torch.nn.ModuleList(_critic(config, shape).to(device, memory_format=torch.channels_last)
                                         for _ in snapshot_steps(config))
         return cls(generator, critic, encoder, snapshots,
                    opt_g=torch.optim.Adam(generator.parameters(), lr=config.lr, betas=(0.0, 0.9)),
@@ -123,18 +147,22 @@ class _Run:
 
 
 class _Draws:
-    """Every random draw of a run, from its one seeded ``rng``: real batches ``(bs, C, H, W)`` of the
-    training images and latents ``(bs, latent_dim)`` from the uniform prior on [-1, 1]."""
+    """Every random draw of a run, from its one seeded CPU ``rng``: real batches ``(bs, C, H, W)`` of
+    the training images (kept on the CPU) and latents ``(bs, latent_dim)`` from the uniform prior on
+    [-1, 1], each drawn on the CPU and then moved to ``device``."""
 
-    def __init__(self, real: torch.Tensor, config: FAnoGANConfig, rng: torch.Generator) -> None:
-        self.real, self.rng, self.latent_dim = real, rng, config.latent_dim
+    def __init__(self, real: torch.Tensor, config: FAnoGANConfig, rng: torch.Generator,
+                 device: torch.device = CPU) -> None:
+        self.real, self.rng, self.latent_dim, self.device = real, rng, config.latent_dim, device
         self.size = min(config.batch_size, len(real))
 
     def batch(self) -> torch.Tensor:
-        return self.real[torch.randint(len(self.real), (self.size,), generator=self.rng)]
+        index = torch.randint(len(self.real), (self.size,), generator=self.rng, device=self.rng.device)
+        return to_device(self.real[index], self.device)
 
     def latent(self) -> torch.Tensor:
-        return torch.rand(self.size, self.latent_dim, generator=self.rng) * 2 - 1
+        z = torch.rand(self.size, self.latent_dim, generator=self.rng, device=self.rng.device) * 2 - 1
+        return to_device(z, self.device)
 
 
 class _Bookkeeping:
@@ -175,7 +203,8 @@ class _Bookkeeping:
 
 
 def _critic_step(run: _Run, real: torch.Tensor, fake: torch.Tensor, rng: torch.Generator, gp_weight: float) -> dict:
-    """One WGAN-GP update of the critic on a real and a generated batch."""
+    """One WGAN-GP update of the critic on a real and a generated batch (the penalty's double
+    backward in float32, outside autocast)."""
     loss = critic_loss(run.critic, real, fake)
     penalty = gradient_penalty(run.critic, real, fake, rng)
     run.opt_c.zero_grad(set_to_none=True)
@@ -186,7 +215,9 @@ def _critic_step(run: _Run, real: torch.Tensor, fake: torch.Tensor, rng: torch.G
 
 def _generator_step(run: _Run, z: torch.Tensor) -> dict:
     """One update of the generator against the critic, from latents ``z``."""
-    loss = generator_loss(run.critic, run.generator(z))
+    with autocast(z.device):
+        fake = run.generator(z)
+    loss = generator_loss(run.critic, fake)
     run.opt_g.zero_grad(set_to_none=True)
     loss.backward()
     run.opt_g.step()
@@ -213,8 +244,9 @@ def _train_gan(run: _Run, draws: _Draws, config: FAnoGANConfig, book: _Bookkeepi
         # (1) update the critic: maximise D(real) - D(G(z)), gradient-penalised
         for _ in range(config.critic_steps):
             real = draws.batch()
-            with torch.no_grad():
+            with torch.no_grad(), autocast(draws.device):
                 fake = run.generator(draws.latent())
+            fake = fake.float()  # bf16 under CUDA autocast; the penalty interpolates in float32
             metrics = _critic_step(run, real, fake, draws.rng, config.gp_weight)
         # (2) update the generator: maximise D(G(z))
         metrics.update(_generator_step(run, draws.latent()))
@@ -238,16 +270,19 @@ def train_fanogan(
     checkpoint_path: str | Path | None = None,
     progress: Progress | None = None,
     log_every: int = 50,
+    device: torch.device = CPU,
 ) -> FAnoGAN:
-    """Train both stages on normal images ``x: (N, C, H, W)`` in [0, 1]. A checkpoint at
-    ``checkpoint_path`` made with the same config and data is resumed; ``progress(stage, step,
-    steps, record)`` gets every ``log_every``-th record (without it they are logged)."""
+    """Train both stages on normal images ``x: (N, C, H, W)`` in [0, 1] on ``device``. A checkpoint
+    at ``checkpoint_path`` made with the same config and data is resumed (on any device: it holds
+    CPU tensors); ``progress(stage, step, steps, record)`` gets every ``log_every``-th record
+    (without it they are logged). The networks returned are on ``device``."""
     x = np.asarray(x, dtype=np.float32)
     shape = tuple(x.shape[1:])
-    run = _Run.build(config, shape)
-    rng = torch.Generator().manual_seed(config.seed)
+    run = _Run.build(config, shape, device)
+    rng = torch.Generator(device=CPU).manual_seed(config.seed)
     book = _Bookkeeping(config, fingerprint_arrays(x), run, rng, checkpoint_path, progress, log_every)
-    draws = _Draws((torch.from_numpy(x) * 2.0 - 1.0).contiguous(memory_format=torch.channels_last), config, rng)
+    real = (torch.from_numpy(x) * 2.0 - 1.0).contiguous(memory_format=torch.channels_last)
+    draws = _Draws(real, config, rng, device)
     _train_gan(run, draws, config, book)
     _train_encoder(run, draws, config, book)
     return FAnoGAN(run.generator, run.critic, run.encoder, config, shape, book.history, book.seconds(),
@@ -255,7 +290,7 @@ def train_fanogan(
 
 
 def networks_from_state(state: dict) -> FAnoGAN:
-    """Rebuild trained networks from :func:`state_of` output (no optimiser state)."""
+    """Rebuild trained networks from :func:`state_of` output (no optimiser state), on the CPU."""
     config = FAnoGANConfig(**state["config"])
     shape = tuple(state["image_shape"])
     generator, critic, encoder = _build(config, shape)
@@ -271,8 +306,17 @@ def networks_from_state(state: dict) -> FAnoGAN:
                    snapshots).eval()
 
 
+def host_weights(net: torch.nn.Module) -> dict:
+    """``net.state_dict()`` with its tensors on the CPU (kept as they are there), its metadata kept."""
+    state = net.state_dict()
+    for key, value in state.items():
+        state[key] = value.cpu()
+    return state
+
+
 def state_of(model: FAnoGAN) -> dict:
+    """The networks' weights (as CPU tensors, wherever the networks are), settings and history."""
     return {"config": asdict(model.config), "image_shape": list(model.image_shape),
-            "generator": model.generator.state_dict(), "critic": model.critic.state_dict(),
-            "encoder": model.encoder.state_dict(), "history": model.history, "seconds": model.seconds,
-            "critic_snapshots": [c.state_dict() for c in model.snapshots]}
+            "generator": host_weights(model.generator), "critic": host_weights(model.critic),
+            "encoder": host_weights(model.encoder), "history": model.history, "seconds": model.seconds,
+            "critic_snapshots": [host_weights(c) for c in model.snapshots]}

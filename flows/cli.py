@@ -227,7 +227,7 @@ def score(params: ScoreParams) -> int:
     # user errors, a tracking server that is down and a model that cannot score end here, before any server starts
     check_batch(params.batch)
     check_tracking()
-    registered_detector(params.model)
+    registered_detector(params.model, params.device)
     result = run_flow(score_flow, params)
     summary = result["summary"]
     print()

@@ -16,6 +16,7 @@ from flows.lifecycle import exit_with_owner
 from flows.params import CompareParams
 from gan_aug import GANOverSampler
 from pipelines.data.sources import ImageDataset
+from pipelines.devices import device_name, resolve_device
 from pipelines.evaluation import compare
 from pipelines.evaluation.remedies import Synthesise
 from pipelines.errors import GanpipeError
@@ -25,10 +26,11 @@ from pipelines.tracking.registry import load_estimator, resolve_model, version_t
 from pipelines.tracking.runs import dataset_digest, start_run
 
 
-def train_gan_for_arms(train: ImageDataset, seed: int, steps: int, registered: Registered | None = None) -> Synthesise:
-    """The GAN of the GAN arms, trained on the training split only; or the registered generator,
-    when it was trained on exactly this training split (same digest), so it has seen no item of
-    this seed's validation or test split."""
+def train_gan_for_arms(train: ImageDataset, seed: int, steps: int, registered: Registered | None = None,
+                       device: str = "auto") -> Synthesise:
+    """The GAN of the GAN arms, trained on the training split only (on ``device``); or the registered
+    generator, when it was trained on exactly this training split (same digest), so it has seen no
+    item of this seed's validation or test split."""
     if registered is not None and dataset_digest(train.x, train.y) == registered.train_digest:
         return registered
     logger = run_logger()
@@ -36,7 +38,8 @@ def train_gan_for_arms(train: ImageDataset, seed: int, steps: int, registered: R
     def progress(step: int, total: int, metrics: dict) -> None:
         logger.info("seed %d: GAN steps %s", seed, progress_bar(step, total, metrics["seconds"]))
 
-    return GANOverSampler(steps=steps, random_state=seed, progress=progress).fit(train.x, train.y).generate
+    sampler = GANOverSampler(steps=steps, random_state=seed, progress=progress, device=device)
+    return sampler.fit(train.x, train.y).generate
 
 
 class Registered:
@@ -56,32 +59,36 @@ class Registered:
 @dataclass(frozen=True)
 class ComparePlan:
     """What a comparison works on: the dataset, the minority counts (by class name), the arms, the
-    sweep counts (``[None]`` without a sweep) and the registered generator, if one was named."""
+    sweep counts (``[None]`` without a sweep), the registered generator, if one was named, and the
+    device ``--device`` names here (each seed resolves ``--device`` again where it runs)."""
 
     dataset: ImageDataset
     counts: dict[str, int]
     arms: list[str]
     sweep: list[int | None]
     registered: Registered | None
+    device: torch.device
 
 
 @Planner
 def plan(params: CompareParams) -> ComparePlan:
     """Everything a user can get wrong, checked before any training (see :class:`ComparePlan`)."""
+    device = resolve_device(params.device)  # a device that is not there fails in one line, before the data is read
     dataset = load_data(params.data, params.image_size)
     counts, arms, sweep = compare.check_experiment(dataset, params.minority, params.arms, params.sweep)
-    return ComparePlan(dataset, counts, arms, sweep, Registered(params.generator) if params.generator else None)
+    return ComparePlan(dataset, counts, arms, sweep, Registered(params.generator) if params.generator else None,
+                       device)
 
 
 @task(name="compare-seed", cache_policy=NO_CACHE)
 def run_seed(dataset: ImageDataset, counts: dict[str, int], arms: list[str], seed: int, classifier: str, epochs: int,
-             train_gan: compare.TrainGAN, sweep_count: int | None, torch_threads: int) -> list[dict]:
+             train_gan: compare.TrainGAN, sweep_count: int | None, torch_threads: int, device: str) -> list[dict]:
     # a Dask worker starts with one torch thread; another thread count sums gradients in another order,
     # so every worker uses the flow's count and the table does not depend on where a seed ran
     torch.set_num_threads(torch_threads)
     logger = run_logger()
     return compare.run_seed(dataset, counts, arms, seed, classifier, epochs, train_gan, sweep_count,
-                            progress=lambda line: logger.info("%s", line))
+                            progress=lambda line: logger.info("%s", line), device=device)
 
 
 @flow(name="ganpipe-compare", log_prints=True, task_runner=task_runner(), flow_run_name=flow_run_name("compare", "seeds"))
@@ -93,13 +100,15 @@ def compare_flow(params: CompareParams = CompareParams()) -> dict:
     planned = plan(params)
     dataset, counts, arms, sweep, registered = (planned.dataset, planned.counts, planned.arms, planned.sweep,
                                                 planned.registered)
-    gan = partial(train_gan_for_arms, steps=params.gan_steps, registered=registered)
-    calls = [(dataset, counts, arms, seed, params.classifier, params.epochs, gan, count, torch.get_num_threads())
-             for count in sweep for seed in range(params.seeds)]
+    gan = partial(train_gan_for_arms, steps=params.gan_steps, registered=registered, device=params.device)
+    calls = [(dataset, counts, arms, seed, params.classifier, params.epochs, gan, count, torch.get_num_threads(),
+              params.device) for count in sweep for seed in range(params.seeds)]
     # the parent run opens now, so the UI shows the comparison running (and FAILED with the reason on error)
     with start_run("compare", run_name=f"compare-{data_label(params.data)}-seeds{params.seeds}",
                    tags=prefect_tags(), system_metrics=True) as parent:
-        parent.log_params(params.model_dump())
+        devices = {"device": str(planned.device), "device_name": device_name(planned.device)}
+        parent.set_tags(devices)
+        parent.log_params({**params.model_dump(), **devices})
         parent.log_dataset(dataset.x, dataset.y, data_label(params.data), "source", params.data)
         run_logger().info("comparing %d arms over %d seed(s)%s: %s", len(arms), params.seeds,
                           f" and {len(sweep)} counts" if params.sweep else "", ", ".join(arms))

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,7 @@ from pipelines.data.results import ResultLog
 from pipelines.data.sources import ImageDataset
 from pipelines.data.specs import parse_class_spec
 from pipelines.data.splits import require_two_classes, stratified_split
+from pipelines.devices import device_name, resolve_device
 from pipelines.errors import GanpipeError
 from pipelines.evaluation.anomaly_report import (
     batch_summary,
@@ -41,10 +43,20 @@ from pipelines.text import markdown_table, progress_bar
 from pipelines.tracking.monitoring import update_trend
 from pipelines.tracking.runs import find_runs, start_run
 
+if TYPE_CHECKING:
+    import torch
+
+
+def device_record(device) -> dict[str, str]:
+    """The params and tags a run logs for the device it trains or scores on."""
+    return {"device": str(device), "device_name": device_name(device)}
+
 
 @Planner
-def normal_classes(params: TrainDetectorParams) -> tuple[ImageDataset, list[int]]:
-    """The dataset and the indices of its normal classes (unknown classes fail here, before training)."""
+def normal_classes(params: TrainDetectorParams) -> tuple[ImageDataset, list[int], torch.device]:
+    """The dataset, the indices of its normal classes and the device (unknown classes and a device
+    that is not there fail here, before training)."""
+    device = resolve_device(params.device)
     dataset = load_data(params.data, params.image_size)
     require_two_classes(dataset, "train-detector measures the detector on the other classes as anomalies: add a "
                                  "sub-folder of anomalous or other images")
@@ -52,7 +64,7 @@ def normal_classes(params: TrainDetectorParams) -> tuple[ImageDataset, list[int]
     if len(normal) == len(dataset.class_names):
         raise GanpipeError(f"--normal {params.normal} names every class of {dataset.source}; leave at least one "
                            "class out as the anomalies the detector is measured on")
-    return dataset, normal
+    return dataset, normal, device
 
 
 @task(name="train-detector", cache_policy=NO_CACHE)
@@ -64,7 +76,7 @@ def fit_detector(x_train: np.ndarray, x_calibration: np.ndarray, params: TrainDe
         logger.info("f-AnoGAN %-7s  %s", stage, progress_bar(step, total, record["seconds"]))
 
     detector = GANAnomalyDetector(score=params.score, target_fpr=params.target_fpr, epochs=params.epochs,
-                                  random_state=params.seed, progress=progress,
+                                  random_state=params.seed, progress=progress, device=params.device,
                                   checkpoint_path=Path(params.out).expanduser() / "checkpoints" / "fanogan.pt")
     return detector.fit(x_train, x_calibration)
 
@@ -74,12 +86,14 @@ def train_detector_flow(params: TrainDetectorParams = TrainDetectorParams()) -> 
     """Load -> train f-AnoGAN on the normal classes' training images -> calibrate on their
     validation images -> evaluate on the test split -> register; alias ``champion`` only when the
     new version beats the current champion on this run's validation data."""
-    dataset, normal = normal_classes(params)
+    dataset, normal, device = normal_classes(params)
     splits = stratified_split(dataset, seed=params.seed)
     is_normal = {part: np.isin(getattr(splits, part).y, normal) for part in ("train", "val", "test")}
     with start_run("detector", run_name=f"detector-{data_label(params.data)}-{params.normal}", tags=prefect_tags(),
                    system_metrics=True) as run:
-        run.log_params({**params.model_dump(), "normal_train_items": int(is_normal["train"].sum()),
+        run.set_tags(device_record(device))
+        run.log_params({**params.model_dump(), **device_record(device),
+                        "normal_train_items": int(is_normal["train"].sum()),
                         "calibration_items": int(is_normal["val"].sum())})
         label = data_label(params.data)
         run.log_dataset(splits.train.x[is_normal["train"]], None, f"{label}-train-normal", "train", params.data)
@@ -147,9 +161,9 @@ def record_scores(data: BatchInfo, out_dir: Path, summary: dict, detector, model
     """One MLflow run (and a Prefect artifact inside a flow run) for a scored batch; returns its id."""
     name, version, pinned_uri = model
     tags = {**prefect_tags(), "batch_id": data.batch_id, "model_name": name, "model_version": version}
-    with start_run("score", run_name=f"score-{data.batch_id}", tags=tags) as run:
+    with start_run("score", run_name=f"score-{data.batch_id}", tags={**tags, **device_record(detector.device_)}) as run:
         run.log_params({"batch": data.source, "model": pinned_uri, "threshold": detector.threshold_,
-                        "score": detector.score, "target_fpr": detector.target_fpr_})
+                        "score": detector.score, "target_fpr": detector.target_fpr_, **device_record(detector.device_)})
         run.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
         run.log_artifact(out_dir / "scores.csv", "results")
         run.log_artifact(out_dir / "rejected.csv", "results")
@@ -172,17 +186,20 @@ def record_scores(data: BatchInfo, out_dir: Path, summary: dict, detector, model
     return run.run_id
 
 
-def registered_detector(uri: str) -> tuple[tuple[str, str, str], GANAnomalyDetector]:
-    """The model ``uri`` names now (name, version, pinned URI) and its detector, loaded once per
-    version in this process (the command checks it before its flow run, which then reuses it; a
-    long-running `serve` follows an alias that moves)."""
+def registered_detector(uri: str, device: str = "auto") -> tuple[tuple[str, str, str], GANAnomalyDetector]:
+    """The model ``uri`` names now (name, version, pinned URI) and its detector, to score on
+    ``device`` (a device that is not there fails here, in one line), loaded once per version and
+    device in this process (the command checks it before its flow run, which then reuses it; a
+    long-running `serve` follows an alias that moves). It was saved device-free: a detector trained
+    on a GPU scores on a CPU host and the reverse."""
+    resolve_device(device)
     model = resolve_model(uri)
-    return model, _load_detector(model[2])
+    return model, _load_detector(model[2], device)
 
 
 @lru_cache(maxsize=2)
-def _load_detector(pinned_uri: str) -> GANAnomalyDetector:
-    return load_estimator(pinned_uri)
+def _load_detector(pinned_uri: str, device: str) -> GANAnomalyDetector:
+    return load_estimator(pinned_uri).set_params(device=device)
 
 
 @dataclass(frozen=True)
@@ -225,7 +242,7 @@ def score_flow(params: ScoreParams) -> dict:
     results (a re-run continues a half-scored batch) -> scores.csv and rejected.csv -> log the
     summary. The same batch id and model version is scored once: a repeat reuses that run."""
     check_batch(params.batch)
-    model, detector = registered_detector(params.model)
+    model, detector = registered_detector(params.model, params.device)
     data = BatchInfo(params.batch_id or batch_digest(params.batch), str(Path(params.batch).expanduser()))
     out_dir = Path(params.out).expanduser()
     counts = score_chunks(detector, params, out_dir)

@@ -110,37 +110,37 @@ def release(folder: Path) -> None:
 
 
 @task(name="score-batch", cache_policy=NO_CACHE, retries=SCORE_ATTEMPTS - 1, retry_delay_seconds=list(RETRY_DELAYS))
-def score_one(batch: str, out: str, model: str) -> dict:
-    """Score one batch. A batch that cannot be read gets ``error.txt`` at once (it would fail the
+def score_one(batch: str, out: str, model: str, device: str = "auto") -> dict:
+    """Score one batch on ``device``. A batch that cannot be read gets ``error.txt`` at once (it would fail the
     same way again); an unexpected error (a bug, a server that is down) is raised, so Prefect tries
     the task :data:`SCORE_ATTEMPTS` times with a growing pause (:data:`RETRY_DELAYS`) before
     :func:`score_batches` records it. Scoring resumes where an earlier attempt stopped, so no item
     is scored twice."""
     try:
-        result = score_flow.fn(ScoreParams(batch=batch, out=out, model=model, batch_id=Path(batch).stem))
+        result = score_flow.fn(ScoreParams(batch=batch, out=out, model=model, batch_id=Path(batch).stem, device=device))
     except GanpipeError as exc:
         return _give_up(batch, out, str(exc))
     release(Path(out))
     return {"batch": batch, "status": "scored", "message": result["summary"]["message"]}
 
 
-def score_batches(calls: list[tuple[str, str, str]]) -> list[dict]:
-    """Run :func:`score_one` for every ``(batch, out, model)``; a batch whose last attempt raised gets
+def score_batches(calls: list[tuple[str, str, str, str]]) -> list[dict]:
+    """Run :func:`score_one` for every ``(batch, out, model, device)``; a batch whose last attempt raised gets
     ``error.txt`` (with how often it failed and the last reason) and its claim back. Inside a Prefect
     flow run the batches are submitted to the flow's task runner (threads, or a Dask cluster) and
     Prefect retries each one; when the flow runs as a plain function (``flow.fn``) there are no
     Prefect retries, so each batch is tried once, one after another."""
     if not in_flow_run():
         results = []
-        for batch, out, model in calls:
+        for batch, out, *how in calls:
             try:
-                results.append(score_one.fn(batch, out, model))
+                results.append(score_one.fn(batch, out, *how))
             except Exception as exc:  # noqa: BLE001 - recorded for this batch, the others go on
                 results.append(_give_up(batch, out, _failed(1, exc)))
         return results
     futures = [score_one.submit(*args) for args in calls]
     results = []
-    for (batch, out, _), future in zip(calls, futures):
+    for (batch, out, *_), future in zip(calls, futures):
         future.wait()
         if future.state.is_failed():  # raised on its last attempt; a crashed or cancelled run still fails the flow
             results.append(_give_up(batch, out, _failed(score_one.retries + 1, future.result(raise_on_failure=False))))
@@ -173,7 +173,7 @@ def score_inbox_flow(params: ScoreInboxParams) -> list[dict]:
         print(f"waiting: {exc}")
         return []
     batches = [b for b in pending_batches(inbox_dir, outbox_dir) if claim(outbox_dir / b.stem)]
-    results = score_batches([(str(b), str(outbox_dir / b.stem), params.model) for b in batches])
+    results = score_batches([(str(b), str(outbox_dir / b.stem), params.model, params.device) for b in batches])
     for result in results:
         print(f"{result['status']}: {result['batch']}: {result['message']}")
     if not results:

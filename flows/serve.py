@@ -22,8 +22,8 @@ def deployments(params: ServeParams, inbox: Path, outbox: Path) -> list:
     from flows.compare import compare_flow
 
     augment = AugmentParams(data=params.augment_data, minority=params.augment_minority,
-                            out=str(Path(params.augment_out).expanduser().resolve()))
-    inbox_params = ScoreInboxParams(inbox=str(inbox), outbox=str(outbox), model=params.model)
+                            out=str(Path(params.augment_out).expanduser().resolve()), device=params.device)
+    inbox_params = ScoreInboxParams(inbox=str(inbox), outbox=str(outbox), model=params.model, device=params.device)
     return [
         score_inbox_flow.to_deployment(name="score-inbox", interval=params.interval, concurrency_limit=1,
                                        parameters={"params": inbox_params.model_dump()}),

@@ -2,6 +2,12 @@
 
 Both follow scikit-learn: ``fit(X, y)``, ``predict_proba(X)``, ``predict(X)``, with
 ``X: (N, C, H, W)`` float32 in [0, 1].
+
+The CNN trains and predicts on its ``device`` (auto, cpu, cuda, cuda:N or mps; resolved at the start
+of ``fit``): the network is built on the CPU (initial weights from the seeded CPU RNG) and moved
+there, the data stays on the host and moves batch by batch, dropout masks are drawn on the CPU and
+moved, and probabilities come back to the host. It trains in float32 everywhere. Logistic regression
+runs on the CPU and has no device.
 """
 
 from __future__ import annotations
@@ -16,17 +22,20 @@ from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
 from gan_core.seeding import build_seeded
+from pipelines.devices import resolve_device, to_device
 from pipelines.stopping import check_stop
+
+CPU = torch.device("cpu")
 
 
 class SeededDropout(nn.Module):
-    """Dropout that draws its masks from its own ``torch.Generator`` (set with :meth:`seed`), not
-    from the process-wide RNG that other threads share."""
+    """Dropout that draws its masks from its own CPU ``torch.Generator`` (set with :meth:`seed`), not
+    from the process-wide RNG that other threads share, and moves them to the device of ``x``."""
 
     def __init__(self, p: float) -> None:
         super().__init__()
         self.p = p
-        self.generator = torch.Generator()
+        self.generator = torch.Generator(device=CPU)
 
     def seed(self, seed: int) -> None:
         self.generator.manual_seed(int(seed))
@@ -34,8 +43,8 @@ class SeededDropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        keep = torch.rand(x.shape, generator=self.generator) >= self.p
-        return x * keep / (1.0 - self.p)
+        keep = torch.rand(x.shape, generator=self.generator, device=self.generator.device) >= self.p
+        return x * to_device(keep, x.device) / (1.0 - self.p)
 
 
 class SmallCNN(nn.Module):
@@ -80,7 +89,7 @@ class CNNClassifier:
     ``history_`` holds one record per epoch: ``epoch``, ``loss`` (mean training loss), ``time`` (ms since
     the epoch, when it ended) and, when ``fit`` got ``validation=(X_val, y_val)``, ``val_loss`` and
     ``val_balanced_accuracy``. Validation is scored in eval mode without gradients, so it does not
-    change what is learned.
+    change what is learned. ``device_`` is the ``torch.device`` it trained on (see the module's note).
     """
 
     def __init__(
@@ -92,6 +101,7 @@ class CNNClassifier:
         width: int = 32,
         min_steps: int = 0,
         random_state: int = 0,
+        device: str = "auto",
     ) -> None:
         self.epochs = epochs
         self.min_steps = min_steps
@@ -100,19 +110,22 @@ class CNNClassifier:
         self.class_weight = class_weight
         self.width = width
         self.random_state = random_state
+        self.device = device
 
     def fit(self, X: np.ndarray, y: np.ndarray, n_classes: int | None = None,
             validation: tuple[np.ndarray, np.ndarray] | None = None) -> "CNNClassifier":
+        self.device_ = device = resolve_device(self.device)
         rng = np.random.default_rng(self.random_state)
         self.n_classes_ = int(n_classes if n_classes is not None else y.max() + 1)
-        self.model_ = build_seeded(lambda: SmallCNN(X.shape[1], self.n_classes_, self.width), self.random_state)
+        model = build_seeded(lambda: SmallCNN(X.shape[1], self.n_classes_, self.width), self.random_state)
+        self.model_ = model.to(device)  # built on the CPU (build_seeded), then moved
         self.model_.dropout.seed(self.random_state)
         weight = None
         if self.class_weight == "balanced":
             present = np.unique(y)
             w = np.ones(self.n_classes_, dtype=np.float32)
             w[present] = compute_class_weight("balanced", classes=present, y=y)
-            weight = torch.from_numpy(w)
+            weight = to_device(torch.from_numpy(w), device)
         loss_fn = nn.CrossEntropyLoss(weight=weight)
         optimiser = torch.optim.Adam(self.model_.parameters(), lr=self.learning_rate)
         xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
@@ -129,7 +142,7 @@ class CNNClassifier:
                 if len(idx) < 2:  # BatchNorm needs two items
                     continue
                 optimiser.zero_grad()
-                loss = loss_fn(self.model_(xt[idx]), yt[idx])
+                loss = loss_fn(self.model_(to_device(xt[idx], device)), to_device(yt[idx], device))
                 loss.backward()
                 optimiser.step()
                 losses.append(loss.item())
@@ -150,8 +163,15 @@ class CNNClassifier:
     @torch.no_grad()
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
-        out = [torch.softmax(self.model_(xt[i : i + 512]), dim=1) for i in range(0, len(xt), 512)]
+        out = [torch.softmax(self.model_(to_device(xt[i : i + 512], self.device_)), dim=1).cpu()
+               for i in range(0, len(xt), 512)]
         return torch.cat(out).numpy()
+
+    @torch.no_grad()
+    def embed(self, X: np.ndarray) -> np.ndarray:
+        """Penultimate features ``(N, 128)`` of images ``X: (N, C, H, W)`` (one pass), on the host."""
+        xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+        return self.model_.embed(to_device(xt, self.device_)).cpu().numpy()
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.predict_proba(X).argmax(axis=1)
@@ -187,12 +207,14 @@ class LogisticClassifier:
 CLASSIFIERS = {"cnn": CNNClassifier, "logreg": LogisticClassifier}
 
 
-def make_classifier(name: str, class_weight: str | None = None, epochs: int = 15, random_state: int = 0):
-    """Build the downstream classifier called ``name`` (``cnn`` or ``logreg``)."""
+def make_classifier(name: str, class_weight: str | None = None, epochs: int = 15, random_state: int = 0,
+                    device: str = "auto"):
+    """Build the downstream classifier called ``name`` (``cnn`` or ``logreg``); ``device`` is where the
+    CNN trains (logistic regression runs on the CPU)."""
     from pipelines.errors import GanpipeError
 
     if name == "cnn":
-        return CNNClassifier(epochs=epochs, class_weight=class_weight, random_state=random_state)
+        return CNNClassifier(epochs=epochs, class_weight=class_weight, random_state=random_state, device=device)
     if name == "logreg":
         return LogisticClassifier(class_weight=class_weight, random_state=random_state)
     raise GanpipeError(f"unknown classifier {name!r}; use one of: {', '.join(CLASSIFIERS)}")

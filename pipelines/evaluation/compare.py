@@ -68,8 +68,9 @@ def seed_splits(dataset: ImageDataset, counts: Mapping[str, int], seed: int, swe
 
 def evaluate_arms(splits: Splits, minority_idx: list[int], targets: dict[int, int], arms: Sequence[str],
                   classifier: str, epochs: int, seed: int, synthesise: Synthesise | None = None,
-                  sweep_count: int | None = None, progress: Progress | None = None) -> list[dict]:
-    """Train the classifier under each arm on the training split; metrics on the test split (the
+                  sweep_count: int | None = None, progress: Progress | None = None,
+                  device: str = "auto") -> list[dict]:
+    """Train the classifier (on ``device``) under each arm on the training split; metrics on the test split (the
     report) and, as ``val_<metric>``, on the validation split, which makes every choice: the best
     arm, and the ``gan`` arm's synthetic share (one of :data:`SYNTHETIC_SHARES`). ``progress(line)``
     hears after each arm how long it took and how long the seed has left; each row keeps its arm's
@@ -84,7 +85,8 @@ def evaluate_arms(splits: Splits, minority_idx: list[int], targets: dict[int, in
         for share in SYNTHETIC_SHARES if arm == "gan" else (1.0,):
             check_stop()
             x, y, class_weight = apply_arm(arm, train, targets, seed, shifted, synthetic_share=share)
-            model = make_classifier(classifier, class_weight=class_weight, epochs=epochs, random_state=seed)
+            model = make_classifier(classifier, class_weight=class_weight, epochs=epochs, random_state=seed,
+                                    device=device)
             model.fit(x, y, n_classes=len(train.class_names), validation=(splits.val.x, splits.val.y))
             val_summary, _ = classification_report(splits.val.y, model.predict_proba(splits.val.x),
                                                    train.class_names, minority_idx)
@@ -109,9 +111,9 @@ def evaluate_arms(splits: Splits, minority_idx: list[int], targets: dict[int, in
 
 def run_seed(dataset: ImageDataset, counts: Mapping[str, int], arms: Sequence[str], seed: int, classifier: str,
              epochs: int, train_gan: TrainGAN | None = None, sweep_count: int | None = None,
-             progress: Progress | None = None) -> list[dict]:
-    """All arms for one seed (and one sweep count): same split, same imbalance, same classifier; the
-    GAN of the GAN arms is trained on the training split only."""
+             progress: Progress | None = None, device: str = "auto") -> list[dict]:
+    """All arms for one seed (and one sweep count): same split, same imbalance, same classifier (on
+    ``device``); the GAN of the GAN arms is trained on the training split only."""
     splits, minority_idx, targets = seed_splits(dataset, counts, seed, sweep_count)
     synthesise = None
     if train_gan is not None and any(a in GAN_ARMS for a in arms):
@@ -120,7 +122,7 @@ def run_seed(dataset: ImageDataset, counts: Mapping[str, int], arms: Sequence[st
         if progress is not None:
             progress(f"seed {seed}: GAN trained in {time.time() - started:.0f} s")
     rows = evaluate_arms(splits, minority_idx, targets, arms, classifier, epochs, seed, synthesise, sweep_count,
-                         progress)
+                         progress, device)
     source = getattr(synthesise, "source", None)  # a registered generator rather than one trained here
     for row in rows:
         if source and row["arm"] in GAN_ARMS:

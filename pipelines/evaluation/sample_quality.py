@@ -10,7 +10,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 from imblearn.over_sampling import SMOTE
 
 from pipelines.data.splits import Splits
@@ -34,17 +33,18 @@ def smote_samples(x: np.ndarray, y: np.ndarray, classes: Sequence[int], n: int, 
 
 
 def compare_sample_quality(
-    splits: Splits, generate: Generate, classes: Sequence[int], seed: int = 0, n: int = SAMPLES
+    splits: Splits, generate: Generate, classes: Sequence[int], seed: int = 0, n: int = SAMPLES,
+    device: str = "auto",
 ) -> pd.DataFrame:
     """One row per class and method (``gan``, ``smote``, ``albumentations``) with Fréchet distance,
-    precision/recall/density/coverage, label agreement and memorisation, all from ``n`` samples."""
+    precision/recall/density/coverage, label agreement and memorisation, all from ``n`` samples. The
+    feature network trains and embeds on ``device``; the metrics are computed on the host."""
     train = splits.train
-    feature_net = CNNClassifier(epochs=10, class_weight="balanced", min_steps=300, random_state=seed)
+    feature_net = CNNClassifier(epochs=10, class_weight="balanced", min_steps=300, random_state=seed, device=device)
     feature_net.fit(train.x, train.y, n_classes=len(train.class_names))
 
-    @torch.no_grad()
     def embed(images: np.ndarray) -> np.ndarray:
-        return feature_net.model_.embed(torch.from_numpy(images)).numpy().astype(np.float64)
+        return feature_net.embed(images).astype(np.float64)
 
     labels = np.repeat(np.asarray(classes, dtype=np.int64), n)
     counts = np.bincount(train.y, minlength=len(train.class_names))

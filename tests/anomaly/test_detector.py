@@ -68,7 +68,7 @@ def test_decision_function_is_the_raw_score_and_predict_compares_it_with_the_thr
 def test_clone_keeps_every_setting_and_calibrate_keeps_the_hyperparameter(fitted):
     settings = {"score": "critic", "target_fpr": 0.05, "calibration_fraction": 0.3, "epochs": 2.0, "gan_steps": 7,
                 "encoder_steps": 9, "critic_steps": 3, "latent_dim": 5, "width": 6, "batch_size": 12, "kappa": 0.5,
-                "checkpoint_path": "x.pt", "random_state": 4}
+                "checkpoint_path": "x.pt", "random_state": 4, "device": "cuda:1"}
     detector = GANAnomalyDetector(**settings)
     assert clone(detector).get_params() == detector.get_params() == {**settings, "progress": None}
     again = fitted

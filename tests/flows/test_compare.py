@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 import flows.compare as compare
@@ -42,6 +43,7 @@ def test_compare_runs_every_arm_and_never_shows_test_items_to_resamplers(mlflow_
 
     client = MlflowClient(tracking_uri=mlflow_store)
     parent = client.get_run(result["run_id"])
+    assert parent.data.params["device"] == parent.data.tags["device"] and parent.data.tags["device_name"]
     children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{result['run_id']}'")
     assert len(children) == 2 * len(ARMS)
     gan_child = next(c for c in children if c.data.tags["arm"] == "gan")
@@ -80,9 +82,22 @@ def test_sweep_gives_one_row_per_count_and_arm(mlflow_store, tmp_path):
         (["--minority", "3:900"], "cannot keep 900"),
         (["--seeds", "1"], "1 seed cannot give an interval"),
         (["--sweep", "5,x"], "--sweep: bad counts '5,x'"),
+        pytest.param(["--device", "cuda"], "--device cuda: no CUDA GPU is available",
+                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is present")),
     ],
 )
 def test_bad_compare_parameters(argv, message, capsys, tmp_path):
     assert main(["compare", "--data", "digits", "--out", str(tmp_path), *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_the_device_reaches_every_seeds_classifier_and_gan(mlflow_store, tmp_path, monkeypatch):
+    classifiers, gans = [], []
+    real_make, real_gan = experiment.make_classifier, compare.train_gan_for_arms
+    monkeypatch.setattr(experiment, "make_classifier", lambda *a, **k: (classifiers.append(k["device"]), real_make(*a, **k))[1])
+    monkeypatch.setattr(compare, "train_gan_for_arms", lambda *a, **k: (gans.append(k["device"]), real_gan(*a, **k))[1])
+    result = compare.compare_flow.fn(CompareParams(**FAST, arms="none,gan", seeds=2, device="cpu", out=str(tmp_path / "d")))
+    assert set(classifiers) == set(gans) == {"cpu"} and len(gans) == 2
+    params = MlflowClient(tracking_uri=mlflow_store).get_run(result["run_id"]).data.params
+    assert params["device"] == "cpu" and params["device_name"] == "cpu"

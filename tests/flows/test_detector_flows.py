@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from anomaly import CRITIC_ONLY, SCORES
@@ -10,6 +11,7 @@ from flows.cli import main
 from flows.detector import score_flow, train_detector_flow
 from flows.params import ScoreParams, TrainDetectorParams
 from pipelines.data.sources import load_dataset
+from pipelines.devices import resolve_device
 from tests.conftest import write_png
 
 
@@ -48,6 +50,8 @@ def test_train_detector_logs_metrics_figures_and_registers(trained):
     assert 0 <= run.data.metrics["val_fpr_held_out"] <= 1  # calibration normals that did not set the threshold
     figures = {f.path for f in client.list_artifacts(first["run_id"], "figures")}
     assert {"figures/roc_test.png", "figures/score_histogram_test.png", "figures/reconstructions.png"} <= figures
+    device = str(first["detector"].device_)  # --device auto: the device it trained on
+    assert run.data.params["device"] == run.data.tags["device"] == device and run.data.tags["device_name"]
 
 
 def test_champion_moves_only_to_a_better_version(trained):
@@ -115,6 +119,7 @@ def test_score_batch_accounts_for_every_item_and_is_idempotent(trained, tmp_path
     experiment = client.get_experiment_by_name("ganpipe-score")
     runs = client.search_runs([experiment.experiment_id], f"tags.batch_id = '{result['batch_id']}'")
     assert len(runs) == 1
+    assert runs[0].data.params["device"] == runs[0].data.tags["device"] == str(resolve_device("auto"))
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "out2" / "scores.csv"), scores)
 
 
@@ -192,6 +197,19 @@ def test_detector_cli_errors(trained, argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is present")
+@pytest.mark.parametrize("argv", [["train-detector", "--data", "digits", "--normal", "0"],
+                                  ["score", ".", "--out", "o", "--model", "models:/digits-zero/1"]])
+def test_a_device_that_is_not_there_fails_in_one_line_before_any_work(trained, argv, capsys, monkeypatch):
+    import flows.cli
+
+    monkeypatch.setattr(flows.cli, "run_flow", lambda *a: pytest.fail("a flow started"))
+    monkeypatch.setattr("flows.detector.load_data", lambda *a: pytest.fail("the data was read"))
+    assert main([*argv, "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--device cuda: no CUDA GPU is available" in err and len(err.splitlines()) == 1
 
 
 def test_a_stale_registered_detector_is_one_line_naming_the_model(trained, tmp_path, monkeypatch, capsys):

@@ -114,6 +114,19 @@ def test_a_plain_function_run_tries_each_batch_once(tmp_path, monkeypatch):
     assert not (out / ".claimed").exists()
 
 
+def test_the_inbox_and_the_served_deployments_pass_the_device_through(tmp_path, monkeypatch):
+    from flows.params import ServeParams
+    from flows.serve import deployments
+
+    in_dir = _inbox_with_a_settled_batch(tmp_path)
+    seen = []
+    monkeypatch.setattr(inbox.score_flow, "fn", lambda params: (seen.append(params.device), {"summary": {"message": "ok"}})[1])
+    [result] = inbox.score_inbox_flow.fn(ScoreInboxParams(inbox=str(in_dir), device="cpu"))
+    assert result["status"] == "scored" and seen == ["cpu"]
+    served = deployments(ServeParams(inbox=str(in_dir), device="cuda:1"), in_dir, in_dir / "_scored")
+    assert [d.parameters["params"]["device"] for d in served[:2]] == ["cuda:1", "cuda:1"]  # score-inbox, augment
+
+
 def _rows(ids: list[str], status: list[str]) -> pd.DataFrame:
     return pd.DataFrame({"item_id": ids, "status": status, "reason": ["" if s == "scored" else "bad" for s in status],
                          "score": [float(i) if s == "scored" else float("nan") for i, s in enumerate(status)],
