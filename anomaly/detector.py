@@ -35,7 +35,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from anomaly.names import DEFAULT_SCORE
 from anomaly.scores import PASSES, TABLE, compute, fit_scores, missing_state, network_input, state_loaders
 from anomaly.train import CPU, FAnoGAN, FAnoGANConfig, Progress, networks_from_state, state_of, train_fanogan
-from pipelines.devices import DEVICES, check_device_spec, resolve_device
+from pipelines.devices import device_constraint, resolve_device
 from pipelines.errors import GanpipeError
 from gan_core.config import steps_for_epochs
 
@@ -43,27 +43,6 @@ STALE_STATE = ("this detector was saved before the critic-feature scores (issue 
                "of the training features; train it again (ganpipe train-detector)")
 _POSITIVE = Interval(Integral, 1, None, closed="left")
 _NOT_SAVED = ("checkpoint_path", "progress", "device")  # belong to one run or one host, not to the model
-
-
-class DeviceSpec(StrOptions):
-    """The constraint of a ``device`` parameter: one of :data:`pipelines.devices.DEVICES` (``cuda:N``
-    with any ``N``; case and spaces do not matter) or a ``torch.device``. Whether that device is
-    there is checked when it is resolved (``fit``, scoring)."""
-
-    def __init__(self) -> None:
-        super().__init__(set(DEVICES))
-
-    def is_satisfied_by(self, val) -> bool:
-        if not isinstance(val, (str, torch.device)):
-            return False
-        try:
-            check_device_spec(str(val))
-        except GanpipeError:
-            return False
-        return True
-
-    def __str__(self) -> str:
-        return f"a device ({', '.join(DEVICES)}) or a torch.device"
 
 
 def threshold_for(normal_scores: np.ndarray, target_fpr: float) -> float:
@@ -103,7 +82,7 @@ class GANAnomalyDetector(BaseEstimator):
         "checkpoint_path": [str, os.PathLike, None],
         "progress": [callable, None],
         "random_state": [Interval(Integral, 0, None, closed="left")],
-        "device": [DeviceSpec()],
+        "device": [device_constraint()],
     }
 
     def __init__(

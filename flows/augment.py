@@ -91,8 +91,9 @@ def sample_synthetic(sampler: GANOverSampler, to_make: dict[int, int], seed: int
 
 
 @task(name="evaluate-samples", cache_policy=NO_CACHE)
-def evaluate_samples(splits: Splits, sampler: GANOverSampler, classes: list[int], seed: int) -> pd.DataFrame:
-    return compare_sample_quality(splits, lambda labels, s: sampler.generate(labels, seed=s + 10_000), classes, seed)
+def evaluate_samples(splits: Splits, sampler: GANOverSampler, classes: list[int], seed: int, device) -> pd.DataFrame:
+    return compare_sample_quality(splits, lambda labels, s: sampler.generate(labels, seed=s + 10_000), classes, seed,
+                                  device=str(device))
 
 
 @task(name="export", cache_policy=NO_CACHE)
@@ -131,7 +132,7 @@ def augment_flow(params: AugmentParams = AugmentParams()) -> dict:
                                     f"class {names[k]}: real training images (first row), GAN samples")
             figure.savefig(out / f"samples_{names[k]}.png", dpi=100)  # to look at without the MLflow UI
             run.log_figure(figure, f"figures/samples_{names[k]}.png")
-        quality = call(evaluate_samples, splits, sampler, classes, params.seed)
+        quality = call(evaluate_samples, splits, sampler, classes, params.seed, planned.device)
         run.log_table(quality, "tables/sample_quality.csv")
         for row in quality[quality["method"] == "gan"].to_dict("records"):
             run.log_metrics({f"{m}_{row['class']}": row[m] for m in QUALITY_METRICS}, prefix="quality/")

@@ -27,7 +27,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from gan_aug.config import GANConfig
 from gan_aug.train import Preview, Progress, TrainedGAN, train_conditional_gan
 from gan_core.config import steps_for_epochs
-from pipelines.devices import DEVICES, check_device_spec, resolve_device
+from pipelines.devices import device_constraint, resolve_device
 
 # the GANConfig fields that are parameters of the sampler (the seed is its random_state)
 GAN_SETTINGS = tuple(f.name for f in fields(GANConfig) if f.name != "seed")
@@ -43,26 +43,6 @@ def _fraction(closed: str = "both") -> list:
 
 _POSITIVE = [Interval(Real, 0, None, closed="neither")]
 _NON_NEGATIVE = [Interval(Real, 0, None, closed="left")]
-
-
-class _DeviceSpec(StrOptions):
-    """A device name :func:`pipelines.devices.check_device_spec` accepts (auto, cpu, cuda, cuda:N, mps):
-    string options whose "cuda:N" is any index (sklearn takes no constraint classes of its own)."""
-
-    def __init__(self) -> None:
-        super().__init__(set(DEVICES))
-
-    def is_satisfied_by(self, val) -> bool:
-        if not isinstance(val, str):
-            return False
-        try:
-            check_device_spec(val)
-        except ValueError:
-            return False
-        return True
-
-    def __str__(self) -> str:
-        return f"a device name: one of {', '.join(DEVICES)}"
 
 
 class GANOverSampler(BaseOverSampler):
@@ -132,7 +112,7 @@ class GANOverSampler(BaseOverSampler):
         "checkpoint_path": [str, os.PathLike, None],
         "progress": [callable, None],
         "preview": [callable, None],
-        "device": [_DeviceSpec()],
+        "device": [device_constraint()],
     }
 
     def __init__(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from contextlib import nullcontext
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from pipelines.errors import GanpipeError
@@ -107,3 +108,36 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type == "cuda" and tensor.device.type == "cpu":
         return tensor.pin_memory().to(device, non_blocking=True)
     return tensor.to(device)
+
+
+@lru_cache(maxsize=1)
+def _device_option():
+    from sklearn.utils._param_validation import StrOptions  # here, so the command line does not load sklearn
+
+    class DeviceOption(StrOptions):
+        """One of :data:`DEVICES` (``cuda:N`` with any ``N``; case and spaces do not matter) or a
+        ``torch.device``. Whether that device is there is checked when it is resolved."""
+
+        def __init__(self) -> None:
+            super().__init__(set(DEVICES))
+
+        def is_satisfied_by(self, val) -> bool:
+            import torch
+
+            if not isinstance(val, (str, torch.device)):
+                return False
+            try:
+                check_device_spec(str(val))
+            except GanpipeError:
+                return False
+            return True
+
+        def __str__(self) -> str:
+            return f"a device ({', '.join(DEVICES)}) or a torch.device"
+
+    return DeviceOption
+
+
+def device_constraint():
+    """The scikit-learn parameter constraint of an estimator's ``device`` (for ``_parameter_constraints``)."""
+    return _device_option()()
