@@ -3,7 +3,7 @@ entry: :class:`GANAnomalyDetector` (scikit-learn / PyOD API); :data:`SCORES` nam
 :data:`DEFAULT_SCORE` is the one that flags by default and :data:`CRITIC_ONLY` those that need no reconstruction.
 
 Imports ``gan_core`` (the shared GAN machinery), torch, numpy and scikit-learn; never
-Prefect, MLflow, ``pipelines`` beyond its errors and stop flag, ``flows`` or ``gan_aug``. Arrays in, arrays out: no files.
+Prefect, MLflow, ``pipelines`` beyond its errors, stop flag and device choice, ``flows`` or ``gan_aug``. Arrays in, arrays out: no files.
 
 How to add a detector score: add one :class:`~anomaly.scores.Score` to :data:`anomaly.scores.TABLE`
 under its name, and the name to :data:`anomaly.names.SCORES` at the same place (the torch-free list

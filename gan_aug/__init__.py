@@ -3,7 +3,7 @@ sampling. Public entry: :class:`GANOverSampler` (imbalanced-learn API, one param
 :class:`GANConfig` field); :class:`GANConfig` holds the settings a training run takes.
 
 Imports ``gan_core`` (the shared GAN machinery), torch, numpy, imbalanced-learn and scikit-learn's
-parameter validation; never Prefect, MLflow, ``pipelines`` beyond its errors and stop flag, ``flows``
+parameter validation; never Prefect, MLflow, ``pipelines`` beyond its errors, stop flag and device choice, ``flows``
 or ``anomaly``. Tensors in, tensors out: no files.
 """
 
