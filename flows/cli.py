@@ -288,13 +288,14 @@ def doctor(params: DoctorParams) -> int:
 
 @command("mlflow-server", MlflowServerParams)
 def mlflow_server(params: MlflowServerParams) -> int:
-    from flows.servers import run_mlflow_server
+    from flows.servers import run_mlflow_server, server_url
 
-    print(f"MLflow server on http://127.0.0.1:{params.port}; point flows at it with\n"
-          f"  export MLFLOW_TRACKING_URI=http://127.0.0.1:{params.port}", flush=True)
+    url = server_url(params.host, params.port)
+    print(f"MLflow server on {url}; point flows at it with\n"
+          f"  export MLFLOW_TRACKING_URI={url}", flush=True)
     try:
         return run_mlflow_server(params.port, params.backend_store_uri,
-                                 Path(params.artifacts).expanduser() if params.artifacts else None)
+                                 Path(params.artifacts).expanduser() if params.artifacts else None, params.host)
     except KeyboardInterrupt as exc:
         return 128 + getattr(exc, "signum", 2)
 

@@ -123,7 +123,8 @@ def compare_flow(params: CompareParams = CompareParams()) -> dict:
             if not used:
                 run_logger().warning("%s was trained on none of these seeds' training splits; every seed trained "
                                      "its own GAN", registered.source)
-        run_id = log_comparison(comparison, parent, dataset.class_names, params.minority)
+        run_id = log_comparison(comparison, parent, dataset.class_names, params.minority, params.classifier,
+                                params.epochs)
     if prefect_tags():
         from prefect.artifacts import create_table_artifact
 

@@ -241,13 +241,20 @@ class ServeParams(ClusterParams, ScoreInboxParams):
 
 
 class MlflowServerParams(JobParams):
-    """Run an MLflow tracking server on loopback.
+    """Run an MLflow tracking server (on loopback unless --host says otherwise).
 
-    Run 'mlflow server' on 127.0.0.1 with the project's SQLite store and artifact folder (or the
-    --backend-store-uri given, e.g. postgresql://...). Flows use it when
-    MLFLOW_TRACKING_URI=http://127.0.0.1:PORT is set.
+    Run 'mlflow server' on the --host interface with the project's SQLite store and artifact
+    folder (or the --backend-store-uri given, e.g. postgresql://...). Flows use it when
+    MLFLOW_TRACKING_URI=http://HOST:PORT is set.
+
+    Security: the server has no authentication; anyone who can reach it can read, change and delete
+    every run and model. Bind it to another interface (--host 0.0.0.0) only on a trusted network or
+    behind a proxy that authenticates.
     """
 
+    host: str = Field("127.0.0.1", min_length=1,
+                      description="interface to listen on; the server has no authentication, so bind beyond "
+                                  "127.0.0.1 only on a trusted network or behind an authenticating proxy")
     port: int = Field(5000, ge=1, le=65535, description="port to listen on")
     backend_store_uri: str | None = Field(None, description="database URI; unset: sqlite:///<project>/mlflow/mlflow.db")
     artifacts: str | None = Field(None, description="artifact folder; unset: <project>/mlflow/artifacts")

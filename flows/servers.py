@@ -1,6 +1,6 @@
-"""The server processes ganpipe starts, all on loopback: the local Prefect API a one-shot command
-runs its flow against (:func:`local_prefect_api`), the Prefect server of `ganpipe serve` and the
-MLflow server of `ganpipe mlflow-server`.
+"""The server processes ganpipe starts, on loopback unless told otherwise: the local Prefect API a
+one-shot command runs its flow against (:func:`local_prefect_api`), the Prefect server of `ganpipe
+serve` and the MLflow server of `ganpipe mlflow-server` (its ``--host`` may name another interface).
 
 Each runs in its own session (a signal to the command's process group does not stop it before the
 command has reported to it) and dies with the process that started it, even by SIGKILL (Linux).
@@ -187,8 +187,10 @@ def start_prefect_server(port: int | None = None, home: Path | None = None, time
     return process, api
 
 
-def mlflow_server_command(port: int, backend_store_uri: str | None = None, artifacts: Path | None = None) -> list[str]:
-    """``mlflow server`` on loopback: the project's SQLite store and artifact folder unless told otherwise."""
+def mlflow_server_command(port: int, backend_store_uri: str | None = None, artifacts: Path | None = None,
+                          host: str = "127.0.0.1") -> list[str]:
+    """``mlflow server`` on ``host`` (loopback by default: the server has no authentication) with the
+    project's SQLite store and artifact folder unless told otherwise."""
     home = project_home() / "mlflow"
     backend = backend_store_uri or f"sqlite:///{home / 'mlflow.db'}"
     if backend.startswith("sqlite:///"):
@@ -197,12 +199,13 @@ def mlflow_server_command(port: int, backend_store_uri: str | None = None, artif
     destination.mkdir(parents=True, exist_ok=True)
     mlflow_bin = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
     return [mlflow_bin, "server", "--backend-store-uri", backend, "--artifacts-destination", str(destination),
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+            "--host", host, "--port", str(port), "--workers", "1"]
 
 
-def run_mlflow_server(port: int, backend_store_uri: str | None = None, artifacts: Path | None = None) -> int:
-    """``mlflow server`` in the foreground until it ends; it dies with this process (Linux)."""
-    process = subprocess.Popen(mlflow_server_command(port, backend_store_uri, artifacts), start_new_session=True,
+def run_mlflow_server(port: int, backend_store_uri: str | None = None, artifacts: Path | None = None,
+                      host: str = "127.0.0.1") -> int:
+    """``mlflow server`` on ``host`` in the foreground until it ends; it dies with this process (Linux)."""
+    process = subprocess.Popen(mlflow_server_command(port, backend_store_uri, artifacts, host), start_new_session=True,
                                preexec_fn=_die_with_parent)
     try:
         return process.wait()
@@ -211,14 +214,25 @@ def run_mlflow_server(port: int, backend_store_uri: str | None = None, artifacts
 
 
 def start_mlflow_server(port: int | None = None, backend_store_uri: str | None = None, artifacts: Path | None = None,
-                        log_file: Path | None = None, timeout: float = 120) -> tuple[subprocess.Popen, str]:
+                        log_file: Path | None = None, timeout: float = 120,
+                        host: str = "127.0.0.1") -> tuple[subprocess.Popen, str]:
+    """``mlflow server`` on ``host`` in the background (output to ``log_file``); returns the process
+    and its URL once it answers."""
     port = port or free_port()
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL
-    process = subprocess.Popen(mlflow_server_command(port, backend_store_uri, artifacts), stdout=out,
+    process = subprocess.Popen(mlflow_server_command(port, backend_store_uri, artifacts, host), stdout=out,
                                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
-    url = f"http://127.0.0.1:{port}"
+    url = server_url(host, port)
     wait_for(f"{url}/health", process, timeout, "MLflow server")
     return process, url
+
+
+def server_url(host: str, port: int) -> str:
+    """The URL clients use for a server bound to ``host``: an unspecified address (all interfaces)
+    is reached through this machine's name, an IPv6 literal in brackets."""
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def stop(process: subprocess.Popen, timeout: float = 20) -> None:

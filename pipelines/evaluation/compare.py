@@ -29,6 +29,7 @@ from pipelines.text import markdown_table, progress_bar
 
 METRICS = ["minority_recall", "balanced_accuracy", "macro_f1", "g_mean", "minority_pr_auc"]
 PRIMARY = "minority_recall"
+SIGNIFICANCE = 0.05  # a paired difference with a p-value below this is called significant
 TrainGAN = Callable[[ImageDataset, int], Synthesise]  # (training split, seed) -> (labels, seed) -> images
 Progress = Callable[[str], None]  # hears one line per finished step
 # shares of synthetic items among the added ones that the gan arm tries; the validation split picks
@@ -156,16 +157,22 @@ def gan_verdicts(results: pd.DataFrame, metric: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def best_arm(summary: pd.DataFrame) -> pd.Series:
+    """The summary row (one arm) with the highest mean :data:`PRIMARY` on the test split: the arm the
+    verdict reports as best (a report, not a choice: no step of the experiment depends on it)."""
+    return summary.sort_values(PRIMARY, ascending=False).iloc[0]
+
+
 def verdict_text(summary: pd.DataFrame, verdicts: pd.DataFrame) -> str:
-    best = summary.sort_values(PRIMARY, ascending=False).iloc[0]
+    best = best_arm(summary)
     lines = [f"Best arm on {PRIMARY}: {best['arm']} ({best[PRIMARY]:.3f}, 95% interval "
              f"[{best[f'{PRIMARY}_low']:.3f}, {best[f'{PRIMARY}_high']:.3f}])."]
     for row in (verdicts[verdicts.metric == PRIMARY].to_dict("records") if len(verdicts) else []):
         better = "better" if row["difference"] > 0 else "worse"
-        significant = "significant" if row["p_value"] < 0.05 else "not significant"
+        significant = "significant" if row["p_value"] < SIGNIFICANCE else "not significant"
         lines.append(f"{row['arm']} vs best non-GAN arm {row['versus']} (chosen on validation): {row['difference']:+.3f} "
                      f"[{row['low']:+.3f}, {row['high']:+.3f}], paired t-test p={row['p_value']:.3g}: "
-                     f"{better}, {significant} at 0.05.")
+                     f"{better}, {significant} at {SIGNIFICANCE}.")
     return "\n".join(lines)
 
 

@@ -1,26 +1,34 @@
 """The compare experiment in MLflow: a nested run per arm, seed and sweep count under the open
-parent run, with the arm's metrics in sections, its epoch curves and per-class table; on the parent,
-the summary, verdicts and figures that :mod:`pipelines.evaluation.compare` computed."""
+parent run, with the classifier's params, the arm's metrics in sections, its epoch curves and
+per-class table; on the parent, the summary, verdicts and figures that
+:mod:`pipelines.evaluation.compare` computed, and the answer at a glance: per-arm metrics under
+stable names (:func:`arm_metrics`), the winner and the GAN's gain as tags (:func:`answer_tags`) and
+the verdict with the summary table as the run's description."""
 
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from pipelines.evaluation.compare import METRICS, PRIMARY, Comparison
+import pandas as pd
+
+from pipelines.evaluation.compare import METRICS, PRIMARY, SIGNIFICANCE, Comparison, best_arm, best_baseline
 from pipelines.evaluation.plots import comparison_bars, confusion_figure, sweep_curves
-from pipelines.tracking.runs import TrackedRun, start_run
+from pipelines.text import markdown_table
+from pipelines.tracking.runs import DESCRIPTION_TAG, TrackedRun, start_run
 
 
-def log_comparison(comparison: Comparison, parent: TrackedRun, class_names: Sequence[str], minority: str) -> str:
+def log_comparison(comparison: Comparison, parent: TrackedRun, class_names: Sequence[str], minority: str,
+                   classifier: str, epochs: int) -> str:
     """Into the open ``parent`` run: a nested run per arm, seed and count (with the arm's real start
-    and end), the summary, verdicts and charts; returns the parent's run id."""
+    and end, and the ``classifier`` trained for ``epochs``), the summary, verdicts and charts, the
+    per-arm metrics and answer tags; returns the parent's run id."""
     for row in comparison.rows:
         name = f"{row['arm']}-seed{row['seed']}" + (f"-n{row['count']}" if row["count"] else "")
         tags = {"arm": row["arm"], "seed": row["seed"], **({"generator": row["_generator"]} if row.get("_generator") else {})}
         with start_run("compare", run_name=name, parent=parent, tags=tags,
                        start_time=row.get("_started"), end_time=row.get("_ended")) as child:
-            child.log_params({"arm": row["arm"], "seed": row["seed"],
-                              "minority_count": row["count"] or minority})
+            child.log_params({"arm": row["arm"], "seed": row["seed"], "minority_count": row["count"] or minority,
+                              "classifier": classifier, "epochs": epochs})
             child.log_metrics(sectioned_metrics(row))
             log_curves(child, row.get("_history", []))
             child.log_table(row["_per_class"], "tables/per_class.csv")
@@ -28,13 +36,16 @@ def log_comparison(comparison: Comparison, parent: TrackedRun, class_names: Sequ
     if len(comparison.verdicts):
         parent.log_table(comparison.verdicts, "tables/gan_vs_best_baseline.csv")
     parent.log_text(comparison.text, "verdict.txt")
-    parent.set_tags({"mlflow.note.content": comparison.text})  # the verdict is the run's description
+    # the verdict, then the table it rests on, is the run's description
+    parent.set_tags({DESCRIPTION_TAG: f"{comparison.text}\n\n{markdown_table(comparison.summary)}",
+                     **answer_tags(comparison)})
+    parent.log_metrics(arm_metrics(comparison.headline))
     parent.client.log_table(parent.run_id, data=comparison.summary, artifact_file="tables/comparison.json")
     parent.log_figure(comparison_bars(comparison.headline, METRICS), "figures/comparison.png")
     for row in comparison.rows:
         if row["seed"] == 0 and row["count"] == comparison.headline_count:
             parent.log_figure(confusion_figure(row["_true"], row["_pred"], class_names, f"{row['arm']} (seed 0)"),
-                              f"figures/confusion_{row['arm'].replace('+', '_')}.png")
+                              f"figures/confusion_{arm_key(row['arm'])}.png")
     if comparison.by_count:
         for metric in (PRIMARY, "balanced_accuracy"):
             parent.log_figure(sweep_curves(comparison.summary, metric), f"figures/sweep_{metric}.png")
@@ -43,6 +54,41 @@ def log_comparison(comparison: Comparison, parent: TrackedRun, class_names: Sequ
                         for r in comparison.headline_verdicts.to_dict("records")} if len(comparison.headline_verdicts)
                        else {}, prefix="verdict/")
     return parent.run_id
+
+
+def arm_key(arm: str) -> str:
+    """``arm`` as a part of an MLflow name, which allows no ``+``: ``gan+albumentations`` -> ``gan_albumentations``."""
+    return arm.replace("+", "_")
+
+
+def arm_metrics(headline: pd.DataFrame) -> dict[str, float]:
+    """Per arm of the ``headline`` summary, the mean and 95% interval of each metric on the test split
+    as ``arm/<arm>/<metric>``, ``arm/<arm>/<metric>_low`` and ``arm/<arm>/<metric>_high``: names that do
+    not depend on which arm won, so parents can be charted and compared across runs."""
+    return {f"arm/{arm_key(row['arm'])}/{metric}{end}": row[f"{metric}{end}"]
+            for row in headline.to_dict("records") for metric in METRICS for end in ("", "_low", "_high")}
+
+
+def answer_tags(comparison: Comparison) -> dict[str, str]:
+    """The comparison's answer as tags to filter and sort on: ``best_arm`` (the verdict's best arm:
+    highest mean primary metric on the test split of the headline), ``best_non_gan_arm`` (chosen on
+    validation, the arm the GAN arms are tested against), and for the ``gan`` arm (else the first GAN
+    arm) its paired difference from that arm on the primary metric, ``gan_gain``, and whether it is
+    significant at :data:`SIGNIFICANCE`, ``gan_significant`` (``true``/``false``)."""
+    results = comparison.results
+    if comparison.by_count:
+        results = results[results["count"] == comparison.headline_count]
+    tags = {"best_arm": str(best_arm(comparison.headline)["arm"])}
+    baseline = best_baseline(results, PRIMARY)
+    if baseline is not None:
+        tags["best_non_gan_arm"] = baseline
+    verdicts = comparison.headline_verdicts
+    primary = verdicts[verdicts["metric"] == PRIMARY].to_dict("records") if len(verdicts) else []
+    if primary:
+        gan = next((v for v in primary if v["arm"] == "gan"), primary[0])
+        tags["gan_gain"] = f"{gan['difference']:+.3f}"
+        tags["gan_significant"] = "true" if gan["p_value"] < SIGNIFICANCE else "false"
+    return tags
 
 
 CURVES = {"loss": "epoch/train_loss", "val_loss": "epoch/val_loss", "val_balanced_accuracy": "epoch/val_balanced_accuracy"}

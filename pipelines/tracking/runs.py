@@ -28,6 +28,16 @@ from pipelines.text import markdown_table
 
 PREFECT_RUN_TAG = "prefect.flow_run_id"
 OWNER_TAG = "ganpipe.owner"  # host, pid and start time of the process that opened the run
+COMMAND_TAG = "ganpipe.command"  # the command line that made the run
+VERSION_TAG = "ganpipe.version"
+DESCRIPTION_TAG = "mlflow.note.content"  # the description the UI shows on a run's or an experiment's page
+# MLflow 3's UI opens an experiment in its GenAI view (traces, token usage) unless told it is model
+# training. The 3.17 UI takes the view from the link's ``workflowType`` (else the browser's last
+# choice), so every link ganpipe prints carries it; the kind tag, which that UI writes when a user sets
+# an experiment's type and reads when its view switch is off, records it in the store.
+KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
 EXPERIMENTS = {
     "demo": "ganpipe-demo",
     "augment": "ganpipe-augment",
@@ -35,6 +45,22 @@ EXPERIMENTS = {
     "detector": "ganpipe-detector",
     "score": "ganpipe-score",
     "monitoring": "ganpipe-monitoring",
+}
+DESCRIPTIONS = {  # experiment name -> its description in the UI
+    "ganpipe-demo": "The one-command demo: augment (a conditional GAN makes minority-class images) and compare "
+                    "(a classifier trained under every remedy) on a small dataset.",
+    "ganpipe-augment": "`ganpipe augment`: a conditional GAN trained on the minority classes; each run holds its "
+                       "sample quality against held-out real images, sample grids, the synthetic dataset and the "
+                       "registered generator.",
+    "ganpipe-compare": "`ganpipe compare`: did the GAN help? Each parent run holds the verdict, the per-arm means and "
+                       "95% intervals (`arm/<arm>/<metric>`, tags `best_arm`, `best_non_gan_arm`, `gan_gain`, "
+                       "`gan_significant`); its child runs are one arm and seed each.",
+    "ganpipe-detector": "`ganpipe train-detector`: the anomaly GAN trained on normal images, its threshold and "
+                        "detection metrics on held-out images, and the registered detector.",
+    "ganpipe-score": "`ganpipe score` and the score-inbox deployment: one run per batch scored, with its anomaly "
+                     "rate and the model version that scored it.",
+    "ganpipe-monitoring": "One run per registered detector: the anomaly rate and mean score of every batch it "
+                          "scored, over time.",
 }
 
 
@@ -100,23 +126,36 @@ def check_tracking(timeout: float = 5.0) -> None:
 
 
 def experiment_id(name: str) -> str:
-    """Id of experiment ``name``, created on first use (with a local artifact folder for local stores)."""
+    """Id of experiment ``name``, created on first use (with a local artifact folder for local stores)
+    as a model-training experiment with its description (:func:`experiment_tags`); an experiment made
+    before it had them gets the missing ones."""
     mlflow_client = client()
     found = mlflow_client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    artifact_location = None
-    if _is_local_store(tracking_uri()):
-        folder = artifact_root() / name
-        folder.mkdir(parents=True, exist_ok=True)
-        artifact_location = folder.as_uri()
-    try:
-        return mlflow_client.create_experiment(name, artifact_location=artifact_location)
-    except Exception:  # created concurrently by another process: use theirs
-        found = mlflow_client.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return found.experiment_id
+    if found is None:
+        artifact_location = None
+        if _is_local_store(tracking_uri()):
+            folder = artifact_root() / name
+            folder.mkdir(parents=True, exist_ok=True)
+            artifact_location = folder.as_uri()
+        try:
+            return mlflow_client.create_experiment(name, artifact_location=artifact_location, tags=experiment_tags(name))
+        except Exception:  # created concurrently by another process: use theirs
+            found = mlflow_client.get_experiment_by_name(name)
+            if found is None:
+                raise
+    for key, value in experiment_tags(name).items():
+        if key not in found.tags:
+            mlflow_client.set_experiment_tag(found.experiment_id, key, value)
+    return found.experiment_id
+
+
+def experiment_tags(name: str) -> dict[str, str]:
+    """The tags ganpipe gives experiment ``name``: its kind (model training, so the UI shows runs,
+    metrics and models rather than traces) and, for ganpipe's own experiments, a description."""
+    tags = {KIND_TAG: MODEL_TRAINING_KIND}
+    if name in DESCRIPTIONS:
+        tags[DESCRIPTION_TAG] = DESCRIPTIONS[name]
+    return tags
 
 
 class TrackedRun:
@@ -245,7 +284,7 @@ def start_run(
         # the UI shows why: the error on the run's page (description) and as a tag to filter on
         reason = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:5000]
         mlflow_client.set_tag(tracked.run_id, "ganpipe.error", reason)
-        mlflow_client.set_tag(tracked.run_id, "mlflow.note.content", f"**Failed**: {reason}")
+        mlflow_client.set_tag(tracked.run_id, DESCRIPTION_TAG, f"**Failed**: {reason}")
         stopped = isinstance(exc, KeyboardInterrupt) or stop_requested()  # a signal may arrive as Prefect's own exception
         mlflow_client.set_terminated(tracked.run_id, status="KILLED" if stopped else "FAILED")
         raise
@@ -301,7 +340,7 @@ def end_orphaned_runs() -> int:
     ended = 0
     for run in mlflow_client.search_runs(ids, filter_string="attributes.status = 'RUNNING'", max_results=1000):
         if _owner_is_gone(run.data.tags.get(OWNER_TAG)):
-            mlflow_client.set_tag(run.info.run_id, "mlflow.note.content",
+            mlflow_client.set_tag(run.info.run_id, DESCRIPTION_TAG,
                                   "**Killed**: its process ended without closing the run (found by a later ganpipe command)")
             mlflow_client.set_tag(run.info.run_id, "ganpipe.error", "process died")
             mlflow_client.set_terminated(run.info.run_id, status="KILLED")
@@ -316,12 +355,17 @@ def _source_tags() -> tuple[tuple[str, str], ...]:
 
 def source_tags() -> dict[str, str]:
     """The user, source and git commit tags ``mlflow.start_run`` would set (``create_run`` does not),
-    so the UI's "Created by" and "Source" columns are filled."""
+    so the UI's "Created by" and "Source" columns are filled; and what made the run: the command
+    line (:data:`COMMAND_TAG`, the program's name and its arguments) and the ganpipe version
+    (:data:`VERSION_TAG`), so a run can be repeated and its results traced to the code."""
     import getpass
+    import shlex
     import subprocess
     import sys
 
-    tags = {"mlflow.source.type": "JOB", "mlflow.source.name": Path(sys.argv[0]).name or "python"}
+    program = Path(sys.argv[0]).name or "python"
+    tags = {"mlflow.source.type": "JOB", "mlflow.source.name": program,
+            COMMAND_TAG: shlex.join([program, *sys.argv[1:]])[:5000], VERSION_TAG: ganpipe_version()}
     try:
         tags["mlflow.user"] = getpass.getuser()
     except (KeyError, OSError):
@@ -337,6 +381,16 @@ def source_tags() -> dict[str, str]:
     return tags
 
 
+def ganpipe_version() -> str:
+    """The installed ganpipe's version, or ``not installed`` (a source tree run without installing)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ganpipe")
+    except PackageNotFoundError:
+        return "not installed"
+
+
 def ui_command() -> str:
     """The shell command that opens the MLflow UI on the store in force."""
     uri = tracking_uri()
@@ -346,11 +400,12 @@ def ui_command() -> str:
 
 
 def run_url(run_id: str) -> str:
-    """The run's page in the MLflow UI: on the tracking server, or on the UI that :func:`ui_command` starts."""
+    """The run's page in the MLflow UI (its model-training view): on the tracking server, or on the
+    UI that :func:`ui_command` starts."""
     uri = tracking_uri()
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
     experiment = client().get_run(run_id).info.experiment_id
-    return f"{base}/#/experiments/{experiment}/runs/{run_id}"
+    return f"{base}/#/experiments/{experiment}/runs/{run_id}?{MODEL_TRAINING_VIEW}"
 
 
 def _param_value(value: Any) -> str:

@@ -109,3 +109,23 @@ def test_start_up_answers_without_loading_torch_or_prefect(argv):
             "print('HEAVY', heavy, file=sys.stderr); sys.exit(status)")
     done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
     assert "HEAVY []" in done.stderr, done.stderr
+
+
+def test_mlflow_server_listens_where_host_says_and_prints_the_url_to_use(capsys, monkeypatch, tmp_path):
+    import socket
+
+    import flows.servers as servers
+
+    started = []
+    monkeypatch.setattr(servers, "run_mlflow_server", lambda port, store, artifacts, host: started.append((host, port)) or 0)
+    assert main(["mlflow-server", "--host", "0.0.0.0", "--port", "5123"]) == 0
+    assert started == [("0.0.0.0", 5123)]
+    url = f"http://{socket.gethostname()}:5123"  # all interfaces: clients use this machine's name
+    assert capsys.readouterr().out == (f"MLflow server on {url}; point flows at it with\n"
+                                       f"  export MLFLOW_TRACKING_URI={url}\n")
+    assert main(["mlflow-server"]) == 0 and started[-1] == ("127.0.0.1", 5000)  # loopback by default
+    assert "MLflow server on http://127.0.0.1:5000;" in capsys.readouterr().out
+    command = servers.mlflow_server_command(5123, f"sqlite:///{tmp_path}/m.db", tmp_path, host="10.0.0.7")
+    assert command[command.index("--host") + 1] == "10.0.0.7"
+    assert servers.server_url("::1", 5000) == "http://[::1]:5000"
+    assert "no authentication" in " ".join(help_text(["mlflow-server", "--help"], capsys, monkeypatch).split())
