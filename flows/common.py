@@ -49,6 +49,17 @@ class Planner(Generic[P, Plan]):
             plan = self._prepared.pop(self._key(params), None)
         return self.make(params) if plan is None else plan
 
+    def __reduce__(self):
+        # a flow sent to Dask workers is pickled with the globals it names, this planner among them: it
+        # travels as the module attribute it is (its lock and prepared plans stay in this process)
+        return _planner, (self.make.__module__, self.make.__name__)
+
+
+def _planner(module: str, name: str) -> Planner:
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
 
 def prefect_tags() -> dict[str, str]:
     """MLflow tags linking a run to the Prefect flow run that made it (empty outside Prefect)."""

@@ -30,3 +30,13 @@ def test_plans_of_other_parameters_are_not_taken():
     plan.prepare(AugmentParams(seed=1))
     assert plan(AugmentParams(seed=2)) == 2
     assert plan(AugmentParams(seed=1)) == 1
+
+
+def test_a_planner_pickles_as_the_module_attribute_it_is():
+    """A flow pickled for Dask workers names its planner: the planner must pickle (its lock does not)."""
+    import cloudpickle
+
+    from flows import compare
+
+    assert cloudpickle.loads(cloudpickle.dumps(compare.plan)) is compare.plan
+    assert cloudpickle.loads(cloudpickle.dumps(compare.compare_flow.fn)) is not None
