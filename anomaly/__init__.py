@@ -6,8 +6,8 @@ Imports ``gan_core`` (the shared GAN machinery), torch, numpy and scikit-learn; 
 Prefect, MLflow, ``pipelines`` beyond its errors, stop flag and device choice, ``flows`` or ``gan_aug``. Arrays in, arrays out: no files.
 
 How to add a detector score: add one :class:`~anomaly.scores.Score` to :data:`anomaly.scores.TABLE`
-under its name, and the name to :data:`anomaly.names.SCORES` at the same place (the torch-free list
-the command line reads; ``anomaly.scores`` refuses to import while the two differ). The entry says
+under its name; nothing else lists it (the command line reads the names, torch-free, from that
+table's source: :data:`anomaly.names.SCORES`). The entry says
 
 - what it needs beyond the critic's pass over ``x``: ``needs={RECONSTRUCTION}`` for ``G(E(x))``,
   ``{SNAPSHOTS}`` for the snapshot critics, nothing for a critic-only score;

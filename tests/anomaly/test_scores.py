@@ -57,6 +57,17 @@ def test_a_score_is_one_entry_of_the_table(monkeypatch, tmp_path):
         GANAnomalyDetector.from_state_dict(old)
 
 
+def test_the_torch_free_names_are_read_from_the_table_source(tmp_path):
+    from anomaly.names import _table_keys
+
+    source = tmp_path / "scores.py"
+    source.write_text("import torch\nTABLE: dict = {\n    'a': Score(),\n    'toy': Score(needs=X),\n}\n")
+    assert _table_keys(source) == ("a", "toy")
+    source.write_text("TABLE = dict(a=1)\n")
+    with pytest.raises(ImportError, match="no dict literal"):
+        _table_keys(source)
+
+
 def test_the_table_and_the_torch_free_names_agree(monkeypatch):
     assert tuple(TABLE) == SCORES
     assert CRITIC_ONLY == ("critic", "critic_feature_distance", "critic_feature_knn", "multi_critic_distance")
