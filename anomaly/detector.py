@@ -37,7 +37,7 @@ from anomaly.scores import PASSES, TABLE, compute, fit_scores, missing_state, ne
 from anomaly.train import CPU, FAnoGAN, FAnoGANConfig, Progress, networks_from_state, state_of, train_fanogan
 from pipelines.devices import device_constraint, resolve_device
 from pipelines.errors import GanpipeError
-from gan_core.config import steps_for_epochs
+from gan_core.config import batch_for_side, steps_for_epochs
 
 STALE_STATE = ("this detector was saved before the critic-feature scores (issue 10) and lacks their density "
                "of the training features; train it again (ganpipe train-detector)")
@@ -55,7 +55,8 @@ class GANAnomalyDetector(BaseEstimator):
     rate the threshold aims for on normal data), ``calibration_fraction`` (share of the normal images
     held out of training to calibrate, used when ``fit`` gets no calibration set), ``epochs`` (passes
     over the normal training images per stage; None: ``gan_steps`` and ``encoder_steps``), the
-    f-AnoGAN settings (see :class:`~anomaly.train.FAnoGANConfig`), ``checkpoint_path``,
+    f-AnoGAN settings (see :class:`~anomaly.train.FAnoGANConfig`; ``batch_size`` is the batch up to
+    64 px, scaled down above by :func:`~gan_core.config.batch_for_side`), ``checkpoint_path``,
     ``progress`` (called as ``progress(stage, step, steps, record)``), ``random_state`` and
     ``device`` (where it trains and scores: auto, cpu, cuda, cuda:N or mps; not saved with the model).
 
@@ -134,10 +135,11 @@ class GANAnomalyDetector(BaseEstimator):
                 raise ValueError(f"{len(X)} normal images are too few to train and calibrate")
             X, X_calibration = X[order[n_cal:]], X[order[:n_cal]]
         steps = {"gan_steps": self.gan_steps, "encoder_steps": self.encoder_steps}
+        batch_size = batch_for_side(self.batch_size, X.shape[-1])  # batch_size up to 64 px, fewer above
         if self.epochs is not None:
-            steps = dict.fromkeys(steps, steps_for_epochs(self.epochs, len(X), self.batch_size))
+            steps = dict.fromkeys(steps, steps_for_epochs(self.epochs, len(X), batch_size))
         config = FAnoGANConfig(
-            latent_dim=self.latent_dim, width=self.width, critic_steps=self.critic_steps, batch_size=self.batch_size,
+            latent_dim=self.latent_dim, width=self.width, critic_steps=self.critic_steps, batch_size=batch_size,
             kappa=self.kappa, seed=self.random_state, **steps,
         )
         self.model_ = train_fanogan(X, config, self.checkpoint_path, self.progress, device=self.device_)

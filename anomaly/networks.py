@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from gan_core.layers import center_crop, upsampling_stages
+from gan_core.layers import WIDEST, center_crop, stage_widths, upsampling_stages
 
 
 class AnoGenerator(nn.Module):
@@ -21,7 +21,7 @@ class AnoGenerator(nn.Module):
         super().__init__()
         stages = upsampling_stages(size)
         self.size, self.base = size, math.ceil(size / 2**stages)
-        widths = [width * 2 ** (stages - i) for i in range(stages + 1)]
+        widths = stage_widths(width, stages)
         self.first = widths[0]
         self.project = nn.Sequential(nn.Linear(latent_dim, widths[0] * self.base**2), nn.BatchNorm1d(widths[0] * self.base**2), nn.ReLU(True))
         layers: list[nn.Module] = []
@@ -40,8 +40,9 @@ def _downsampling(channels: int, size: int, width: int) -> tuple[nn.Sequential, 
     layers: list[nn.Module] = [nn.Conv2d(channels, width, 3, padding=1), nn.LeakyReLU(0.2, True)]
     c = width
     for _ in range(upsampling_stages(size)):
-        layers += [nn.Conv2d(c, 2 * c, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
-        c *= 2
+        wider = min(2 * c, width * WIDEST)
+        layers += [nn.Conv2d(c, wider, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
+        c = wider
     layers += [nn.AdaptiveAvgPool2d(4), nn.Flatten()]
     return nn.Sequential(*layers), c * 16
 

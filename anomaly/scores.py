@@ -46,12 +46,13 @@ from sklearn.covariance import LedoitWolf
 from anomaly.names import DEFAULT_SCORE, SCORES
 from anomaly.networks import Critic
 from anomaly.train import FAnoGAN
+from gan_core.layers import items_per_pass
 from pipelines.devices import to_device
 
 RECONSTRUCTION = "reconstruction"  # G(E(x)) and its critic features f(G(E(x)))
 SNAPSHOTS = "snapshots"  # both layers of the earlier critics of the snapshot ensemble
 PASSES = frozenset({RECONSTRUCTION, SNAPSHOTS})
-BATCH = 256  # images per pass: keeps the activations in cache
+BATCH = 256  # images per pass up to 64 px (fewer above: gan_core.layers.items_per_pass): activations in cache
 KNN = 5  # neighbours of critic_feature_knn
 FEATURE_REFERENCE = 2000  # normal training images kept for critic_feature_knn (a seeded random subset beyond)
 ENSEMBLE = ("combined", "critic")
@@ -152,8 +153,8 @@ class NormalImages:
         self.model, self.X, self.seed = model, X, seed
 
     def _batches(self):
-        device = self.model.device
-        return (network_input(self.X[start : start + BATCH], device) for start in range(0, len(self.X), BATCH))
+        device, per_pass = self.model.device, items_per_pass(self.X.shape[-1], BATCH)
+        return (network_input(self.X[start : start + per_pass], device) for start in range(0, len(self.X), per_pass))
 
     @cached_property
     def features(self) -> np.ndarray:
@@ -377,8 +378,9 @@ def _measure(fitted: Mapping[str, Any], X: np.ndarray, names: list[str]) -> dict
     parts: dict[str, list[np.ndarray]] = {name: [] for name in names if TABLE[name].measure is not None}
     device = fitted["model"].device
     state = on_device(fitted, device)
-    for start in range(0, len(X), BATCH):
-        batch = Batch(state, network_input(X[start : start + BATCH], device))
+    per_pass = items_per_pass(X.shape[-1], BATCH)
+    for start in range(0, len(X), per_pass):
+        batch = Batch(state, network_input(X[start : start + per_pass], device))
         for name, values in parts.items():
             values.append(host(TABLE[name].measure(batch)))
     return {name: np.concatenate(values) if values else np.zeros(0, np.float32) for name, values in parts.items()}

@@ -58,7 +58,7 @@ def plan(params: AugmentParams) -> AugmentPlan:
         sampler = GANOverSampler(epochs=params.epochs, **{"steps": params.steps, "device": params.device, **params.gan},
                                  random_state=params.seed,
                                  checkpoint_path=Path(params.out).expanduser() / "checkpoints" / "gan.pt")
-        gan_config = sampler.gan_config(len(splits.train))
+        gan_config = sampler.gan_config(len(splits.train), splits.train.x.shape[-1])
     except (TypeError, ValueError) as exc:
         raise GanpipeError(f"invalid GAN settings {params.gan}: {exc}") from None
     return AugmentPlan(splits, to_make, sampler, gan_config, device)

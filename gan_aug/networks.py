@@ -1,4 +1,5 @@
-"""Class-conditional generator and projection discriminator for images from 8x8 to 64x64.
+"""Class-conditional generator and projection discriminator for images from 8x8 to 256x256
+(stages and capped widths as :mod:`gan_core.layers` says).
 
 Images are ``(N, C, H, W)`` in [-1, 1]; labels are int64 ``(N,)`` in ``[0, n_classes)``.
 """
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn.utils import spectral_norm
 
-from gan_core.layers import center_crop, upsampling_stages
+from gan_core.layers import WIDEST, center_crop, stage_widths, upsampling_stages
 
 
 class ConditionalBatchNorm2d(nn.Module):
@@ -51,7 +52,7 @@ class Generator(nn.Module):
         self.n_classes, self.channels, self.size, self.z_dim = n_classes, channels, size, z_dim
         stages = upsampling_stages(size)
         self.base = math.ceil(size / 2**stages)
-        widths = [width * 2 ** (stages - i) for i in range(stages + 1)]
+        widths = stage_widths(width, stages)
         self.embed = nn.Embedding(n_classes, z_dim)
         self.project = nn.Linear(2 * z_dim, widths[0] * self.base * self.base)
         self.blocks = nn.ModuleList(_UpBlock(widths[i], widths[i + 1], n_classes) for i in range(stages))
@@ -80,8 +81,9 @@ class Discriminator(nn.Module):
         layers: list[nn.Module] = [spectral_norm(nn.Conv2d(channels, width, 3, padding=1)), nn.LeakyReLU(0.2)]
         c = width
         for _ in range(stages):
-            layers += [spectral_norm(nn.Conv2d(c, 2 * c, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
-            c *= 2
+            wider = min(2 * c, width * WIDEST)
+            layers += [spectral_norm(nn.Conv2d(c, wider, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
+            c = wider
         layers += [spectral_norm(nn.Conv2d(c, c, 3, padding=1)), nn.LeakyReLU(0.2)]
         self.features = nn.Sequential(*layers)
         self.linear = spectral_norm(nn.Linear(c, 1))

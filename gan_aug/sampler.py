@@ -26,7 +26,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from gan_aug.config import GANConfig
 from gan_aug.train import Preview, Progress, TrainedGAN, train_conditional_gan
-from gan_core.config import steps_for_epochs
+from gan_core.config import FULL_BATCH_SIDE, batch_for_side, steps_for_epochs
 from pipelines.devices import device_constraint, resolve_device
 
 # the GANConfig fields that are parameters of the sampler (the seed is its random_state)
@@ -59,7 +59,8 @@ class GANOverSampler(BaseOverSampler):
         are copies of the class's real items drawn at random (as random over-sampling does).
     batch_size ... checkpoint_every : the GAN's settings, each a field of
         :class:`~gan_aug.config.GANConfig` (and :class:`~gan_core.config.GANTrainingConfig`) with its
-        default and meaning there (e.g. ``loss="wgan-gp"``, ``judge_steps=0``).
+        default and meaning there (e.g. ``loss="wgan-gp"``, ``judge_steps=0``); ``batch_size`` is the
+        batch up to 64 px, scaled down above (see :meth:`gan_config`).
     checkpoint_path : where to checkpoint; an interrupted fit resumes from it.
     progress : called as ``progress(step, steps, metrics)`` while the GAN trains.
     preview : called as ``preview(step, images, labels)`` with images of fixed latents while the GAN
@@ -190,14 +191,20 @@ class GANOverSampler(BaseOverSampler):
         # a progress callback belongs to one run (often a logger), not to the saved model
         return {**super().__getstate__(), "progress": None, "preview": None}
 
-    def gan_config(self, n_items: int) -> GANConfig:
-        """The :class:`~gan_aug.config.GANConfig` a fit on ``n_items`` images trains with: the GAN
-        settings, ``random_state`` as the seed and ``epochs`` turned into steps. Bad settings ->
-        ValueError (sklearn's ``InvalidParameterError`` names the parameter and its valid range)."""
+    def gan_config(self, n_items: int, side: int | None = None) -> GANConfig:
+        """The :class:`~gan_aug.config.GANConfig` a fit on ``n_items`` images of ``side x side``
+        trains with: the GAN settings, ``random_state`` as the seed, the batch scaled for the side
+        (:func:`~gan_core.config.batch_for_side`: ``batch_size`` up to 64 px) and ``epochs`` turned
+        into steps of that batch. ``side`` defaults to ``image_shape``'s (64 px rules when neither
+        is known). Bad settings -> ValueError (sklearn's ``InvalidParameterError`` names the
+        parameter and its valid range)."""
         self._validate_params()
         settings = {name: getattr(self, name) for name in GAN_SETTINGS}
+        if side is None and self.image_shape is not None:
+            side = int(self.image_shape[-1])
+        settings["batch_size"] = batch_for_side(self.batch_size, side or FULL_BATCH_SIDE)
         if self.epochs is not None:
-            settings["steps"] = steps_for_epochs(self.epochs, n_items, self.batch_size)
+            settings["steps"] = steps_for_epochs(self.epochs, n_items, settings["batch_size"])
         return GANConfig(**settings, seed=self.random_state)
 
     def fit(self, X, y, **params):
@@ -234,7 +241,7 @@ class GANOverSampler(BaseOverSampler):
         self.classes_ = np.unique(y)
         codes = np.searchsorted(self.classes_, y)
         self.gan_: TrainedGAN = train_conditional_gan(
-            images, codes, len(self.classes_), self.gan_config(len(y)), self.checkpoint_path, self.progress,
+            images, codes, len(self.classes_), self.gan_config(len(y), images.shape[-1]), self.checkpoint_path, self.progress,
             preview=None if self.preview is None else
             lambda step, images, codes: self.preview(step, images, self.classes_[codes]),
             device=self.device_,

@@ -49,6 +49,7 @@ from gan_aug.config import GANConfig
 from gan_aug.networks import Discriminator, Generator, Judge
 from gan_aug.novelty import MemorisationRejection, NoveltyFilter
 from gan_core.checkpoint import fingerprint_arrays, resume, save_checkpoint, to_cpu
+from gan_core.layers import items_per_pass
 from gan_core.regularisers import diff_augment, ema_update, gradient_penalty
 from gan_core.seeding import build_seeded
 from pipelines.devices import autocast, resolve_device, to_device
@@ -141,6 +142,7 @@ class TrainedGAN:
     def _draw(self, labels_t: torch.Tensor, rng: torch.Generator, batch_size: int) -> np.ndarray:
         """Labels and latents drawn on the CPU, moved to the device; images back on the host."""
         k = self.config.filter_candidates if self.judge is not None else 1
+        batch_size = items_per_pass(self.image_shape[-1], batch_size)  # fewer images per pass above 64 px
         out = []
         for start in range(0, len(labels_t), max(1, batch_size // k)):
             y = to_device(labels_t[start : start + max(1, batch_size // k)].repeat_interleave(k), self.device)

@@ -17,7 +17,7 @@ from pipelines.errors import GanpipeError
 
 DATA_KINDS = ("digits", "mnist5k", "folder:PATH", "npz:PATH")
 # the image sides ganpipe resizes to and its GANs build networks for (pixels, square images)
-MIN_SIDE, MAX_SIDE = 8, 64
+MIN_SIDE, MAX_SIDE = 8, 256
 
 
 def check_gan_side(height: int, width: int, source: str) -> None:

@@ -21,6 +21,7 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
+from gan_core.layers import items_per_pass
 from gan_core.seeding import build_seeded
 from pipelines.devices import resolve_device, to_device
 from pipelines.stopping import check_stop
@@ -48,11 +49,18 @@ class SeededDropout(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """Two conv blocks and a small head; works for any input from 8x8 to 64x64, grey or RGB."""
+    """Two conv blocks and a small head, grey or RGB, for any side from 8 to 256 px. Above 64 px
+    (``side``) a stem of stride-2 convolutions first brings the side down to 64 or less, so a step
+    at 256 px costs about what one at 64 px does; up to 64 px the network is the same at every side."""
 
-    def __init__(self, in_channels: int, n_classes: int, width: int = 32) -> None:
+    def __init__(self, in_channels: int, n_classes: int, width: int = 32, side: int = 64) -> None:
         super().__init__()
+        stem: list[nn.Module] = []
+        while side > 64:
+            stem += [nn.Conv2d(in_channels, width, 4, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            in_channels, side = width, side // 2
         self.features = nn.Sequential(
+            *stem,
             nn.Conv2d(in_channels, width, 3, padding=1),
             nn.BatchNorm2d(width),
             nn.ReLU(inplace=True),
@@ -117,7 +125,7 @@ class CNNClassifier:
         self.device_ = device = resolve_device(self.device)
         rng = np.random.default_rng(self.random_state)
         self.n_classes_ = int(n_classes if n_classes is not None else y.max() + 1)
-        model = build_seeded(lambda: SmallCNN(X.shape[1], self.n_classes_, self.width), self.random_state)
+        model = build_seeded(lambda: SmallCNN(X.shape[1], self.n_classes_, self.width, X.shape[-1]), self.random_state)
         self.model_ = model.to(device)  # built on the CPU (build_seeded), then moved
         self.model_.dropout.seed(self.random_state)
         weight = None
@@ -163,15 +171,19 @@ class CNNClassifier:
     @torch.no_grad()
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
-        out = [torch.softmax(self.model_(to_device(xt[i : i + 512], self.device_)), dim=1).cpu()
-               for i in range(0, len(xt), 512)]
+        per_pass = items_per_pass(xt.shape[-1], 512)
+        out = [torch.softmax(self.model_(to_device(xt[i : i + per_pass], self.device_)), dim=1).cpu()
+               for i in range(0, len(xt), per_pass)]
         return torch.cat(out).numpy()
 
     @torch.no_grad()
     def embed(self, X: np.ndarray) -> np.ndarray:
-        """Penultimate features ``(N, 128)`` of images ``X: (N, C, H, W)`` (one pass), on the host."""
+        """Penultimate features ``(N, 128)`` of images ``X: (N, C, H, W)``, on the host (in passes of
+        a bounded pixel count: one pass up to 64 px for up to 512 images)."""
         xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
-        return self.model_.embed(to_device(xt, self.device_)).cpu().numpy()
+        per_pass = items_per_pass(xt.shape[-1], max(1, len(xt)))
+        return torch.cat([self.model_.embed(to_device(xt[i : i + per_pass], self.device_)).cpu()
+                          for i in range(0, len(xt), per_pass)]).numpy()
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.predict_proba(X).argmax(axis=1)

@@ -19,6 +19,7 @@ from pipelines.evaluation.quality import frechet_distance, label_agreement, memo
 
 SAMPLES = 200  # synthetic items per class and method
 MIN_REFERENCE = 10  # held-out images a class needs before they alone serve as the real reference
+FEATURE_NET = {"epochs": 10, "min_steps": 300}  # training of the feature network (class-balanced CNN)
 Generate = Callable[[np.ndarray, int], np.ndarray]  # (labels, seed) -> images (N, C, H, W) in [0, 1]
 
 
@@ -33,14 +34,16 @@ def smote_samples(x: np.ndarray, y: np.ndarray, classes: Sequence[int], n: int, 
 
 
 def compare_sample_quality(
-    splits: Splits, generate: Generate, classes: Sequence[int], seed: int = 0, n: int = SAMPLES,
+    splits: Splits, generate: Generate, classes: Sequence[int], seed: int = 0, n: int | None = None,
     device: str = "auto",
 ) -> pd.DataFrame:
     """One row per class and method (``gan``, ``smote``, ``albumentations``) with Fréchet distance,
     precision/recall/density/coverage, label agreement and memorisation, all from ``n`` samples. The
-    feature network trains and embeds on ``device``; the metrics are computed on the host."""
+    feature network trains and embeds on ``device``; the metrics are computed on the host. ``n``
+    defaults to :data:`SAMPLES`."""
+    n = SAMPLES if n is None else n
     train = splits.train
-    feature_net = CNNClassifier(epochs=10, class_weight="balanced", min_steps=300, random_state=seed, device=device)
+    feature_net = CNNClassifier(**FEATURE_NET, class_weight="balanced", random_state=seed, device=device)
     feature_net.fit(train.x, train.y, n_classes=len(train.class_names))
 
     def embed(images: np.ndarray) -> np.ndarray:

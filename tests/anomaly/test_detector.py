@@ -36,7 +36,7 @@ def fitted():
     return GANAnomalyDetector(score="combined", target_fpr=0.1, random_state=0, **TINY).fit(blobs(300, 0), blobs(200, 1))
 
 
-@pytest.mark.parametrize("channels, size", [(1, 8), (1, 28), (3, 32), (3, 64)])
+@pytest.mark.parametrize("channels, size", [(1, 8), (1, 28), (3, 32), (3, 64), (3, 128), (1, 256)])
 def test_networks_shapes(channels, size):
     g, c, e = AnoGenerator(8, channels, size, 4), Critic(channels, size, 4), Encoder(8, channels, size, 4)
     g.eval()
@@ -45,6 +45,8 @@ def test_networks_shapes(channels, size):
     x = g(z)
     assert x.shape == (2, channels, size, size)
     assert c(x).shape == (2,) and c.features(x).shape == (2, c.feature_dim)
+    if size >= 64:  # 64 px and above: the widest layer is width * WIDEST (8), pooled to 4x4
+        assert c.feature_dim == 4 * 8 * 16
 
 
 def test_anomalies_score_higher_than_normals(fitted):

@@ -77,7 +77,7 @@ def test_checkpoint_lets_a_rerun_resume(mlflow_store, tmp_path):
         (["--minority", "eleven"], "unknown class 'eleven'"),
         (["--minority", "3:5", "--target", "4"], "target 4 for class '3' is below its 5 real training items"),
         (["--minority", "3:500"], "cannot keep 500"),
-        (["--minority", "3", "--image-size", "100"], "--image-size: must be <= 64, got 100"),
+        (["--minority", "3", "--image-size", "300"], "--image-size: must be <= 256, got 300"),
     ],
 )
 def test_bad_augment_requests_fail_before_training(argv, message, capsys, mlflow_store, tmp_path):

@@ -7,8 +7,8 @@ from gan_aug import losses
 from gan_aug.networks import Discriminator, Generator
 
 
-@pytest.mark.parametrize("channels, size", [(1, 8), (1, 28), (3, 32), (3, 64), (1, 12)])
-def test_networks_handle_grey_and_rgb_from_8_to_64(channels, size):
+@pytest.mark.parametrize("channels, size", [(1, 8), (1, 28), (3, 32), (3, 64), (1, 12), (3, 100), (3, 128), (1, 256)])
+def test_networks_handle_grey_and_rgb_from_8_to_256(channels, size):
     g = Generator(n_classes=4, channels=channels, size=size, z_dim=16, width=8)
     d = Discriminator(n_classes=4, channels=channels, size=size, width=8)
     y = torch.tensor([0, 1, 2, 3])
@@ -53,3 +53,15 @@ def test_adversarial_loss_is_chosen_once_and_only_wgan_gp_pays_the_penalty():
     assert hinge.generator is wgan.generator is losses.adversarial_generator_loss  # -E[D(G(z))] for both
     with pytest.raises(ValueError, match="loss must be"):
         losses.adversarial_loss("lsgan", gp_weight=10.0)
+
+
+@pytest.mark.parametrize("size", [128, 256])
+def test_networks_keep_their_widest_layer_above_64_px(size):
+    """Above 64 px the stages go on but no layer is wider than the 64 px networks' widest."""
+    def widest(net):
+        return max(max(m.in_channels, m.out_channels) for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+
+    at_64 = Generator(4, 3, 64, 16, 8), Discriminator(4, 3, 64, 8)
+    large = Generator(4, 3, size, 16, 8), Discriminator(4, 3, size, 8)
+    assert [widest(n) for n in large] == [widest(n) for n in at_64] == [8 * 8, 8 * 8]
+    assert large[0].base <= 8  # the first feature map is 8x8 or less
