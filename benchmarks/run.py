@@ -26,6 +26,8 @@ from benchmarks import anomaly, bad_inputs, first_run, invocations, reliability,
 # name -> run(quick) returning the section's markdown; each synthesis setting is a section of its own
 BENCHMARKS = {
     **{f"synthesis-{data}": partial(synthesis.run, setting=(data, minority)) for data, minority in synthesis.SETTINGS},
+    **{f"colour-{name}-{side}": partial(synthesis.run_colour, setting=(name, side, minority))
+       for name, side, minority in synthesis.COLOUR_SETTINGS},
     "anomaly": anomaly.run,
     "bad-inputs": bad_inputs.run,
     "invocations": invocations.run,
