@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import anomaly, bad_inputs, first_run, invocations, reliability, signals, synthesis
+from benchmarks import anomaly, bad_inputs, devices, first_run, invocations, reliability, signals, synthesis
 
 # name -> run(quick) returning the section's markdown; each synthesis setting is a section of its own
 BENCHMARKS = {
@@ -29,6 +29,7 @@ BENCHMARKS = {
     **{f"colour-{name}-{side}": partial(synthesis.run_colour, setting=(name, side, minority))
        for name, side, minority in synthesis.COLOUR_SETTINGS},
     "anomaly": anomaly.run,
+    "devices": devices.run,
     "bad-inputs": bad_inputs.run,
     "invocations": invocations.run,
     "signals": signals.run,
