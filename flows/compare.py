@@ -16,7 +16,7 @@ from flows.lifecycle import exit_with_owner
 from flows.params import CompareParams
 from gan_aug import GANOverSampler
 from pipelines.data.sources import ImageDataset
-from pipelines.devices import device_name, resolve_device
+from pipelines.devices import device_name, resolve_device, task_device
 from pipelines.evaluation import compare
 from pipelines.evaluation.remedies import Synthesise
 from pipelines.errors import GanpipeError
@@ -87,8 +87,10 @@ def run_seed(dataset: ImageDataset, counts: dict[str, int], arms: list[str], see
     # so every worker uses the flow's count and the table does not depend on where a seed ran
     torch.set_num_threads(torch_threads)
     logger = run_logger()
-    return compare.run_seed(dataset, counts, arms, seed, classifier, epochs, train_gan, sweep_count,
-                            progress=lambda line: logger.info("%s", line), device=device)
+    device = task_device(device)  # in a Dask worker of a multi-GPU machine: that worker's own GPU
+    return compare.run_seed(dataset, counts, arms, seed, classifier, epochs,
+                            None if train_gan is None else partial(train_gan, device=device),
+                            sweep_count, progress=lambda line: logger.info("%s", line), device=device)
 
 
 @flow(name="ganpipe-compare", log_prints=True, task_runner=task_runner(), flow_run_name=flow_run_name("compare", "seeds"))
@@ -100,7 +102,7 @@ def compare_flow(params: CompareParams = CompareParams()) -> dict:
     planned = plan(params)
     dataset, counts, arms, sweep, registered = (planned.dataset, planned.counts, planned.arms, planned.sweep,
                                                 planned.registered)
-    gan = partial(train_gan_for_arms, steps=params.gan_steps, registered=registered, device=params.device)
+    gan = partial(train_gan_for_arms, steps=params.gan_steps, registered=registered)  # each seed adds its device
     calls = [(dataset, counts, arms, seed, params.classifier, params.epochs, gan, count, torch.get_num_threads(),
               params.device) for count in sweep for seed in range(params.seeds)]
     # the parent run opens now, so the UI shows the comparison running (and FAILED with the reason on error)

@@ -17,6 +17,7 @@ from flows.common import in_flow_run, task_runner
 from flows.detector import score_flow
 from flows.lifecycle import exit_with_owner
 from flows.params import ScoreInboxParams, ScoreParams
+from pipelines.devices import task_device
 from pipelines.errors import GanpipeError
 from pipelines.tracking.runs import check_tracking
 
@@ -117,7 +118,8 @@ def score_one(batch: str, out: str, model: str, device: str = "auto") -> dict:
     :func:`score_batches` records it. Scoring resumes where an earlier attempt stopped, so no item
     is scored twice."""
     try:
-        result = score_flow.fn(ScoreParams(batch=batch, out=out, model=model, batch_id=Path(batch).stem, device=device))
+        result = score_flow.fn(ScoreParams(batch=batch, out=out, model=model, batch_id=Path(batch).stem,
+                                           device=task_device(device)))  # a Dask worker's own GPU, if several
     except GanpipeError as exc:
         return _give_up(batch, out, str(exc))
     release(Path(out))

@@ -141,3 +141,35 @@ def _device_option():
 def device_constraint():
     """The scikit-learn parameter constraint of an estimator's ``device`` (for ``_parameter_constraints``)."""
     return _device_option()()
+
+
+def gpu_for_worker(worker_name: Any, gpus: int) -> int | None:
+    """The GPU index a Dask worker takes when a machine has ``gpus`` CUDA GPUs: worker ``i`` of a
+    local cluster (named 0, 1, ...) takes GPU ``i mod gpus``. None when there is nothing to spread
+    (one GPU or none) or the worker is not numbered (a remote worker: start one per GPU with
+    ``CUDA_VISIBLE_DEVICES`` set, and each sees only its own)."""
+    if gpus < 2:
+        return None
+    try:
+        return int(str(worker_name)) % gpus
+    except ValueError:
+        return None
+
+
+def task_device(spec: str = "auto") -> str:
+    """The device spec a fanned-out task uses where it runs: ``spec`` itself, except in a Dask worker
+    of a machine with several CUDA GPUs, where ``auto`` and ``cuda`` become that worker's own GPU
+    (:func:`gpu_for_worker`), so the seeds of ``compare --dask-workers N`` spread over the GPUs.
+    ``cuda:N``, ``cpu`` and ``mps`` are kept as asked."""
+    if spec not in ("auto", "cuda"):
+        return spec
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):  # not in a Dask worker
+        return spec
+    import torch
+
+    index = gpu_for_worker(worker.name, torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    return spec if index is None else f"cuda:{index}"

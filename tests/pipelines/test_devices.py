@@ -66,3 +66,35 @@ def test_cuda_batches_arrive_on_the_gpu_in_bf16_under_autocast():
     assert x.device.type == "cuda"
     with autocast(device):
         assert (x @ x).dtype == (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32)
+
+
+def test_local_dask_workers_spread_over_several_gpus():
+    from pipelines.devices import gpu_for_worker
+
+    assert [gpu_for_worker(i, 2) for i in range(4)] == [0, 1, 0, 1]  # worker i of a local cluster
+    assert gpu_for_worker("3", 4) == 3
+    assert gpu_for_worker(0, 1) is None and gpu_for_worker(0, 0) is None  # nothing to spread
+    assert gpu_for_worker("tcp://10.0.0.5:40001", 2) is None  # a remote worker keeps its own CUDA_VISIBLE_DEVICES
+
+
+def test_outside_a_dask_worker_the_device_is_as_asked():
+    from pipelines.devices import task_device
+
+    assert [task_device(s) for s in ("auto", "cuda", "cpu", "cuda:1", "mps")] == ["auto", "cuda", "cpu", "cuda:1", "mps"]
+
+
+def test_in_a_real_dask_worker_without_gpus_auto_stays_auto():
+    from distributed import Client, LocalCluster
+
+    from pipelines.devices import task_device
+
+    with LocalCluster(n_workers=1, processes=False, threads_per_worker=1, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        # the worker is named 0: with two GPUs or more it takes cuda:0, otherwise "auto" stays
+        assert client.submit(task_device, "auto").result() == ("auto" if _gpus() < 2 else "cuda:0")
+
+
+def _gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
