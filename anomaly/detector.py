@@ -56,7 +56,7 @@ class GANAnomalyDetector(BaseEstimator):
     held out of training to calibrate, used when ``fit`` gets no calibration set), ``epochs`` (passes
     over the normal training images per stage; None: ``gan_steps`` and ``encoder_steps``), the
     f-AnoGAN settings (see :class:`~anomaly.train.FAnoGANConfig`; ``batch_size`` is the batch up to
-    64 px, scaled down above by :func:`~gan_core.config.batch_for_side`), ``checkpoint_path``,
+    32 px, scaled down above by :func:`~gan_core.config.batch_for_side`), ``checkpoint_path``,
     ``progress`` (called as ``progress(stage, step, steps, record)``), ``random_state`` and
     ``device`` (where it trains and scores: auto, cpu, cuda, cuda:N or mps; not saved with the model).
 
@@ -135,7 +135,7 @@ class GANAnomalyDetector(BaseEstimator):
                 raise ValueError(f"{len(X)} normal images are too few to train and calibrate")
             X, X_calibration = X[order[n_cal:]], X[order[:n_cal]]
         steps = {"gan_steps": self.gan_steps, "encoder_steps": self.encoder_steps}
-        batch_size = batch_for_side(self.batch_size, X.shape[-1])  # batch_size up to 64 px, fewer above
+        batch_size = batch_for_side(self.batch_size, X.shape[-1])  # batch_size up to 32 px, fewer above
         if self.epochs is not None:
             steps = dict.fromkeys(steps, steps_for_epochs(self.epochs, len(X), batch_size))
         config = FAnoGANConfig(

@@ -60,7 +60,7 @@ class GANOverSampler(BaseOverSampler):
     batch_size ... checkpoint_every : the GAN's settings, each a field of
         :class:`~gan_aug.config.GANConfig` (and :class:`~gan_core.config.GANTrainingConfig`) with its
         default and meaning there (e.g. ``loss="wgan-gp"``, ``judge_steps=0``); ``batch_size`` is the
-        batch up to 64 px, scaled down above (see :meth:`gan_config`).
+        batch up to 32 px, scaled down above (see :meth:`gan_config`).
     checkpoint_path : where to checkpoint; an interrupted fit resumes from it.
     progress : called as ``progress(step, steps, metrics)`` while the GAN trains.
     preview : called as ``preview(step, images, labels)`` with images of fixed latents while the GAN
@@ -194,7 +194,7 @@ class GANOverSampler(BaseOverSampler):
     def gan_config(self, n_items: int, side: int | None = None) -> GANConfig:
         """The :class:`~gan_aug.config.GANConfig` a fit on ``n_items`` images of ``side x side``
         trains with: the GAN settings, ``random_state`` as the seed, the batch scaled for the side
-        (:func:`~gan_core.config.batch_for_side`: ``batch_size`` up to 64 px) and ``epochs`` turned
+        (:func:`~gan_core.config.batch_for_side`: ``batch_size`` up to 32 px) and ``epochs`` turned
         into steps of that batch. ``side`` defaults to ``image_shape``'s (64 px rules when neither
         is known). Bad settings -> ValueError (sklearn's ``InvalidParameterError`` names the
         parameter and its valid range)."""

@@ -95,6 +95,7 @@ class TrainedGAN:
         return {"config": asdict(self.config), "n_classes": self.n_classes, "image_shape": list(self.image_shape),
                 "generator": to_cpu(self.generator.state_dict()),
                 "judge": None if self.judge is None else to_cpu(self.judge.state_dict()),
+                "judge_view": None if self.judge is None else self.judge.view,
                 "novelty": None if self.novelty is None else self.novelty.state_dict(),
                 "history": self.history, "seconds": self.seconds}
 
@@ -105,7 +106,9 @@ class TrainedGAN:
         channels, size, _ = state["image_shape"]
         with CPU:
             generator = Generator(state["n_classes"], channels, size, config.z_dim, config.width)
-            judge = None if state["judge"] is None else Judge(state["n_classes"], channels, size=size)
+            # judges saved before they looked at a reduced view saw the whole image
+            judge = None if state["judge"] is None else Judge(state["n_classes"], channels, size=size,
+                                                             view=state.get("judge_view", size))
         generator.load_state_dict(state["generator"])
         if judge is not None:
             judge.load_state_dict(state["judge"])

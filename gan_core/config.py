@@ -25,13 +25,14 @@ def steps_for_epochs(epochs: float, n_items: int, batch_size: int) -> int:
     return max(1, math.ceil(epochs * n_items / batch_size))
 
 
-FULL_BATCH_SIDE = 64  # up to this side a training step takes batch_size images
+FULL_BATCH_SIDE = 32  # up to this side a training step takes batch_size images
 
 
 def batch_for_side(batch_size: int, side: int) -> int:
-    """Images per training step for ``side x side`` images: ``batch_size`` up to 64 px, scaled by
-    ``64 / side`` above (at least 8, and never more than asked), so that with the capped network
-    widths of :mod:`gan_core.layers` a step at 256 px costs about 4x one at 64 px, not 16x."""
+    """Images per training step for ``side x side`` images: ``batch_size`` up to 32 px, scaled by
+    ``32 / side`` above (64 px: half, 256 px: an eighth; at least 8, never more than asked), so that
+    with the capped network widths of :mod:`gan_core.layers` a step's cost grows with the side,
+    not with its square."""
     if side <= FULL_BATCH_SIDE:
         return batch_size
     return min(batch_size, max(8, batch_size * FULL_BATCH_SIDE // side))

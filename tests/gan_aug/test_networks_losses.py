@@ -65,3 +65,17 @@ def test_networks_keep_their_widest_layer_above_64_px(size):
     large = Generator(4, 3, size, 16, 8), Discriminator(4, 3, size, 8)
     assert [widest(n) for n in large] == [widest(n) for n in at_64] == [8 * 8, 8 * 8]
     assert large[0].base <= 8  # the first feature map is 8x8 or less
+
+
+def test_the_judge_looks_at_a_32_px_view_of_larger_images():
+    from gan_aug.networks import Judge
+
+    small, large = Judge(4, 3, size=28), Judge(4, 3, size=128)
+    assert isinstance(small.shrink, torch.nn.Identity) and small.view == 28
+    assert large.view == 32 and large(torch.rand(2, 3, 128, 128)).shape == (2, 4)
+    # the same weights judge a 128 px image as they judge its 32 px area average
+    same = Judge(4, 3, size=32)
+    same.load_state_dict(large.state_dict())
+    x = torch.rand(2, 3, 128, 128)
+    large.eval(), same.eval()
+    assert torch.allclose(large(x), same(torch.nn.functional.avg_pool2d(x, 4)), atol=1e-5)

@@ -21,8 +21,8 @@ def test_widths_double_towards_the_small_end_and_stop_at_the_cap():
     assert max(stage_widths(4, 5)) == 4 * WIDEST
 
 
-def test_batch_is_kept_up_to_64_px_and_scaled_above():
-    assert [batch_for_side(64, side) for side in (8, 28, 64, 128, 256)] == [64, 64, 64, 32, 16]
+def test_batch_is_kept_up_to_32_px_and_scaled_above():
+    assert [batch_for_side(64, side) for side in (8, 28, 32, 64, 128, 256)] == [64, 64, 64, 32, 16, 8]
     assert batch_for_side(16, 256) == 8 and batch_for_side(4, 256) == 4  # at least 8, never more than asked
 
 
