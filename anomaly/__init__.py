@@ -1,5 +1,6 @@
 """The anomaly GAN (f-AnoGAN): networks, losses, two-stage training, scores and calibration. Public
-entry: :class:`GANAnomalyDetector` (scikit-learn / PyOD API); :data:`SCORES` names its scores,
+entry: :class:`GANAnomalyDetector` (scikit-learn / PyOD API; ``anomaly_map`` says where an image is
+anomalous, see :mod:`anomaly.maps`); :data:`SCORES` names its scores,
 :data:`DEFAULT_SCORE` is the one that flags by default and :data:`CRITIC_ONLY` those that need no reconstruction.
 
 Imports ``gan_core`` (the shared GAN machinery), torch, numpy and scikit-learn; never
@@ -10,7 +11,8 @@ under its name; nothing else lists it (the command line reads the names, torch-f
 table's source: :data:`anomaly.names.SCORES`). The entry says
 
 - what it needs beyond the critic's pass over ``x``: ``needs={RECONSTRUCTION}`` for ``G(E(x))``,
-  ``{SNAPSHOTS}`` for the snapshot critics, nothing for a critic-only score;
+  ``{SNAPSHOTS}`` for the snapshot critics, ``{MAPS}`` for the per-location maps, nothing for a
+  critic-only score;
 - how it is computed: ``measure(batch)``, a ``(B,)`` tensor from what a
   :class:`~anomaly.scores.Batch` gives (``batch.features``, ``batch.reconstruction``, ...), and/or
   ``combine(measured, scores, fitted)`` from its measurements over all items and its ``inputs``;

@@ -32,12 +32,15 @@ import torch
 from sklearn.base import BaseEstimator, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from anomaly import maps
 from anomaly.names import DEFAULT_SCORE
-from anomaly.scores import PASSES, TABLE, compute, fit_scores, missing_state, network_input, state_loaders
+from anomaly.scores import (BATCH, PASSES, TABLE, Batch, compute, fit_scores, missing_state, network_input, on_device,
+                            state_loaders)
 from anomaly.train import CPU, FAnoGAN, FAnoGANConfig, Progress, networks_from_state, state_of, train_fanogan
 from pipelines.devices import device_constraint, resolve_device
 from pipelines.errors import GanpipeError
 from gan_core.config import batch_for_side, steps_for_epochs
+from gan_core.layers import items_per_pass
 
 STALE_STATE = ("this detector was saved before the critic-feature scores (issue 10) and lacks their density "
                "of the training features; train it again (ganpipe train-detector)")
@@ -207,6 +210,34 @@ class GANAnomalyDetector(BaseEstimator):
         model: FAnoGAN = self._fitted()["model"]
         images = model.generator(model.encoder(network_input(X, model.device)))
         return ((images + 1) / 2).contiguous().cpu().numpy()
+
+    @torch.inference_mode()
+    def anomaly_map(self, X: np.ndarray, kind: str = "feature") -> np.ndarray:
+        """Where each image of ``X: (N, C, H, W)`` in [0, 1] is anomalous: maps ``(N, H, W)`` float32,
+        higher = more anomalous (see :mod:`anomaly.maps`). ``kind``: ``"feature"`` (the critic's
+        features per location against the normal training images', the fast critic-only path),
+        ``"residual"`` (``|x - G(E(x))|``) or ``"combined"`` (both, each on its normal scale)."""
+        if kind not in maps.KINDS:
+            raise ValueError(f"kind must be one of {', '.join(maps.KINDS)}, got {kind!r}")
+        X = self._check(X)
+        fitted = self._fitted()
+        if fitted.get("map_mean") is None:
+            raise GanpipeError("this detector was saved before anomaly maps existed; train it again "
+                               "(ganpipe train-detector) to get maps")
+        model: FAnoGAN = fitted["model"]
+        state, side = on_device(fitted, model.device), X.shape[-1]
+        out = np.empty((len(X), X.shape[-2], side), dtype=np.float32)
+        per_pass = items_per_pass(side, BATCH)
+        for start in range(0, len(X), per_pass):
+            batch = Batch(state, network_input(X[start : start + per_pass], model.device))
+            parts = {}
+            if kind != "residual":
+                parts["feature"] = maps.to_image(batch.location_map, side)
+            if kind != "feature":
+                parts["residual"] = maps.residual_map(batch.x, batch.reconstruction)
+            result = parts[kind] if kind in parts else maps.combine(parts, fitted["map_norms"])
+            out[start : start + len(result)] = result.float().cpu().numpy()
+        return out
 
     def p_values(self, X: np.ndarray) -> np.ndarray:
         return self.score_components(X)["p_value"]

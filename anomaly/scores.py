@@ -15,11 +15,15 @@ shared ``MultiVariateGaussian``). Higher = more anomalous. Per item ``x`` (image
   :class:`~anomaly.train.FAnoGANConfig`) at two depths each (the first layer, pooled to 4x4, and the
   feature layer), each standardised on the held-out normal calibration images, then averaged: several
   views of the normal class, each fitted on the normal training images only;
+- ``critic_map``: the brightest 3x3 spot of the feature anomaly map (:mod:`anomaly.maps`): the
+  Mahalanobis distance of the critic's features at each location to a Gaussian of the normal
+  training images' features at that location (PaDiM with the critic as backbone), for defects
+  that cover a few percent of the image;
 - ``ensemble``: mean of the :data:`ENSEMBLE` scores after standardising each on the held-out normal
   calibration images, so none dominates by its units.
 
 A :class:`Score` says which passes it needs beyond the critic's over ``x`` (:data:`RECONSTRUCTION`,
-:data:`SNAPSHOTS`), what it measures per batch, what it fits on the normal training images and on the
+:data:`SNAPSHOTS`, :data:`MAPS`), what it measures per batch, what it fits on the normal training images and on the
 held-out normal calibration images, and how it combines its measurements or earlier scores. Its
 fitted state is a few named values: the detector keeps each as the attribute ``<key>_`` and saves it
 under ``<key>`` in its ``state_dict``; a detector saved before a score existed lacks that score's
@@ -43,6 +47,7 @@ import numpy as np
 import torch
 from sklearn.covariance import LedoitWolf
 
+from anomaly import maps
 from anomaly.names import DEFAULT_SCORE, SCORES
 from anomaly.networks import Critic
 from anomaly.train import FAnoGAN
@@ -51,7 +56,8 @@ from pipelines.devices import to_device
 
 RECONSTRUCTION = "reconstruction"  # G(E(x)) and its critic features f(G(E(x)))
 SNAPSHOTS = "snapshots"  # both layers of the earlier critics of the snapshot ensemble
-PASSES = frozenset({RECONSTRUCTION, SNAPSHOTS})
+MAPS = "maps"  # the critic's features at every location and their per-location Gaussians (anomaly.maps)
+PASSES = frozenset({RECONSTRUCTION, SNAPSHOTS, MAPS})
 BATCH = 256  # images per pass up to 64 px (fewer above: gan_core.layers.items_per_pass): activations in cache
 KNN = 5  # neighbours of critic_feature_knn
 FEATURE_REFERENCE = 2000  # normal training images kept for critic_feature_knn (a seeded random subset beyond)
@@ -139,6 +145,15 @@ class Batch:
         return self.model.critic.body(self.reconstruction)
 
     @cached_property
+    def location_map(self) -> torch.Tensor:
+        """Mahalanobis distance of the critic's features at each location to the normal training
+        images' there: ``(B, h, w)`` (see :mod:`anomaly.maps`)."""
+        fitted = self.fitted
+        features = maps.spatial_features(self.model.critic, self.x)[:, as_tensor(fitted["map_channels"], self.x)]
+        return maps.location_distances(features, as_tensor(fitted["map_mean"], self.x),
+                                       as_tensor(fitted["map_whitening"], self.x))
+
+    @cached_property
     def ensemble_layers(self) -> list[torch.Tensor]:
         """Both layers of every critic of the snapshot ensemble, oldest first (the final critic last):
         ``[(B, width * 16), (B, F)] * critics``."""
@@ -160,6 +175,25 @@ class NormalImages:
     def features(self) -> np.ndarray:
         """``f(x)`` of the final critic: ``(N, F)`` float32, on the host."""
         return np.concatenate([host(self.model.critic.body(x)) for x in self._batches()])
+
+    def location_gaussians(self) -> dict:
+        """The per-location Gaussians of the final critic's spatial features (:mod:`anomaly.maps`), and
+        the mean of the feature and residual maps over these images (to put the two on one scale)."""
+        critic, channels = self.model.critic, None
+        gaussians = maps.LocationGaussians()
+        for x in self._batches():
+            features = maps.spatial_features(critic, x)
+            if channels is None:
+                channels = maps.map_channels(features.shape[1], self.seed)
+            gaussians.add(features[:, torch.from_numpy(channels).to(features.device)].cpu())
+        mean, whitening = gaussians.fit()
+        state = {"map_channels": channels, "map_mean": mean, "map_whitening": whitening}
+        totals = {"feature": 0.0, "residual": 0.0}
+        for x in self._batches():
+            batch = Batch({"model": self.model, **state}, x)
+            totals["feature"] += float(maps.to_image(batch.location_map, x.shape[-1]).mean(dim=(1, 2)).sum())
+            totals["residual"] += float(maps.residual_map(x, batch.reconstruction).mean(dim=(1, 2)).sum())
+        return {**state, "map_norms": {kind: max(total / len(self.X), 1e-12) for kind, total in totals.items()}}
 
     def layers(self, critic: Critic) -> list[np.ndarray]:
         """Both layers of ``critic``: ``[(N, width * 16), (N, F)]`` float32, on the host."""
@@ -247,6 +281,10 @@ def _fit_layer_gaussians(images: NormalImages, fitted: Mapping[str, Any]) -> dic
     return {"layer_means": [g.mean for g in gaussians], "layer_whitenings": [g.whitening for g in gaussians]}
 
 
+def _int64(value: Any) -> np.ndarray:
+    return np.asarray(value, dtype=np.int64)
+
+
 def _layer_distances(batch: Batch) -> torch.Tensor:
     """Mahalanobis distance per critic and depth: ``(B, 2 * critics)``."""
     gaussians = map(Gaussian, batch.fitted["layer_means"], batch.fitted["layer_whitenings"])
@@ -288,6 +326,10 @@ TABLE: dict[str, Score] = {
         fit=_fit_layer_gaussians, fit_state={"layer_means": _float32_list, "layer_whitenings": _float32_list},
         calibrate=lambda measured, scores: {"layer_standardisation": list(_standardised(measured))},
         calibration_state={"layer_standardisation": _float64_list}),
+    "critic_map": Score(  # the image score of the feature map (anomaly.maps): its brightest 3x3 spot
+        needs=frozenset({MAPS}), measure=lambda batch: maps.map_score(batch.location_map),
+        fit=lambda images, fitted: images.location_gaussians(),
+        fit_state={"map_channels": _int64, "map_mean": _float32, "map_whitening": _float32, "map_norms": _as_saved}),
     "ensemble": Score(
         needs=frozenset({RECONSTRUCTION}), inputs=ENSEMBLE, combine=_mean_standardised_score,
         calibrate=lambda measured, scores: {"standardisation": {

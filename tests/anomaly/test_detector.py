@@ -196,8 +196,8 @@ def test_fast_path_gives_the_full_path_scores(fitted, score):
     full = detector.score_components(x)
     fast = detector.score_components(x, every_component=False)
     needed = CRITIC_ONLY if score in CRITIC_ONLY else SCORES
-    # the snapshot critics' passes only when their score is the selected one
-    expected_keys = [k for k in needed if k != "multi_critic_distance" or score == k] + ["p_value"]
+    # the snapshot critics' passes, and the per-location maps, only when their score is the selected one
+    expected_keys = [k for k in needed if k not in ("multi_critic_distance", "critic_map") or score == k] + ["p_value"]
     assert list(fast) == expected_keys
     for key in fast:
         np.testing.assert_allclose(fast[key], full[key], rtol=1e-5, atol=1e-6)

@@ -53,6 +53,7 @@ def test_nothing_is_made_on_the_default_device_when_another_is_asked_for(tmp_pat
         resumed = GANAnomalyDetector(device="cpu", checkpoint_path=tmp_path / "f.pt", **SMALL).fit(x)
         components = detector.score_components(mixed)
         scores, reconstruction = detector.score_samples(mixed), detector.reconstruct(mixed[:4])
+        anomaly_maps = detector.anomaly_map(mixed[:4], kind="combined")
         loaded = GANAnomalyDetector.from_state_dict(detector.state_dict(), device="cpu")
         loaded_scores = loaded.score_samples(mixed)
     assert detector.device_ == loaded.device_ == torch.device("cpu")
@@ -66,6 +67,7 @@ def test_nothing_is_made_on_the_default_device_when_another_is_asked_for(tmp_pat
     np.testing.assert_array_equal(resumed.score_samples(mixed), scores)
     np.testing.assert_array_equal(loaded_scores, scores)
     np.testing.assert_array_equal(reconstruction, reference.reconstruct(mixed[:4]))
+    np.testing.assert_array_equal(anomaly_maps, reference.anomaly_map(mixed[:4], kind="combined"))
 
 
 def test_the_state_is_device_free_and_the_device_is_not_saved():

@@ -42,7 +42,7 @@ def test_a_score_is_one_entry_of_the_table(monkeypatch, tmp_path):
     assert detector.threshold_ == np.quantile(detector.calibration_scores_["toy"], 1 - detector.target_fpr, method="higher")
     # needs no reconstruction: computed beside the critic-only scores, from the critic's pass alone
     assert set(detector.set_params(score="critic").score_components(x, every_component=False)) == {
-        *CRITIC_ONLY, "toy", "p_value"} - {"multi_critic_distance"}
+        *CRITIC_ONLY, "toy", "p_value"} - {"multi_critic_distance", "critic_map"}
     detector.set_params(score="toy")
     # saved and loaded through state_dict as plain data
     state = detector.state_dict()
@@ -70,7 +70,8 @@ def test_the_torch_free_names_are_read_from_the_table_source(tmp_path):
 
 def test_the_table_and_the_torch_free_names_agree(monkeypatch):
     assert tuple(TABLE) == SCORES
-    assert CRITIC_ONLY == ("critic", "critic_feature_distance", "critic_feature_knn", "multi_critic_distance")
+    assert CRITIC_ONLY == ("critic", "critic_feature_distance", "critic_feature_knn", "multi_critic_distance",
+                           "critic_map")
     _check_table()
     monkeypatch.setitem(TABLE, "toy", TOY)
     with pytest.raises(ImportError, match="must list the scores"):

@@ -78,7 +78,8 @@ def test_registered_model_scores_like_the_in_memory_one(trained):
     np.testing.assert_allclose(from_registry["score"], in_memory.score_samples(x), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(from_registry["p_value"], in_memory.p_values(x))
     needed = CRITIC_ONLY if in_memory.score in CRITIC_ONLY else SCORES  # no G(E(x)) unless needed,
-    fast = [k for k in needed if k != "multi_critic_distance" or in_memory.score == k]  # nor the snapshots' passes
+    # nor the snapshots' or the maps' passes
+    fast = [k for k in needed if k not in ("multi_critic_distance", "critic_map") or in_memory.score == k]
     assert list(from_registry.columns) == ["score", *fast, "p_value", "flag"]
     assert model.unwrap_python_model().estimator.image_shape_ == (1, 8, 8)
 
@@ -110,7 +111,7 @@ def test_score_batch_accounts_for_every_item_and_is_idempotent(trained, tmp_path
     assert reasons["colour.png"] == "wrong channel count: image has 3, expected 1"
     assert "cannot be resized to 8x8" in reasons["wide.png"]
     assert "sub/big.png" in set(scores["item_id"])
-    assert set(scores.columns) >= {"item_id", "score", *(set(CRITIC_ONLY) - {"multi_critic_distance"}), "p_value", "flag"}
+    assert set(scores.columns) >= {"item_id", "score", *(set(CRITIC_ONLY) - {"multi_critic_distance", "critic_map"}), "p_value", "flag"}
     assert result["summary"]["scored"] == 11 and result["summary"]["rejected"] == 4 and not result["repeated"]
 
     again = score_flow.fn(ScoreParams(batch=str(batch), out=str(tmp_path / "out2"), model="models:/digits-zero/1"))
