@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import anomaly, bad_inputs, devices, first_run, invocations, reliability, signals, synthesis
+from benchmarks import anomaly, bad_inputs, devices, first_run, invocations, local_defects, reliability, signals, synthesis
 
 # name -> run(quick) returning the section's markdown; each synthesis setting is a section of its own
 BENCHMARKS = {
@@ -30,6 +30,7 @@ BENCHMARKS = {
        for name, side, minority in synthesis.COLOUR_SETTINGS},
     "anomaly": anomaly.run,
     "devices": devices.run,
+    "local-defects": local_defects.run,
     "bad-inputs": bad_inputs.run,
     "invocations": invocations.run,
     "signals": signals.run,
