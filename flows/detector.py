@@ -22,6 +22,7 @@ from anomaly import GANAnomalyDetector
 from flows.common import Planner, call, data_label, flow_run_name, load_data, prefect_tags, run_logger
 from flows.params import ScoreParams, TrainDetectorParams
 from pipelines.data.batches import batch_digest, check_batch, count_items, iter_batch
+from pipelines.data.maps import MapWriter, png_name
 from pipelines.data.results import ResultLog
 from pipelines.data.sources import ImageDataset
 from pipelines.data.specs import parse_class_spec
@@ -174,6 +175,7 @@ def record_scores(data: BatchInfo, out_dir: Path, summary: dict, detector, model
             run.log_metrics({"mean_score": mean_score})
             run.log_figure(score_histogram(scores, None, detector.threshold_, detector.score),
                            "figures/score_histogram.png")
+            log_map_gallery(run, out_dir)
     # the model's trend across batches (experiment ganpipe-monitoring): one point per scored batch
     update_trend(name, data.batch_id, trend_point(summary, mean_score))
     if tags.get("prefect.flow_run_id"):
@@ -184,6 +186,40 @@ def record_scores(data: BatchInfo, out_dir: Path, summary: dict, detector, model
             description=f"scores of batch {data.batch_id} with {name} v{version}",
         )
     return run.run_id
+
+
+GALLERY = 12  # flagged items with their anomaly maps in the batch run's gallery
+
+
+def log_map_gallery(run, out_dir: Path) -> None:
+    """The batch run's gallery: the most anomalous flagged items whose maps were written (image and
+    map overlay side by side, highest score first) as ``top_anomalies.png`` beside ``scores.csv``
+    and ``figures/top_anomalies.png`` in the run, their overlays
+    under ``maps/``, and ``maps.npz`` when it is under 50 MB."""
+    from PIL import Image
+
+    maps_dir = out_dir / "maps"
+    if not maps_dir.is_dir():
+        return
+    scores = pd.read_csv(out_dir / "scores.csv", usecols=["item_id", "score", "flag"], dtype={"item_id": str})
+    ranked = scores[scores["flag"] == 1].sort_values("score", ascending=False)
+    files = [maps_dir / png_name(i) for i in ranked["item_id"]]
+    top = [(f, s) for f, s in zip(files, ranked["score"]) if f.exists()][:GALLERY]
+    if top:
+        pictures = [np.asarray(Image.open(f).convert("RGB")) for f, _ in top]
+        height, width = max(p.shape[0] for p in pictures), max(p.shape[1] for p in pictures)
+        columns = 3
+        sheet = np.full(((height + 8) * -(-len(pictures) // columns), (width + 8) * columns, 3), 255, np.uint8)
+        for k, picture in enumerate(pictures):
+            r, c = divmod(k, columns)
+            sheet[r * (height + 8) : r * (height + 8) + picture.shape[0], c * (width + 8) : c * (width + 8) + picture.shape[1]] = picture
+        Image.fromarray(sheet).save(out_dir / "top_anomalies.png")
+        run.log_artifact(out_dir / "top_anomalies.png", "figures")
+        for f, _ in top:
+            run.log_artifact(f, "maps")
+    npz = out_dir / "maps.npz"
+    if npz.exists() and npz.stat().st_size < 50 * 2**20:
+        run.log_artifact(npz, "results")
 
 
 def registered_detector(uri: str, device: str = "auto") -> tuple[tuple[str, str, str], GANAnomalyDetector]:
@@ -220,8 +256,15 @@ def score_chunks(detector, params: ScoreParams, out_dir: Path) -> dict[str, int]
         logger.info("continuing %s after %d items scored earlier", params.batch, done)
     roots = tuple(Path(r).expanduser() for r in (params.allow_roots or "").split(os.pathsep) if r)
     total, started = count_items(params.batch), time.perf_counter()
+    writer = map_writer(detector, params.maps, out_dir)
     for chunk in iter_batch(params.batch, shape, chunk_size=params.chunk_size, skip=done, allow_roots=roots):
         scored = score_table(detector, chunk.x) if len(chunk.ids) else pd.DataFrame(columns=columns)
+        if writer is not None:
+            chosen = np.flatnonzero(np.ones(len(chunk.ids), bool) if params.maps == "all" else
+                                    scored["flag"].to_numpy(dtype=np.int64) == 1) if len(chunk.ids) else np.zeros(0, int)
+            writer.add([chunk.ids[i] for i in chosen], chunk.x[chosen],
+                       detector.anomaly_map(chunk.x[chosen]) if len(chosen) else np.zeros((0, *shape[1:]), np.float32),
+                       chunk.end)
         scored.insert(0, "reason", "")
         scored.insert(0, "status", "scored")
         scored.insert(0, "item_id", list(chunk.ids))
@@ -233,7 +276,23 @@ def score_chunks(detector, params: ScoreParams, out_dir: Path) -> dict[str, int]
         logger.info("scoring %s  %s  (%.0f items/s)", params.batch,
                     progress_bar(chunk.end, total, spent, first_done=done, unit="items"),
                     (chunk.end - done) / max(spent, 1e-9))
-    return results.finish(out_dir / "scores.csv", out_dir / "rejected.csv")
+    counts = results.finish(out_dir / "scores.csv", out_dir / "rejected.csv")
+    if writer is not None:
+        counts["maps"] = writer.finish()
+    return counts
+
+
+def map_writer(detector, maps: str, out_dir: Path) -> MapWriter | None:
+    """Where ``--maps flagged|all`` go (None for ``none``, and for a detector saved before anomaly
+    maps existed, which is said once in the log)."""
+    if maps == "none":
+        return None
+    norms = getattr(detector, "map_norms_", None)
+    if norms is None:
+        run_logger().warning("this detector was saved before anomaly maps existed: no maps written (train it "
+                             "again with ganpipe train-detector to get them)")
+        return None
+    return MapWriter(out_dir, scale=float(norms["feature"]))
 
 
 @flow(name="ganpipe-score", log_prints=True, flow_run_name=flow_run_name("score"))

@@ -258,3 +258,33 @@ def test_champion_is_compared_on_images_neither_version_trained_on(trained, tmp_
                                                         out=str(tmp_path / "small"), name="digits-sizes"))
     assert result["champion"] is False
     assert "not compared" in client.get_model_version("digits-sizes", "2").tags["champion_comparison"]
+
+
+def test_score_writes_a_map_for_every_flagged_item_and_a_gallery(trained, tmp_path):
+    ds = load_dataset("digits")
+    x = np.concatenate([ds.x[ds.y == 0][:20], ds.x[ds.y == 7][:20]])
+    np.savez(tmp_path / "b.npz", x=x, ids=np.array([f"item/{i}" for i in range(40)]))
+    result = score_flow.fn(ScoreParams(batch=str(tmp_path / "b.npz"), out=str(tmp_path / "o"), model="models:/digits-zero/1"))
+    scores = pd.read_csv(tmp_path / "o" / "scores.csv", dtype={"item_id": str})
+    flagged = scores.loc[scores["flag"] == 1, "item_id"].tolist()
+    assert flagged  # sevens among zeros
+    from pipelines.data.maps import png_name
+
+    assert sorted(p.name for p in (tmp_path / "o" / "maps").iterdir()) == sorted(png_name(i) for i in flagged)
+    with np.load(tmp_path / "o" / "maps.npz") as npz:
+        assert npz["maps"].shape == (len(flagged), 8, 8) and npz["item_ids"].tolist() == flagged
+        detector = trained["first"]["detector"]
+        index = [int(i.split("/")[1]) for i in flagged]
+        np.testing.assert_allclose(npz["maps"], detector.anomaly_map(x[index]), rtol=1e-2, atol=1e-2)  # float16
+    assert not (tmp_path / "o" / ".maps.partial").exists()
+    client = MlflowClient(tracking_uri=trained["uri"])
+    artifacts = {f.path for d in ("figures", "maps") for f in client.list_artifacts(result["run_id"], d)}
+    assert "figures/top_anomalies.png" in artifacts and any(a.startswith("maps/") for a in artifacts)
+
+    score_flow.fn(ScoreParams(batch=str(tmp_path / "b.npz"), out=str(tmp_path / "all"), model="models:/digits-zero/1",
+                              maps="all", batch_id="again-all"))
+    with np.load(tmp_path / "all" / "maps.npz") as npz:
+        assert npz["maps"].shape == (40, 8, 8)
+    score_flow.fn(ScoreParams(batch=str(tmp_path / "b.npz"), out=str(tmp_path / "none"), model="models:/digits-zero/1",
+                              maps="none", batch_id="again-none"))
+    assert not (tmp_path / "none" / "maps").exists() and not (tmp_path / "none" / "maps.npz").exists()
