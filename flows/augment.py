@@ -22,9 +22,9 @@ from pipelines.devices import device_name, resolve_device
 from pipelines.errors import GanpipeError
 from pipelines.evaluation.plots import samples_figure, tile_images
 from pipelines.evaluation.sample_quality import compare_sample_quality
-from pipelines.text import progress_bar
+from pipelines.text import markdown_table, progress_bar
 from pipelines.tracking.registry import GeneratorModel, register_estimator
-from pipelines.tracking.runs import TrackedRun, start_run
+from pipelines.tracking.runs import DESCRIPTION_TAG, TrackedRun, start_run
 
 if TYPE_CHECKING:
     import torch
@@ -78,7 +78,8 @@ def train_gan(sampler: GANOverSampler, splits: Splits, run: TrackedRun | None = 
                             step=step, prefix="train/")
 
     def preview(step: int, images: np.ndarray, labels: np.ndarray) -> None:
-        run.log_image(tile_images(images, ncols=PREVIEW_PER_CLASS), key="train/samples", step=step)
+        rows = [splits.train.class_names[int(k)] for k in labels[::PREVIEW_PER_CLASS]]  # one row per class
+        run.log_image(tile_images(images, ncols=PREVIEW_PER_CLASS, row_labels=rows), key="train/samples", step=step)
 
     return sampler.set_params(progress=progress, preview=None if run is None else preview).fit(
         splits.train.x, splits.train.y)
@@ -101,6 +102,18 @@ def export(out: Path, x: np.ndarray, y: np.ndarray, class_names: tuple[str, ...]
     return export_synthetic(out, x, y, class_names, seed, version)
 
 
+def quality_description(params: AugmentParams, to_make: dict[int, int], names, quality: pd.DataFrame,
+                        seconds: float) -> str:
+    """The augment run's description: what was made, and the sample-quality table of every method."""
+    made = ", ".join(f"{n} for class {names[k]}" for k, n in sorted(to_make.items()))
+    shown = quality[[c for c in ("class", "method", "frechet", "precision", "recall", "coverage", "label_agreement",
+                                 "near_duplicate_share") if c in quality.columns]]
+    return (f"**Synthetic images for the minority classes of `{params.data}`**: {made} (GAN trained in {seconds:.0f} s). "
+            "Sample quality of the GAN beside SMOTE and classic augmentation, on the validation images of each "
+            "class (lower Fréchet is better; label agreement by a CNN trained on the real training split):\n\n"
+            + markdown_table(shown.round(3)))
+
+
 @flow(name="ganpipe-augment", log_prints=True, flow_run_name=flow_run_name("augment", "seed"))
 def augment_flow(params: AugmentParams = AugmentParams()) -> dict:
     """Load -> train the conditional GAN on all classes -> sample the minority classes up to the
@@ -113,7 +126,7 @@ def augment_flow(params: AugmentParams = AugmentParams()) -> dict:
                    system_metrics=True) as run:
         devices = {"device": str(planned.device), "device_name": device_name(planned.device)}
         run.set_tags(devices)
-        run.log_params({**params.model_dump(exclude={"gan"}), **devices, "train_items": len(splits.train),
+        run.log_params({**params.model_dump(exclude={"gan"}, exclude_none=True), **devices, "train_items": len(splits.train),
                         **{f"gan.{k}": v for k, v in vars(planned.gan_config).items()},
                         **{f"synthesise.{names[k]}": n for k, n in to_make.items()}})
         label = data_label(params.data)
@@ -136,11 +149,16 @@ def augment_flow(params: AugmentParams = AugmentParams()) -> dict:
         run.log_table(quality, "tables/sample_quality.csv")
         for row in quality[quality["method"] == "gan"].to_dict("records"):
             run.log_metrics({f"{m}_{row['class']}": row[m] for m in QUALITY_METRICS}, prefix="quality/")
+        for row in quality.to_dict("records"):  # every method, under one name per method, metric and class
+            run.log_metrics({f"{m}_{row['class']}": row[m] for m in (*QUALITY_METRICS, "precision", "density")
+                             if m in row and pd.notna(row[m])}, prefix=f"quality/{row['method']}/")
+        run.set_tags({DESCRIPTION_TAG: quality_description(params, to_make, names, quality, sampler.gan_.seconds)})
         version = register_estimator(run, GeneratorModel(names), sampler, params.model_name,
                                      pd.DataFrame({"class_name": [names[0]], "seed": [0]}),
                                      description=f"class-conditional generator (EMA weights) from ganpipe augment on "
                                                  f"{params.data}, minority {params.minority}",
-                                     tags={"train_digest": train_digest, "data": params.data, "seed": params.seed})
+                                     tags={"train_digest": train_digest, "data": params.data, "seed": params.seed},
+                                     name="generator")
         run.client.set_registered_model_alias(params.model_name, "current", version)  # models:/NAME@current
         manifest = call(export, out, x_syn, y_syn, names, params.seed, version)
         digest = run.log_dataset(x_syn, y_syn, f"{label}-synthetic", "synthetic", f"{params.model_name}/{version}")

@@ -116,7 +116,7 @@ def train_detector_flow(params: TrainDetectorParams = TrainDetectorParams()) -> 
         version = register_estimator(run, DetectorModel(), detector, params.name,
                                      np.zeros((2, *detector.image_shape_), dtype=np.float32),
                                      description=f"f-AnoGAN detector, normal classes {params.normal} of {params.data}",
-                                     tags=split_tags(params, splits.train.item_ids))
+                                     tags=split_tags(params, splits.train.item_ids), name="detector")
         champion = set_alias_if_better(params.name, version, "champion", partial(
             compare_on_unseen, dataset=dataset, params=params, val=splits.val, anomalous=~is_normal["val"]))
         run.set_tags({"registered_model": params.name, "model_version": version, "champion": champion})

@@ -44,7 +44,7 @@ def image_grid(x: np.ndarray, rows: Sequence[str] | None = None, ncols: int = 10
         ax.set_yticks([])
         for spine in ax.spines.values():
             spine.set_visible(False)
-        if k < n:
+        if k < n and not np.isnan(x[k]).all():  # an all-NaN image is a blank cell
             img = x[k]
             if img.shape[0] == 1:
                 ax.imshow(img[0], cmap="gray", vmin=0, vmax=1)
@@ -59,10 +59,14 @@ def image_grid(x: np.ndarray, rows: Sequence[str] | None = None, ncols: int = 10
     return fig
 
 
-def tile_images(x: np.ndarray, ncols: int, min_side: int = 32, gap: int = 2) -> np.ndarray:
+def tile_images(x: np.ndarray, ncols: int, min_side: int = 32, gap: int = 2,
+                row_labels: Sequence[str] | None = None) -> np.ndarray:
     """Images ``x: (N, C, H, W)`` in [0, 1] as one ``(height, width, 3)`` uint8 picture, ``ncols`` per
     row, white gaps between them, each enlarged (nearest neighbour, a whole factor) to at least
-    ``min_side`` pixels so small images stay visible (MLflow's image view, sample previews)."""
+    ``min_side`` pixels so small images stay visible (MLflow's image view, sample previews);
+    ``row_labels`` writes a label left of each row (e.g. the class of a row of samples)."""
+    if row_labels is not None:
+        return _label_rows(tile_images(x, ncols, min_side, gap), row_labels, gap)
     x = np.clip(np.asarray(x, dtype=np.float32), 0, 1)
     if x.shape[1] == 1:
         x = np.repeat(x, 3, axis=1)
@@ -79,12 +83,28 @@ def tile_images(x: np.ndarray, ncols: int, min_side: int = 32, gap: int = 2) -> 
     return (out * 255).round().astype(np.uint8)
 
 
+def _label_rows(picture: np.ndarray, labels: Sequence[str], gap: int) -> np.ndarray:
+    """``picture`` with a white margin on the left holding ``labels[r]`` at the height of row ``r``."""
+    from PIL import Image, ImageDraw
+
+    rows = max(1, len(labels))
+    row_height = (picture.shape[0] - gap) / rows
+    margin = 8 + 7 * max((len(str(label)) for label in labels), default=1)
+    canvas = Image.new("RGB", (picture.shape[1] + margin, picture.shape[0]), "white")
+    canvas.paste(Image.fromarray(picture), (margin, 0))
+    draw = ImageDraw.Draw(canvas)
+    for r, label in enumerate(labels):
+        draw.text((4, int(gap + r * row_height + row_height / 2 - 6)), str(label), fill="black")
+    return np.asarray(canvas)
+
+
 def samples_figure(real: np.ndarray, fake: np.ndarray, title: str, ncols: int = 10):
-    """Up to ``ncols`` real images in the first row (blank cells keep rows aligned), the synthetic
-    ``fake`` images below; both ``(N, C, H, W)`` in [0, 1]."""
+    """Up to ``ncols`` real images in the first row (empty cells, not black tiles, where there are
+    fewer), the synthetic ``fake`` images below; rows labelled; both ``(N, C, H, W)`` in [0, 1]."""
     real = real[:ncols]
-    real = np.concatenate([real, np.zeros((ncols - len(real), *real.shape[1:]), np.float32)])
-    return image_grid(np.concatenate([real, fake]), ncols=ncols, title=title)
+    real = np.concatenate([real, np.full((ncols - len(real), *real.shape[1:]), np.nan, np.float32)])
+    rows = ["real"] + ["GAN"] * int(np.ceil(len(fake) / ncols))
+    return image_grid(np.concatenate([real, fake]), rows=rows, ncols=ncols, title=title)
 
 
 # non-GAN arms: distinct muted colours; GAN arms: reds with a black edge, so they stand out

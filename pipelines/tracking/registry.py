@@ -146,10 +146,11 @@ class LoggedEstimator(_StoredEstimator, mlflow.pyfunc.PythonModel):
 
 
 def register_estimator(run: TrackedRun, python_model: EstimatorModel, estimator: Any, registered_model_name: str,
-                       input_example, description: str = "", tags: dict[str, str] | None = None) -> str:
-    """Log ``estimator`` with the output ``python_model`` gives (with a signature from ``input_example``)
-    into ``run`` and register it; returns the new version, which carries ``description``, the run's
-    git commit and ``tags`` as version tags."""
+                       input_example, description: str = "", tags: dict[str, str] | None = None,
+                       name: str = "model") -> str:
+    """Log ``estimator`` as the run's model ``name`` (what it is: ``generator``, ``detector``) with the
+    output ``python_model`` gives (with a signature from ``input_example``) and register it; returns
+    the new version, which carries ``description``, the run's git commit and ``tags`` as version tags."""
     from mlflow.models import infer_signature
 
     client()
@@ -161,7 +162,7 @@ def register_estimator(run: TrackedRun, python_model: EstimatorModel, estimator:
             signature = infer_signature(input_example, output_example)
         with mlflow.start_run(run_id=run.run_id):
             info = mlflow.pyfunc.log_model(
-                name="model",
+                name=name,
                 python_model=str(MODEL_CODE.with_name(python_model.code)),
                 artifacts={ARTIFACT: str(folder)},
                 signature=signature,

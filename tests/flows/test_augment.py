@@ -43,6 +43,15 @@ def test_augment_flow_exports_dataset_and_tracks_everything(mlflow_store, tmp_pa
     assert run.data.params["device_name"] == run.data.tags["device_name"] == device_name(device)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/d_loss")] == [1, 2, 3, 4, 5, 6]
     assert {"train/g_adversarial_loss", "train/g_total_loss", "train/seconds", "quality/label_agreement_3", "quality/near_duplicate_share_7"} <= set(run.data.metrics)
+    assert "None" not in run.data.params.values()  # unset options are left out, not logged as "None"
+    assert {"quality/smote/frechet_3", "quality/albumentations/coverage_7", "quality/gan/precision_3",
+            "quality/gan/density_7"} <= set(run.data.metrics)  # every method's quality, not the GAN's alone
+    description = run.data.tags["mlflow.note.content"]
+    assert "| class | method |" in description and "smote" in description and "14 for class 3" in description
+    import mlflow
+
+    logged = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
+    assert [m.name for m in logged if m.source_run_id == run.info.run_id] == ["generator"]
     contexts = {next(t.value for t in d.tags if t.key == "mlflow.data.context"): d.dataset for d in run.inputs.dataset_inputs}
     assert set(contexts) == {"train", "validation", "test", "synthetic"}  # the UI's Datasets column
     assert contexts["synthetic"].digest == run.data.tags["synthetic_digest"] and contexts["train"].name == "digits-train"
