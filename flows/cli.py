@@ -237,7 +237,11 @@ def score(params: ScoreParams) -> int:
               f"reusing MLflow run {result['run_id']} (no duplicate run)")
     print(f"Wrote {result['out']}/scores.csv ({summary['scored']} items) and "
           f"{result['out']}/rejected.csv ({summary['rejected']} items)")
-    print(f"MLflow run id: {result['run_id']}")
+    out = Path(result["out"])
+    if (out / "maps.npz").exists():
+        print(f"Anomaly maps: {out}/maps/ (image and map side by side, per {params.maps} item), {out}/maps.npz"
+              + (f", the most anomalous in {out}/top_anomalies.png" if (out / "top_anomalies.png").exists() else ""))
+    print_run(result["run_id"])
     return 0
 
 

@@ -40,6 +40,7 @@ class EstimatorModel:
     model-from-code file (beside this module) whose typed ``predict`` serves it."""
 
     code = "logged_model.py"
+    summary = ""  # the registered model's description (what it is, how to call it), set when it has none
 
     def settings(self) -> dict:
         return {}
@@ -55,6 +56,10 @@ class GeneratorModel(EstimatorModel):
     ``class_names``."""
 
     code = "logged_generator.py"
+    summary = ("Class-conditional GAN generator registered by `ganpipe augment`. Input: a table with `class_name` "
+               "and `seed` per row; output: one image per row, `(N, C, H, W)` float32 in [0, 1]. Each version "
+               "carries its training data (`data`, `train_digest`) and seed as tags; the alias `current` is the "
+               "latest. `ganpipe compare --generator models:/NAME@current` reuses it for the seeds it was trained for.")
 
     def __init__(self, class_names: Sequence[str]) -> None:
         self.class_names = [str(name) for name in class_names]
@@ -78,6 +83,10 @@ class DetectorModel(EstimatorModel):
     :func:`~pipelines.evaluation.anomaly_report.score_table`."""
 
     code = "logged_detector.py"
+    summary = ("f-AnoGAN anomaly detector registered by `ganpipe train-detector`. Input: images `(N, C, H, W)` "
+               "float32 in [0, 1]; output: one row per image with the flagging score, the other scores, the "
+               "p-value and the flag (1 = anomalous). The alias `champion` is the version with the best validation "
+               "AUROC on images neither version trained on; `ganpipe score` and `serve` use it by default.")
 
     def answer(self, detector, model_input: np.ndarray) -> pd.DataFrame:
         return score_table(detector, np.asarray(model_input, dtype=np.float32))
@@ -171,6 +180,10 @@ def register_estimator(run: TrackedRun, python_model: EstimatorModel, estimator:
                 pip_requirements=["ganpipe"],  # the package is installed where models are served
             )
     version = str(info.registered_model_version)
+    registered = run.client.get_registered_model(registered_model_name)
+    if python_model.summary and not registered.description:  # a description a user wrote is kept
+        run.client.update_registered_model(registered_model_name, description=python_model.summary)
+    run.client.set_registered_model_tag(registered_model_name, "ganpipe.kind", name)
     if description:
         run.client.update_model_version(registered_model_name, version, description=description)
     commit = run.client.get_run(run.run_id).data.tags.get("mlflow.source.git.commit")

@@ -65,6 +65,8 @@ def test_augment_flow_exports_dataset_and_tracks_everything(mlflow_store, tmp_pa
 
     import mlflow.pyfunc
 
+    registered = client.get_registered_model("ganpipe-cgan")
+    assert "Class-conditional GAN generator" in registered.description and registered.tags["ganpipe.kind"] == "generator"
     stored = client.get_model_version("ganpipe-cgan", result["model_version"])
     assert stored.tags["train_digest"] == contexts["train"].digest and "digits" in stored.description
     assert str(client.get_model_version_by_alias("ganpipe-cgan", "current").version) == result["model_version"]

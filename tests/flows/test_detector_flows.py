@@ -52,6 +52,8 @@ def test_train_detector_logs_metrics_figures_and_registers(trained):
     assert {"figures/roc_test.png", "figures/score_histogram_test.png", "figures/reconstructions.png"} <= figures
     device = str(first["detector"].device_)  # --device auto: the device it trained on
     assert run.data.params["device"] == run.data.tags["device"] == device and run.data.tags["device_name"]
+    registered = client.get_registered_model("digits-zero")
+    assert "f-AnoGAN anomaly detector" in registered.description and registered.tags["ganpipe.kind"] == "detector"
 
 
 def test_champion_moves_only_to_a_better_version(trained):
