@@ -4,12 +4,16 @@ The GAN's own critic is the backbone, as a pretrained network is in PaDiM (Defar
 nothing is downloaded:
 
 - **feature map**: at every location of the critic's first stride-2 stage (half the image side,
-  area-averaged to at most :data:`MAP_SIDE`), the activations of its first three layers there (the
-  full-resolution layer pooled, the stage itself, the next stage upsampled) form one feature vector;
-  a Gaussian per location is fitted on the normal training images (mean and ridge-regularised
-  covariance, accumulated batch by batch, so memory does not grow with their number), and the map
-  is the Mahalanobis distance at each location. With more than :data:`MAP_CHANNELS` channels a
-  seeded random subset is kept, as PaDiM does.
+  area-averaged to at most :data:`MAP_SIDE`), two feature vectors: the critic's (the activations of
+  its first three layers there: the full-resolution layer pooled, the stage itself, the next stage
+  upsampled; with more than :data:`MAP_CHANNELS` channels a seeded random subset, as PaDiM does)
+  and the image's own colour there (area-averaged), the backbone's input layer. Each has a Gaussian
+  per location fitted on the normal training images (mean and ridge-regularised covariance,
+  accumulated batch by batch, so memory does not grow with their number); the map is the mean of
+  the two Mahalanobis distances, each divided by its mean on the normal training images. The
+  critic's features see shape and texture (scratches, spots); the colour Gaussian sees what an
+  adversarially trained critic may ignore (stains, missing pieces of another colour): on the
+  local-defect validation set the mean of both beat either alone (docs/benchmarks.md).
 - **residual map**: f-AnoGAN's ``|x - G(E(x))|``, averaged over channels.
 
 Both are upsampled (bilinear) to the image's resolution and smoothed with a Gaussian of
@@ -49,6 +53,11 @@ def spatial_features(critic: Critic, x: torch.Tensor) -> torch.Tensor:
     if features.shape[-1] > MAP_SIDE:
         features = F.adaptive_avg_pool2d(features, MAP_SIDE)
     return features
+
+
+def colour_features(x: torch.Tensor, side: int) -> torch.Tensor:
+    """The image's own colour at each of ``side x side`` locations (area-averaged): ``(B, C, side, side)``."""
+    return F.adaptive_avg_pool2d(x, side)
 
 
 def map_channels(total: int, seed: int) -> np.ndarray:

@@ -16,9 +16,9 @@ shared ``MultiVariateGaussian``). Higher = more anomalous. Per item ``x`` (image
   feature layer), each standardised on the held-out normal calibration images, then averaged: several
   views of the normal class, each fitted on the normal training images only;
 - ``critic_map``: the brightest 3x3 spot of the feature anomaly map (:mod:`anomaly.maps`): the
-  Mahalanobis distance of the critic's features at each location to a Gaussian of the normal
-  training images' features at that location (PaDiM with the critic as backbone), for defects
-  that cover a few percent of the image;
+  Mahalanobis distances of the critic's features and of the image's colour at each location to
+  Gaussians of the normal training images' at that location (PaDiM with the critic as backbone),
+  for defects that cover a few percent of the image;
 - ``ensemble``: mean of the :data:`ENSEMBLE` scores after standardising each on the held-out normal
   calibration images, so none dominates by its units.
 
@@ -145,13 +145,25 @@ class Batch:
         return self.model.critic.body(self.reconstruction)
 
     @cached_property
-    def location_map(self) -> torch.Tensor:
-        """Mahalanobis distance of the critic's features at each location to the normal training
-        images' there: ``(B, h, w)`` (see :mod:`anomaly.maps`)."""
+    def location_distances(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mahalanobis distances at each location to the normal training images' there, of the
+        critic's features and of the image's colour: two ``(B, h, w)`` maps (see :mod:`anomaly.maps`)."""
         fitted = self.fitted
-        features = maps.spatial_features(self.model.critic, self.x)[:, as_tensor(fitted["map_channels"], self.x)]
-        return maps.location_distances(features, as_tensor(fitted["map_mean"], self.x),
-                                       as_tensor(fitted["map_whitening"], self.x))
+        features = maps.spatial_features(self.model.critic, self.x)
+        critic = maps.location_distances(features[:, as_tensor(fitted["map_channels"], self.x)],
+                                         as_tensor(fitted["map_mean"], self.x), as_tensor(fitted["map_whitening"], self.x))
+        colour = maps.location_distances(maps.colour_features(self.x, features.shape[-1]),
+                                         as_tensor(fitted["colour_mean"], self.x),
+                                         as_tensor(fitted["colour_whitening"], self.x))
+        return critic, colour
+
+    @cached_property
+    def location_map(self) -> torch.Tensor:
+        """The feature map at its locations, ``(B, h, w)``: the mean of the critic and colour
+        distances, each divided by its mean on the normal training images."""
+        critic, colour = self.location_distances
+        norms = self.fitted["map_norms"]
+        return 0.5 * (critic / float(norms["critic"]) + colour / float(norms["colour"]))
 
     @cached_property
     def ensemble_layers(self) -> list[torch.Tensor]:
@@ -180,20 +192,31 @@ class NormalImages:
         """The per-location Gaussians of the final critic's spatial features (:mod:`anomaly.maps`), and
         the mean of the feature and residual maps over these images (to put the two on one scale)."""
         critic, channels = self.model.critic, None
-        gaussians = maps.LocationGaussians()
+        gaussians, colours = maps.LocationGaussians(), maps.LocationGaussians()
         for x in self._batches():
             features = maps.spatial_features(critic, x)
             if channels is None:
                 channels = maps.map_channels(features.shape[1], self.seed)
             gaussians.add(features[:, torch.from_numpy(channels).to(features.device)].cpu())
+            colours.add(maps.colour_features(x, features.shape[-1]).cpu())
         mean, whitening = gaussians.fit()
-        state = {"map_channels": channels, "map_mean": mean, "map_whitening": whitening}
+        colour_mean, colour_whitening = colours.fit()
+        state = {"map_channels": channels, "map_mean": mean, "map_whitening": whitening, "colour_mean": colour_mean,
+                 "colour_whitening": colour_whitening}
+        # the two distances' means first (they put the two on one scale), then the maps' own
+        totals = {"critic": 0.0, "colour": 0.0}
+        for x in self._batches():
+            critic_d, colour_d = Batch({"model": self.model, **state}, x).location_distances
+            totals["critic"] += float(critic_d.mean(dim=(1, 2)).sum())
+            totals["colour"] += float(colour_d.mean(dim=(1, 2)).sum())
+        norms = {kind: max(total / len(self.X), 1e-12) for kind, total in totals.items()}
         totals = {"feature": 0.0, "residual": 0.0}
         for x in self._batches():
-            batch = Batch({"model": self.model, **state}, x)
+            batch = Batch({"model": self.model, **state, "map_norms": norms}, x)
             totals["feature"] += float(maps.to_image(batch.location_map, x.shape[-1]).mean(dim=(1, 2)).sum())
             totals["residual"] += float(maps.residual_map(x, batch.reconstruction).mean(dim=(1, 2)).sum())
-        return {**state, "map_norms": {kind: max(total / len(self.X), 1e-12) for kind, total in totals.items()}}
+        norms.update({kind: max(total / len(self.X), 1e-12) for kind, total in totals.items()})
+        return {**state, "map_norms": norms}
 
     def layers(self, critic: Critic) -> list[np.ndarray]:
         """Both layers of ``critic``: ``[(N, width * 16), (N, F)]`` float32, on the host."""
@@ -329,7 +352,8 @@ TABLE: dict[str, Score] = {
     "critic_map": Score(  # the image score of the feature map (anomaly.maps): its brightest 3x3 spot
         needs=frozenset({MAPS}), measure=lambda batch: maps.map_score(batch.location_map),
         fit=lambda images, fitted: images.location_gaussians(),
-        fit_state={"map_channels": _int64, "map_mean": _float32, "map_whitening": _float32, "map_norms": _as_saved}),
+        fit_state={"map_channels": _int64, "map_mean": _float32, "map_whitening": _float32, "colour_mean": _float32,
+                   "colour_whitening": _float32, "map_norms": _as_saved}),
     "ensemble": Score(
         needs=frozenset({RECONSTRUCTION}), inputs=ENSEMBLE, combine=_mean_standardised_score,
         calibrate=lambda measured, scores: {"standardisation": {

@@ -37,6 +37,7 @@ import pandas as pd
 from pipelines.text import markdown_table
 
 EXIT_LIMIT = 10.0
+SURVIVOR_GRACE = 5.0  # seconds a process of the signalled command may outlive it (its children notice it is gone)
 SIGNALS = ("SIGINT", "SIGTERM", "SIGKILL")
 PHASE_TIMEOUT = 240.0  # to reach the phase on a busy machine (a first start migrates the Prefect database)
 
@@ -209,8 +210,7 @@ def run_cell(phase: Phase, signame: str, work: Path, template: Path | None = Non
             cell.exit_seconds = time.monotonic() - sent
         except subprocess.TimeoutExpired:
             cell.problem = "did not exit"
-        time.sleep(5.0)  # children that notice their parent is gone get a few seconds
-        cell.survivors = _session(command.pid)
+        cell.survivors = _survivors(command.pid, SURVIVOR_GRACE)
         cell.output_ok = not any((work / path).exists() for path in phase.complete)
         cell.runs = _run_states(home)
         return cell
@@ -222,6 +222,17 @@ def run_cell(phase: Phase, signame: str, work: Path, template: Path | None = Non
                 pass
         _kill_session(command.pid)
         command.wait(10)
+
+
+def _survivors(sid: int, grace: float) -> list[str]:
+    """The processes of session ``sid`` still alive ``grace`` seconds from now, or none as soon as
+    the session is empty (children that notice their parent is gone get those seconds)."""
+    deadline = time.monotonic() + grace
+    while True:
+        alive = _session(sid)
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.25)
 
 
 def _dask_workers(pid: int) -> int:
