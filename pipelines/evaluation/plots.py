@@ -122,9 +122,13 @@ def arm_colours(arms: Sequence[str]) -> dict[str, str]:
     return colours
 
 
-def comparison_bars(summary, metrics: Sequence[str], title: str = "mean and 95% interval across seeds"):
+def comparison_bars(summary, metrics: Sequence[str], title: str = "mean and 95% interval across seeds",
+                    results=None):
     """Grouped bars, one group per metric, one bar per arm (its own colour; GAN arms red with a black
-    edge), interval whiskers clipped to the metrics' range [0, 1]; the legend sits outside the bars."""
+    edge), interval whiskers clipped to the metrics' range [0, 1]; the legend sits outside the bars.
+    With ``results`` (one row per arm and seed) each seed's value is a dot on its bar, and the value
+    axis spans the dots and means (not the whole of [0, 1], where close arms look alike; with few
+    seeds a t-interval is wide and the dots show the spread better)."""
     arms = list(summary["arm"])
     colours = arm_colours(arms)
     fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(metrics) * len(arms) / 4 + 2), 4.0))
@@ -138,9 +142,22 @@ def comparison_bars(summary, metrics: Sequence[str], title: str = "mean and 95% 
         gan = arm.startswith("gan")
         ax.bar(np.arange(len(metrics)) + i * width, means, width, yerr=errors, capsize=2, label=arm,
                color=colours[arm], edgecolor="black" if gan else "none", linewidth=1.2 if gan else 0)
+        if results is not None:
+            seeds = results[results["arm"] == arm]
+            for j, metric in enumerate(metrics):
+                values = seeds[metric].to_numpy(dtype=float)
+                ax.scatter(np.full(len(values), j + i * width), values, s=9, color="black", zorder=3, linewidths=0)
     ax.set_xticks(np.arange(len(metrics)) + 0.4 - width / 2, [m.replace("_", " ") for m in metrics])
-    ax.set_ylim(0, 1.0)
-    ax.set_ylabel("score on the test split (mean over seeds)")
+    if results is not None:
+        shown = np.concatenate([results[list(metrics)].to_numpy(dtype=float).ravel(),
+                                summary[list(metrics)].to_numpy(dtype=float).ravel()])
+        shown = shown[np.isfinite(shown)]
+        low, high = (float(shown.min()), float(shown.max())) if len(shown) else (0.0, 1.0)
+        margin = max(0.02, 0.1 * (high - low))
+        ax.set_ylim(max(0.0, low - margin), min(1.0, high + margin))
+    else:
+        ax.set_ylim(0, 1.0)
+    ax.set_ylabel("score on the test split (bars: mean over seeds" + ("; dots: seeds)" if results is not None else ")"))
     ax.legend(fontsize=8, title="arm", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()

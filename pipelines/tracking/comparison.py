@@ -41,7 +41,10 @@ def log_comparison(comparison: Comparison, parent: TrackedRun, class_names: Sequ
                      **answer_tags(comparison)})
     parent.log_metrics(arm_metrics(comparison.headline))
     parent.client.log_table(parent.run_id, data=comparison.summary, artifact_file="tables/comparison.json")
-    parent.log_figure(comparison_bars(comparison.headline, METRICS), "figures/comparison.png")
+    headline_rows = comparison.results
+    if comparison.by_count:
+        headline_rows = headline_rows[headline_rows["count"] == comparison.headline_count]
+    parent.log_figure(comparison_bars(comparison.headline, METRICS, results=headline_rows), "figures/comparison.png")
     for row in comparison.rows:
         if row["seed"] == 0 and row["count"] == comparison.headline_count:
             parent.log_figure(confusion_figure(row["_true"], row["_pred"], class_names, f"{row['arm']} (seed 0)"),

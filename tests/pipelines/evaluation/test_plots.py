@@ -56,3 +56,19 @@ def test_tile_images_enlarges_small_images_and_keeps_their_pixels():
     assert (picture[2:34, 2:34] == 0).all() and (picture[2:34, 36:68] == 255).all()
     assert (picture[36:40, 2:6] == 128).all() and (picture[36:40, 6:10] == 0).all()  # one pixel -> a 4x4 block
     assert (picture[36:68, 36:68] == 255).all()  # the empty cell stays blank (white)
+
+
+def test_with_the_seeds_the_axis_spans_the_data_and_each_seed_is_a_dot():
+    metrics = ["minority_recall", "balanced_accuracy"]
+    table = summary(metrics)
+    seeds = pd.DataFrame([{"arm": arm, "seed": seed, **{m: table.loc[table.arm == arm, m].iloc[0] + 0.01 * seed for m in metrics}}
+                          for arm in table["arm"] for seed in (0, 1)])
+    fig = comparison_bars(table, metrics, results=seeds)
+    ax = fig.axes[0]
+    low, high = ax.get_ylim()
+    values = np.concatenate([seeds[metrics].to_numpy().ravel(), table[metrics].to_numpy().ravel()])
+    assert low <= values.min() and high >= values.max() and high - low < 1.0  # zoomed on the data, not [0, 1]
+    from matplotlib.collections import PathCollection
+
+    dots = sum(len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection))  # the scatter points
+    assert dots == len(seeds) * len(metrics)
