@@ -189,8 +189,9 @@ class NormalImages:
         return np.concatenate([host(self.model.critic.body(x)) for x in self._batches()])
 
     def location_gaussians(self) -> dict:
-        """The per-location Gaussians of the final critic's spatial features (:mod:`anomaly.maps`), and
-        the mean of the feature and residual maps over these images (to put the two on one scale)."""
+        """The per-location Gaussians of the final critic's spatial features and of the images' colour
+        (:mod:`anomaly.maps`), then, in a second pass, the means over these images that put the maps
+        on one scale: of each location distance, and of the feature and residual maps."""
         critic, channels = self.model.critic, None
         gaussians, colours = maps.LocationGaussians(), maps.LocationGaussians()
         for x in self._batches():
@@ -203,19 +204,18 @@ class NormalImages:
         colour_mean, colour_whitening = colours.fit()
         state = {"map_channels": channels, "map_mean": mean, "map_whitening": whitening, "colour_mean": colour_mean,
                  "colour_whitening": colour_whitening}
-        # the two distances' means first (they put the two on one scale), then the maps' own
-        totals = {"critic": 0.0, "colour": 0.0}
+        # the feature map is linear in the two distances, and upsampling and blurring are linear too, so
+        # one pass gives its mean as well: 0.5 * (mean image of critic / critic mean + the same of colour)
+        totals = dict.fromkeys(("critic", "colour", "critic_image", "colour_image", "residual"), 0.0)
         for x in self._batches():
-            critic_d, colour_d = Batch({"model": self.model, **state}, x).location_distances
-            totals["critic"] += float(critic_d.mean(dim=(1, 2)).sum())
-            totals["colour"] += float(colour_d.mean(dim=(1, 2)).sum())
-        norms = {kind: max(total / len(self.X), 1e-12) for kind, total in totals.items()}
-        totals = {"feature": 0.0, "residual": 0.0}
-        for x in self._batches():
-            batch = Batch({"model": self.model, **state, "map_norms": norms}, x)
-            totals["feature"] += float(maps.to_image(batch.location_map, x.shape[-1]).mean(dim=(1, 2)).sum())
+            batch = Batch({"model": self.model, **state}, x)
+            for kind, distances in zip(("critic", "colour"), batch.location_distances):
+                totals[kind] += float(distances.mean(dim=(1, 2)).sum())
+                totals[f"{kind}_image"] += float(maps.to_image(distances, x.shape[-1]).mean(dim=(1, 2)).sum())
             totals["residual"] += float(maps.residual_map(x, batch.reconstruction).mean(dim=(1, 2)).sum())
-        norms.update({kind: max(total / len(self.X), 1e-12) for kind, total in totals.items()})
+        mean = {kind: max(total / len(self.X), 1e-12) for kind, total in totals.items()}
+        feature = 0.5 * (mean["critic_image"] / mean["critic"] + mean["colour_image"] / mean["colour"])
+        norms = {"critic": mean["critic"], "colour": mean["colour"], "feature": feature, "residual": mean["residual"]}
         return {**state, "map_norms": norms}
 
     def layers(self, critic: Critic) -> list[np.ndarray]:

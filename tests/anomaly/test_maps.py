@@ -78,3 +78,9 @@ def test_upsampled_maps_keep_a_bright_location_where_it_was():
     image = to_image(location, 32)[0]
     row, col = divmod(int(image.argmax()), 32)
     assert 8 <= row < 12 and 20 <= col < 24
+
+
+def test_the_maps_scales_are_their_means_on_the_normal_training_images(detector):
+    train = texture(300, 0)  # what the module's detector trained on
+    for kind in ("feature", "residual"):
+        assert detector.anomaly_map(train, kind=kind).mean() == pytest.approx(detector.map_norms_[kind], rel=1e-3)
