@@ -38,6 +38,7 @@ from pipelines.evaluation.anomaly_report import (
     validation_auroc,
 )
 from pipelines.evaluation.monitoring import trend_point
+from pipelines.evaluation.plots import tile_images
 from pipelines.tracking.registry import (DetectorModel, load_estimator, register_estimator, resolve_model,
                                          set_alias_if_better, version_tags)
 from pipelines.text import markdown_table, progress_bar
@@ -205,15 +206,9 @@ def log_map_gallery(run, out_dir: Path) -> None:
     ranked = scores[scores["flag"] == 1].sort_values("score", ascending=False)
     files = [maps_dir / png_name(i) for i in ranked["item_id"]]
     top = [(f, s) for f, s in zip(files, ranked["score"]) if f.exists()][:GALLERY]
-    if top:
-        pictures = [np.asarray(Image.open(f).convert("RGB")) for f, _ in top]
-        height, width = max(p.shape[0] for p in pictures), max(p.shape[1] for p in pictures)
-        columns = 3
-        sheet = np.full(((height + 8) * -(-len(pictures) // columns), (width + 8) * columns, 3), 255, np.uint8)
-        for k, picture in enumerate(pictures):
-            r, c = divmod(k, columns)
-            sheet[r * (height + 8) : r * (height + 8) + picture.shape[0], c * (width + 8) : c * (width + 8) + picture.shape[1]] = picture
-        Image.fromarray(sheet).save(out_dir / "top_anomalies.png")
+    if top:  # every overlay has the same size: the model's image side, enlarged alike
+        pictures = np.stack([np.asarray(Image.open(f).convert("RGB")) for f, _ in top]).transpose(0, 3, 1, 2) / 255.0
+        Image.fromarray(tile_images(pictures, ncols=3, min_side=1, gap=8)).save(out_dir / "top_anomalies.png")
         run.log_artifact(out_dir / "top_anomalies.png", "figures")
         for f, _ in top:
             run.log_artifact(f, "maps")
