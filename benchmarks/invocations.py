@@ -41,7 +41,7 @@ CASES = (
     Case("not a number", ("augment", "--steps", "abc"), ("--steps", "abc")),
     Case("zero steps", ("augment", "--steps", "0"), ("--steps", ">= 1")),
     Case("image size too small", ("augment", "--image-size", "4"), ("--image-size", "8")),
-    Case("image size too large", ("augment", "--image-size", "1000"), ("--image-size", "64")),
+    Case("image size too large", ("augment", "--image-size", "1000"), ("--image-size", "256")),
     Case("minority count not a number", ("augment", "--minority", "2:abc"), ("--minority", "'abc'")),
     Case("minority empty", ("augment", "--minority", ""), ("--minority", "no classes")),
     Case("minority class twice", ("augment", "--minority", "2:10,2:5"), ("--minority", "twice")),
