@@ -2,12 +2,14 @@
 
     python -m benchmarks.gan_probe digits 0 '{"guide_confidence": 0.5}'
     python -m benchmarks.gan_probe mnist5k 0 '{}' ros,gan
+    python -m benchmarks.gan_probe photo-crops-32 0 '{}' ''     # a colour setting; '' runs no arms
 
 Trains one GAN (`GANOverSampler` defaults plus the JSON overrides of `GANConfig` fields) on the
 seed's training split of the `synthesis` benchmark setting, then prints one JSON line: GAN seconds,
 per minority class the label agreement, near-duplicate share (after the novelty filter, and raw:
-without it) and coverage of its samples, and per
-arm the minority recall on validation and test (with the synthetic share chosen on validation).
+without it) and coverage of its samples, the label agreement by a judge trained on the uncut training
+split (as the synthesis bench measures it), and per arm the minority recall on validation and test
+(with the synthetic share chosen on validation).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import sys
 
 import numpy as np
 
-from benchmarks.synthesis import SETTINGS
+from benchmarks.colour import load_colour
+from benchmarks.synthesis import COLOUR_SETTINGS, SETTINGS, uncut_judge_agreement
 from gan_aug import GANOverSampler
 from pipelines.data.sources import load_dataset
 from pipelines.evaluation.compare import evaluate_arms, seed_splits
@@ -28,27 +31,35 @@ from pipelines.evaluation.sample_quality import SAMPLES, compare_sample_quality
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("data", choices=[data for data, _ in SETTINGS])
+    colour = {f"{name}-{side}": (name, side, minority) for name, side, minority in COLOUR_SETTINGS}
+    parser.add_argument("data", choices=[data for data, _ in SETTINGS] + list(colour))
     parser.add_argument("seed", type=int)
     parser.add_argument("config", nargs="?", default="{}", help="JSON object of GANConfig fields")
     parser.add_argument("arms", nargs="?", default="ros,gan", help="comma-separated compare arms")
     args = parser.parse_args(argv)
-    minority = dict(SETTINGS)[args.data]
+    if args.data in colour:
+        name, side, minority = colour[args.data]
+        dataset = load_colour(name, side)
+    else:
+        minority, dataset = dict(SETTINGS)[args.data], load_dataset(args.data)
     overrides = json.loads(args.config)
-    splits, minority_idx, targets = seed_splits(load_dataset(args.data), dict(minority), args.seed)
+    splits, minority_idx, targets = seed_splits(dataset, dict(minority), args.seed)
     gan = GANOverSampler(random_state=args.seed, **overrides).fit(splits.train.x, splits.train.y)
     quality = compare_sample_quality(splits, lambda labels, s: gan.generate(labels, seed=s + 10_000), minority_idx,
                                      args.seed)
     quality = quality[quality.method == "gan"]
     raw = [memorisation(gan.generate(np.full(SAMPLES, k), seed=args.seed + 10_000, novelty=False),
                         splits.train.x[splits.train.y == k])["near_duplicate_share"] for k in minority_idx]
-    rows = evaluate_arms(splits, minority_idx, targets, args.arms.split(","), "cnn", 15, args.seed, gan.generate)
+    uncut, _ = uncut_judge_agreement(dataset, splits, minority_idx, gan, args.seed)
+    arms = [a for a in args.arms.split(",") if a]
+    rows = evaluate_arms(splits, minority_idx, targets, arms, "cnn", 15, args.seed, gan.generate) if arms else []
     print(json.dumps({
         "data": args.data, "seed": args.seed, "config": overrides, "gan_seconds": round(gan.gan_.seconds),
         "label_agreement": quality.label_agreement.round(3).tolist(),
         "near_duplicate_share": quality.near_duplicate_share.round(3).tolist(),
         "raw_near_duplicate_share": np.round(raw, 3).tolist(),
         "coverage": quality.coverage.round(3).tolist(),
+        "uncut_judge_agreement": [round(v, 3) for v in uncut.values()],
         "minority_recall_val_test_share": {r["arm"]: (round(r["val_minority_recall"], 3), round(r["minority_recall"], 3),
                                                       r.get("synthetic_share")) for r in rows},
     }))

@@ -64,6 +64,9 @@ def plan(params: AugmentParams) -> AugmentPlan:
     return AugmentPlan(splits, to_make, sampler, gan_config, device)
 
 
+FINAL_SAMPLES = "samples/trained"  # the image series holding the trained generator's preview grid only
+
+
 @task(name="train-gan", cache_policy=NO_CACHE)
 def train_gan(sampler: GANOverSampler, splits: Splits, run: TrackedRun | None = None) -> GANOverSampler:
     """Fit the GAN; its losses reach the Prefect log and (with ``run``) MLflow while it trains, with a
@@ -77,9 +80,16 @@ def train_gan(sampler: GANOverSampler, splits: Splits, run: TrackedRun | None = 
             run.log_metrics({k: metrics[k] for k in ("d_loss", "g_adversarial_loss", "g_total_loss", "mode_seeking")},
                             step=step, prefix="train/")
 
+    last = sampler.gan_config(len(splits.train), splits.train.x.shape[-1]).steps
+
     def preview(step: int, images: np.ndarray, labels: np.ndarray) -> None:
         rows = [splits.train.class_names[int(k)] for k in labels[::PREVIEW_PER_CLASS]]  # one row per class
-        run.log_image(tile_images(images, ncols=PREVIEW_PER_CLASS, row_labels=rows), key="train/samples", step=step)
+        grid = tile_images(images, ncols=PREVIEW_PER_CLASS, row_labels=rows)
+        run.log_image(grid, key="train/samples", step=step)
+        if step >= last:
+            # MLflow's image card opens a series at its first step (the untrained generator's noise);
+            # a series of one step opens on it: the trained generator's grid
+            run.log_image(grid, key=FINAL_SAMPLES, step=step)
 
     return sampler.set_params(progress=progress, preview=None if run is None else preview).fit(
         splits.train.x, splits.train.y)

@@ -62,13 +62,21 @@ def _planner(module: str, name: str) -> Planner:
 
 
 def prefect_tags() -> dict[str, str]:
-    """MLflow tags linking a run to the Prefect flow run that made it (empty outside Prefect)."""
+    """MLflow tags linking a run to the Prefect flow run that made it (empty outside Prefect): its id,
+    flow name and ``prefect.flow_run_url``, a link that works after the command (with
+    ``prefect.browse`` saying how when the run went to the command's own local API)."""
     from prefect.runtime import flow_run
+
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.servers import flow_run_url
 
     run_id = flow_run.get_id()
     if not run_id:
         return {}
-    return {PREFECT_RUN_TAG: str(run_id), "prefect.flow_name": str(flow_run.get_flow_name())}
+    url, browse = flow_run_url(str(run_id), PREFECT_API_URL.value())
+    return {PREFECT_RUN_TAG: str(run_id), "prefect.flow_name": str(flow_run.get_flow_name()),
+            "prefect.flow_run_url": url, **({"prefect.browse": browse} if browse else {})}
 
 
 def data_label(spec: str) -> str:

@@ -126,7 +126,7 @@ def compare_flow(params: CompareParams = CompareParams()) -> dict:
                 run_logger().warning("%s was trained on none of these seeds' training splits; every seed trained "
                                      "its own GAN", registered.source)
         run_id = log_comparison(comparison, parent, dataset.class_names, params.minority, params.classifier,
-                                params.epochs)
+                                params.epochs, data=params.data, data_name=data_label(params.data))
     if prefect_tags():
         from prefect.artifacts import create_table_artifact
 

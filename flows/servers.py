@@ -27,6 +27,8 @@ START_SECONDS_ENV = "GANPIPE_PREFECT_START_SECONDS"
 START_SECONDS = 300.0  # a first start on a cold, busy machine migrates a new database: give it time
 SLOW_START_SECONDS = 10.0
 DRAIN_SECONDS = 5.0  # logs and events still queued for the local API when a command ends
+LOCAL_API_ENV = "GANPIPE_LOCAL_PREFECT_API"  # the URL of the local API while a command runs against it
+BROWSE_URL = "http://127.0.0.1:4200"  # where `prefect server start` serves the UI (its default port)
 
 
 @contextmanager
@@ -69,6 +71,7 @@ def local_prefect_api(timeout: float | None = None) -> Iterator[str]:
         raise GanpipeError(f"{exc} (its log: {log_path}); on a slow machine set {START_SECONDS_ENV}=600, or point "
                            "PREFECT_API_URL at a running server ('prefect server start')") from None
     os.environ["PREFECT_API_URL"] = api  # processes the flow starts (Dask workers) use it too
+    os.environ[LOCAL_API_ENV] = api
     try:
         with temporary_settings({PREFECT_API_URL: api}):
             try:
@@ -77,7 +80,22 @@ def local_prefect_api(timeout: float | None = None) -> Iterator[str]:
                 deliver_prefect_backlog(DRAIN_SECONDS)
     finally:
         os.environ.pop("PREFECT_API_URL", None)
+        os.environ.pop(LOCAL_API_ENV, None)
         stop(process, timeout=5)
+
+
+def flow_run_url(run_id: str, api: str | None) -> tuple[str, str | None]:
+    """Where the flow run ``run_id`` can be opened once the command is over, and what to do first:
+    against the local API (which ends with the command), the run is in ``PREFECT_HOME``'s database
+    and ``prefect server start`` serves it at :data:`BROWSE_URL`; against a server
+    (``PREFECT_API_URL``), that server's UI."""
+    if not api or api == os.environ.get(LOCAL_API_ENV):
+        home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
+        return (f"{BROWSE_URL}/runs/flow-run/{run_id}",
+                f"stored in {home / 'prefect.db'}: run 'prefect server start' (same PREFECT_HOME) to open the link")
+    base = api.rstrip("/")
+    base = base[: -len("/api")] if base.endswith("/api") else base
+    return f"{base}/runs/flow-run/{run_id}", None
 
 
 def deliver_prefect_backlog(timeout: float) -> None:

@@ -249,3 +249,21 @@ def _encode_labels(y: np.ndarray, class_names: list[str] | None, where: str) -> 
         lookup = {n: i for i, n in enumerate(names)}
         return np.array([lookup[v] for v in labels], dtype=np.int64), tuple(names)
     raise GanpipeError(f"{where}: labels must be integers or strings, got dtype {y.dtype}")
+
+
+DIGEST_ROWS = 10_000  # rows hashed by :func:`content_digest` (evenly spaced beyond that, as MLflow samples)
+
+
+def content_digest(x: np.ndarray, y: np.ndarray | None = None) -> str:
+    """An 8-hex digest of images ``x`` (and labels ``y``): equal data, equal digest; any change of
+    shape, pixel or label in the hashed rows (all of them up to :data:`DIGEST_ROWS`) changes it.
+    What a comparison's child runs name their datasets by (the data layer imports no MLflow)."""
+    import hashlib
+
+    rows = np.arange(len(x)) if len(x) <= DIGEST_ROWS else np.linspace(0, len(x) - 1, DIGEST_ROWS).astype(int)
+    digest = hashlib.md5(repr(tuple(x.shape)).encode())
+    digest.update(np.ascontiguousarray(x[rows], dtype=np.float32).tobytes())
+    if y is not None:
+        digest.update(repr(tuple(np.shape(y))).encode())
+        digest.update(np.ascontiguousarray(np.asarray(y)[rows], dtype=np.int64).tobytes())
+    return digest.hexdigest()[:8]

@@ -15,7 +15,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from pipelines.data.sources import ImageDataset
+from pipelines.data.sources import ImageDataset, content_digest
 from pipelines.data.specs import check_gan_side, parse_class_spec, parse_counts
 from pipelines.data.splits import Splits, make_imbalanced, require_two_classes, stratified_split
 from pipelines.errors import GanpipeError
@@ -78,6 +78,7 @@ def evaluate_arms(splits: Splits, minority_idx: list[int], targets: dict[int, in
     wall-clock start and end (``_started``, ``_ended``, seconds since the epoch) for its MLflow run."""
     train = splits.train
     shifted = None if synthesise is None else (lambda labels, s: synthesise(labels, s + 1))
+    held_out = [data_input(splits.val.x, splits.val.y, "validation"), data_input(splits.test.x, splits.test.y, "test")]
     rows = []
     seed_started = time.time()
     for done, arm in enumerate(arms, start=1):
@@ -91,8 +92,8 @@ def evaluate_arms(splits: Splits, minority_idx: list[int], targets: dict[int, in
             model.fit(x, y, n_classes=len(train.class_names), validation=(splits.val.x, splits.val.y))
             val_summary, _ = classification_report(splits.val.y, model.predict_proba(splits.val.x),
                                                    train.class_names, minority_idx)
-            fits.append((val_summary[PRIMARY], share, len(y), model, val_summary))
-        _, share, n_items, model, val_summary = max(fits, key=lambda fit: fit[0])  # first share wins ties
+            fits.append((val_summary[PRIMARY], share, len(y), model, val_summary, data_input(x, y, "train")))
+        _, share, n_items, model, val_summary, trained_on = max(fits, key=lambda fit: fit[0])  # first share wins ties
         proba = model.predict_proba(splits.test.x)
         summary, per_class = classification_report(splits.test.y, proba, train.class_names, minority_idx)
         rows.append({"arm": arm, "seed": seed, "count": sweep_count, "train_items": n_items, **summary,
@@ -100,7 +101,8 @@ def evaluate_arms(splits: Splits, minority_idx: list[int], targets: dict[int, in
                      **({"synthetic_share": share} if arm == "gan" else {}),
                      **{f"recall_{r['class']}": r["recall"] for r in per_class.to_dict("records")},
                      "_pred": proba.argmax(axis=1), "_true": splits.test.y, "_per_class": per_class,
-                     "_history": getattr(model, "history_", []),
+                     "_history": getattr(model, "history_", []), "_inputs": [trained_on, *held_out],
+                     "_classifier_params": classifier_params(model),
                      "_started": started, "_ended": time.time()})
         if progress is not None:
             spent = time.time() - seed_started
@@ -108,6 +110,18 @@ def evaluate_arms(splits: Splits, minority_idx: list[int], targets: dict[int, in
             progress(f"{where}: arms {progress_bar(done, len(arms), spent)}  ({arm} in {time.time() - started:.0f} s, "
                      f"validation {PRIMARY} {val_summary[PRIMARY]:.3f})")
     return rows
+
+
+def classifier_params(model) -> dict:
+    """The constructor settings of a fitted classifier (its public attributes without a trailing
+    underscore: epochs, batch size, learning rate, class weight, ...), as its run logs them."""
+    return {k: v for k, v in vars(model).items() if not k.startswith("_") and not k.endswith("_")}
+
+
+def data_input(x: np.ndarray, y: np.ndarray, context: str) -> dict:
+    """What an arm's run says of one dataset it used: its ``context`` (train: the arm's training set,
+    real and synthetic; validation; test), digest, item count and image shape."""
+    return {"context": context, "digest": content_digest(x, y), "items": int(len(x)), "shape": list(x.shape[1:])}
 
 
 def run_seed(dataset: ImageDataset, counts: Mapping[str, int], arms: Sequence[str], seed: int, classifier: str,

@@ -18,18 +18,23 @@ from pipelines.tracking.runs import DESCRIPTION_TAG, TrackedRun, start_run
 
 
 def log_comparison(comparison: Comparison, parent: TrackedRun, class_names: Sequence[str], minority: str,
-                   classifier: str, epochs: int) -> str:
+                   classifier: str, epochs: int, data: str = "", data_name: str = "data") -> str:
     """Into the open ``parent`` run: a nested run per arm, seed and count (with the arm's real start
     and end, and the ``classifier`` trained for ``epochs``), the summary, verdicts and charts, the
-    per-arm metrics and answer tags; returns the parent's run id."""
+    per-arm metrics and answer tags; returns the parent's run id. Each child names the datasets it
+    used (``<data_name>-train`` with the arm's synthetic items, ``-validation``, ``-test``) from the
+    data spec ``data``."""
     for row in comparison.rows:
         name = f"{row['arm']}-seed{row['seed']}" + (f"-n{row['count']}" if row["count"] else "")
         tags = {"arm": row["arm"], "seed": row["seed"], **({"generator": row["_generator"]} if row.get("_generator") else {})}
         with start_run("compare", run_name=name, parent=parent, tags=tags,
                        start_time=row.get("_started"), end_time=row.get("_ended")) as child:
             child.log_params({"arm": row["arm"], "seed": row["seed"], "minority_count": row["count"] or minority,
-                              "classifier": classifier, "epochs": epochs})
+                              "classifier": classifier, "epochs": epochs,
+                              **{f"classifier.{k}": v for k, v in row.get("_classifier_params", {}).items()
+                                 if v is not None}})
             child.log_metrics(sectioned_metrics(row))
+            child.log_data_inputs(row.get("_inputs", []), data_name, data)
             log_curves(child, row.get("_history", []))
             child.log_table(row["_per_class"], "tables/per_class.csv")
     parent.log_table(comparison.summary, "tables/comparison.csv")

@@ -18,7 +18,7 @@ import os
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -223,6 +223,22 @@ class TrackedRun:
         entity = dataset._to_mlflow_entity()
         self.client.log_inputs(self.run_id, datasets=[DatasetInput(entity, [InputTag("mlflow.data.context", context)])])
         return entity.digest
+
+    def log_data_inputs(self, inputs: Sequence[Mapping[str, Any]], name: str, data: str) -> None:
+        """Log datasets described, not held: each of ``inputs`` (from
+        :func:`pipelines.evaluation.compare.data_input`: context, digest, items, shape) becomes a dataset
+        input ``<name>-<context>`` of this run made from the data spec ``data``, so the UI's Datasets
+        column shows what an arm trained on and was measured with, without the arrays being shipped."""
+        import json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        entries = [DatasetInput(Dataset(name=f"{name}-{item['context']}", digest=str(item["digest"]), source_type="code",
+                                        source=json.dumps({"tags": {"ganpipe.data": data}}),
+                                        profile=json.dumps({"features_shape": [item["items"], *item["shape"]]})),
+                                [InputTag("mlflow.data.context", str(item["context"]))]) for item in inputs]
+        if entries:
+            self.client.log_inputs(self.run_id, datasets=entries)
 
     def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)

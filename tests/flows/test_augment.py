@@ -62,6 +62,8 @@ def test_augment_flow_exports_dataset_and_tracks_everything(mlflow_store, tmp_pa
     # MLflow names a keyed image images/<key, / as ~>+step+<step>+timestamp+...png (and a .webp thumbnail)
     assert sorted(int(p.split("+step+")[1].split("+")[0]) for p in previews if p.startswith("images/train~samples+") and p.endswith(".png")) \
         == [0, 1, 2, 3, 4, 5, 6]  # sample grids streamed while the GAN trained (the start, then every tenth of the run)
+    trained = [p for p in previews if p.startswith("images/samples~trained+") and p.endswith(".png")]
+    assert [int(p.split("+step+")[1].split("+")[0]) for p in trained] == [6]  # a one-step series: opens on the trained grid
 
     import mlflow.pyfunc
 

@@ -58,6 +58,15 @@ def test_compare_runs_every_arm_and_never_shows_test_items_to_resamplers(mlflow_
     assert {"arm/gan/minority_recall", "arm/gan/minority_recall_low", "arm/ros/minority_recall_high"} <= set(parent.data.metrics)
     assert parent.data.tags["best_non_gan_arm"] in ARMS and parent.data.tags["gan_significant"] in ("true", "false")
     assert gan_child.data.params["classifier"] == "cnn" and gan_child.data.params["epochs"] == "2"
+    assert gan_child.data.params["classifier.learning_rate"] == "0.001" and gan_child.data.params["classifier.batch_size"] == "64"
+    # each child names what it trained on (real + synthetic for the gan arm) and what measured it
+    for child in children:
+        inputs = {next(t.value for t in d.tags if t.key == "mlflow.data.context"): d.dataset for d in child.inputs.dataset_inputs}
+        assert set(inputs) == {"train", "validation", "test"} and inputs["train"].name == "digits-train"
+    same_seed = [c for c in children if c.data.tags["seed"] == gan_child.data.tags["seed"]]
+    digests = {c.data.tags["arm"]: {d.dataset.name: d.dataset.digest for d in c.inputs.dataset_inputs} for c in same_seed}
+    assert len({d["digits-test"] for d in digests.values()}) == 1  # one test split per seed
+    assert digests["gan"]["digits-train"] != digests["none"]["digits-train"]  # synthetic items change the training set
     # real durations: the parent opened before the first arm started; each arm's run spans its training
     assert parent.info.start_time <= min(c.info.start_time for c in children)
     assert all(c.info.end_time >= c.info.start_time for c in children)

@@ -40,3 +40,22 @@ def test_demo_quick_end_to_end_under_prefect(prefect_harness, mlflow_store, caps
     reused = {c.data.tags["seed"] for c in children if c.data.tags["arm"] == "gan" and c.data.tags.get("generator")}
     assert reused == {"0"}
     assert "8x8 digits" in out
+    # what the MLflow pages show (issue 25): the answer on the parent, the kind of each experiment,
+    # what each arm trained on
+    arms = ["none", "ros", "smote", "gan"]  # the quick demo's arms
+    for arm in arms:
+        assert {f"arm/{arm}/minority_recall", f"arm/{arm}/minority_recall_low", f"arm/{arm}/balanced_accuracy_high"} \
+            <= set(parent.data.metrics)
+    assert not any(k.startswith("test/") for k in parent.data.metrics)  # per-arm numbers live under arm/<arm>/
+    assert parent.data.tags["best_arm"] in arms and parent.data.tags["best_non_gan_arm"] in arms[:3]
+    assert parent.data.tags["gan_significant"] in ("true", "false") and float(parent.data.tags["gan_gain"]) == float(
+        parent.data.tags["gan_gain"])
+    assert "| arm |" in parent.data.tags["mlflow.note.content"]
+    for run_id in (augment_id, compare_id):
+        experiment = client.get_experiment(client.get_run(run_id).info.experiment_id)
+        assert experiment.tags["mlflow.experimentKind"] == "custom_model_development" and experiment.tags["mlflow.note.content"]
+    for child in children:
+        contexts = {next(t.value for t in d.tags if t.key == "mlflow.data.context") for d in child.inputs.dataset_inputs}
+        assert contexts == {"train", "validation", "test"}
+    flow_run_url = parent.data.tags["prefect.flow_run_url"]
+    assert flow_run_url.endswith("/runs/flow-run/" + parent.data.tags["prefect.flow_run_id"])

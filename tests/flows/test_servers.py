@@ -69,3 +69,39 @@ def test_the_local_api_dies_with_a_command_killed_by_sigkill(tmp_path):
         assert not alive
     finally:
         command.kill()
+
+
+def test_a_flow_run_of_a_command_can_be_browsed_after_it(tmp_path, monkeypatch):
+    """The run's ``prefect.flow_run_url`` tag names a flow run that still exists when the command's
+    local API is gone: a later server on the same PREFECT_HOME (as ``prefect server start`` is) has it."""
+    import json
+
+    from prefect import flow
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.common import prefect_tags
+    from flows.servers import BROWSE_URL, local_prefect_api
+    from pipelines.tracking.runs import PREFECT_RUN_TAG
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+
+    @flow
+    def tagged() -> dict:
+        return prefect_tags()
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        with local_prefect_api():
+            tags = tagged()
+        run_id = tags[PREFECT_RUN_TAG]
+        assert tags["prefect.flow_run_url"] == f"{BROWSE_URL}/runs/flow-run/{run_id}"
+        assert "prefect server start" in tags["prefect.browse"] and str(tmp_path / "home") in tags["prefect.browse"]
+        with local_prefect_api() as api:  # the command is over; a new server on the same home
+            with urllib.request.urlopen(f"{api}/flow_runs/{run_id}", timeout=10) as response:
+                assert json.load(response)["state"]["type"] == "COMPLETED"
+
+
+def test_against_a_server_the_flow_run_link_is_that_servers_ui():
+    from flows.servers import flow_run_url
+
+    assert flow_run_url("abc", "http://prefect.internal:4200/api") == ("http://prefect.internal:4200/runs/flow-run/abc", None)
