@@ -168,7 +168,13 @@ def augment_flow(params: AugmentParams = AugmentParams()) -> dict:
                                      description=f"class-conditional generator (EMA weights) from ganpipe augment on "
                                                  f"{params.data}, minority {params.minority}",
                                      tags={"train_digest": train_digest, "data": params.data, "seed": params.seed},
-                                     name="generator")
+                                     name="generator", linked=[
+                                         ({"generator/train_items": len(splits.train),
+                                           "generator/train_seconds": sampler.gan_.seconds},
+                                          f"{label}-train", digests["train"]),
+                                         ({f"generator/{m}_{row['class']}": row[m] for row in
+                                           quality[quality["method"] == "gan"].to_dict("records") for m in QUALITY_METRICS},
+                                          f"{label}-validation", digests["validation"])])
         run.client.set_registered_model_alias(params.model_name, "current", version)  # models:/NAME@current
         manifest = call(export, out, x_syn, y_syn, names, params.seed, version)
         digest = run.log_dataset(x_syn, y_syn, f"{label}-synthetic", "synthetic", f"{params.model_name}/{version}")

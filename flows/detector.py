@@ -98,9 +98,10 @@ def train_detector_flow(params: TrainDetectorParams = TrainDetectorParams()) -> 
                         "normal_train_items": int(is_normal["train"].sum()),
                         "calibration_items": int(is_normal["val"].sum())})
         label = data_label(params.data)
-        run.log_dataset(splits.train.x[is_normal["train"]], None, f"{label}-train-normal", "train", params.data)
+        digests = {"train": run.log_dataset(splits.train.x[is_normal["train"]], None, f"{label}-train-normal", "train",
+                                            params.data)}
         for context, part in (("validation", splits.val), ("test", splits.test)):
-            run.log_dataset(part.x, part.y, f"{label}-{context}", context, params.data)
+            digests[context] = run.log_dataset(part.x, part.y, f"{label}-{context}", context, params.data)
         detector = call(fit_detector, splits.train.x[is_normal["train"]], splits.val.x[is_normal["val"]], params)
         for record in detector.model_.history:
             run.log_metrics({k: v for k, v in record.items() if k not in ("stage", "step", "seconds")}, step=record["step"])
@@ -117,7 +118,10 @@ def train_detector_flow(params: TrainDetectorParams = TrainDetectorParams()) -> 
         version = register_estimator(run, DetectorModel(), detector, params.name,
                                      np.zeros((2, *detector.image_shape_), dtype=np.float32),
                                      description=f"f-AnoGAN detector, normal classes {params.normal} of {params.data}",
-                                     tags=split_tags(params, splits.train.item_ids), name="detector")
+                                     tags=split_tags(params, splits.train.item_ids), name="detector",
+                                     linked=[({"detector/train_items": int(is_normal["train"].sum()),
+                                               "detector/train_seconds": detector.model_.seconds},
+                                              f"{label}-train-normal", digests["train"])])
         champion = set_alias_if_better(params.name, version, "champion", partial(
             compare_on_unseen, dataset=dataset, params=params, val=splits.val, anomalous=~is_normal["val"]))
         run.set_tags({"registered_model": params.name, "model_version": version, "champion": champion})

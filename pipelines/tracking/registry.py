@@ -156,10 +156,14 @@ class LoggedEstimator(_StoredEstimator, mlflow.pyfunc.PythonModel):
 
 def register_estimator(run: TrackedRun, python_model: EstimatorModel, estimator: Any, registered_model_name: str,
                        input_example, description: str = "", tags: dict[str, str] | None = None,
-                       name: str = "model") -> str:
+                       name: str = "model",
+                       linked: Sequence[tuple[Mapping[str, float], str, str]] = ()) -> str:
     """Log ``estimator`` as the run's model ``name`` (what it is: ``generator``, ``detector``) with the
     output ``python_model`` gives (with a signature from ``input_example``) and register it; returns
-    the new version, which carries ``description``, the run's git commit and ``tags`` as version tags."""
+    the new version, which carries ``description``, the run's git commit and ``tags`` as version tags.
+    Each ``(metrics, dataset name, dataset digest)`` of ``linked`` is logged as the model's metrics on
+    that dataset (a dataset the run logged), which is how MLflow's model page names the datasets a
+    model was trained and measured on."""
     from mlflow.models import infer_signature
 
     client()
@@ -180,6 +184,11 @@ def register_estimator(run: TrackedRun, python_model: EstimatorModel, estimator:
                 pip_requirements=["ganpipe"],  # the package is installed where models are served
             )
     version = str(info.registered_model_version)
+    for metrics, dataset_name, digest in linked:
+        for key, value in metrics.items():
+            if value is not None and value == value:
+                run.client.log_metric(run.run_id, key, float(value), dataset_name=dataset_name, dataset_digest=digest,
+                                      model_id=info.model_id)
     registered = run.client.get_registered_model(registered_model_name)
     if python_model.summary and not registered.description:  # a description a user wrote is kept
         run.client.update_registered_model(registered_model_name, description=python_model.summary)

@@ -52,9 +52,13 @@ def test_augment_flow_exports_dataset_and_tracks_everything(mlflow_store, tmp_pa
 
     logged = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
     assert [m.name for m in logged if m.source_run_id == run.info.run_id] == ["generator"]
+    generator = next(m for m in logged if m.source_run_id == run.info.run_id)
+    linked = {m.key: (m.dataset_name, m.dataset_digest) for m in generator.metrics}  # the model page's datasets
+    assert linked["generator/train_items"][0] == "digits-train" and linked["generator/label_agreement_3"][0] == "digits-validation"
     contexts = {next(t.value for t in d.tags if t.key == "mlflow.data.context"): d.dataset for d in run.inputs.dataset_inputs}
     assert set(contexts) == {"train", "validation", "test", "synthetic"}  # the UI's Datasets column
     assert contexts["synthetic"].digest == run.data.tags["synthetic_digest"] and contexts["train"].name == "digits-train"
+    assert linked["generator/train_items"][1] == contexts["train"].digest  # linked to the dataset the run logged
     artifacts = {f.path for d in ("figures", "tables", "dataset") for f in client.list_artifacts(run.info.run_id, d)}
     assert {"figures/samples_3.png", "figures/samples_7.png", "tables/sample_quality.csv",
             "dataset/synthetic.npz", "dataset/manifest.csv"} <= artifacts
