@@ -141,11 +141,15 @@ def quiet_prefect_console(level: str) -> None:
             handler.addFilter(keep)
 
 
-def print_run(run_id: str) -> None:
-    """The MLflow run a command made and how to look at it."""
+def print_run(run_id: str, charts: bool = False) -> None:
+    """The MLflow run a command made and how to look at it (with ``charts``, a compare parent's
+    children as charts grouped by arm)."""
+    from pipelines.tracking.comparison import chart_view_url
     from pipelines.tracking.runs import run_url, ui_command
 
     print(f"MLflow run: {run_url(run_id)}")
+    if charts and (view := chart_view_url(run_id)):
+        print(f"Arms side by side: {view}")
     print(f"Open the MLflow UI with:\n  {ui_command()}")
 
 
@@ -153,6 +157,7 @@ def print_run(run_id: str) -> None:
 def demo(params: DemoParams) -> int:
     from flows.demo import WHY_DIGITS, demo_flow
     from pipelines.text import markdown_table
+    from pipelines.tracking.comparison import chart_view_url
     from pipelines.tracking.runs import run_url, ui_command
 
     result = run_flow(demo_flow, params)
@@ -173,6 +178,8 @@ def demo(params: DemoParams) -> int:
           "augment run's figures/ in MLflow.")
     print(f"MLflow runs: augment {augmented['run_id']}, compare {compared['run_id']}")
     print(f"  augment: {run_url(augmented['run_id'])}\n  compare: {run_url(compared['run_id'])}")
+    if view := chart_view_url(compared["run_id"]):
+        print(f"  arms side by side: {view}")
     print(f"Open the MLflow UI with:\n  {ui_command()}")
     return 0
 
@@ -261,7 +268,7 @@ def compare(params: CompareParams, cluster: ClusterParams) -> int:
     print(markdown_table(summary[columns]))
     print(result["text"])
     print(f"\nWrote {result['out']}/comparison.csv and {result['out']}/comparison.md")
-    print_run(result["run_id"])
+    print_run(result["run_id"], charts=True)
     return 0
 
 

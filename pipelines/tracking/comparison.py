@@ -14,7 +14,10 @@ import pandas as pd
 from pipelines.evaluation.compare import METRICS, PRIMARY, SIGNIFICANCE, Comparison, best_arm, best_baseline
 from pipelines.evaluation.plots import comparison_bars, confusion_figure, sweep_curves
 from pipelines.text import markdown_table
-from pipelines.tracking.runs import DESCRIPTION_TAG, TrackedRun, start_run
+from pipelines.tracking.runs import DESCRIPTION_TAG, TrackedRun, client, start_run, ui_base
+from pipelines.tracking.views import grouped_chart_view
+
+CHART_VIEW_TAG = "ganpipe.chart_view"  # the parent's link to its children as charts grouped by arm
 
 
 def log_comparison(comparison: Comparison, parent: TrackedRun, class_names: Sequence[str], minority: str,
@@ -42,7 +45,9 @@ def log_comparison(comparison: Comparison, parent: TrackedRun, class_names: Sequ
         parent.log_table(comparison.verdicts, "tables/gan_vs_best_baseline.csv")
     parent.log_text(comparison.text, "verdict.txt")
     # the verdict, then the table it rests on, is the run's description
-    parent.set_tags({DESCRIPTION_TAG: f"{comparison.text}\n\n{markdown_table(comparison.summary)}",
+    parent.set_tags({DESCRIPTION_TAG: f"{comparison.text}\n\n{markdown_table(description_table(comparison.summary)).rstrip()}\n\n"
+                                      "Mean over seeds on the test split (95% interval); every column with its "
+                                      "interval is in tables/comparison.csv.",
                      **answer_tags(comparison)})
     parent.log_metrics(arm_metrics(comparison.headline))
     parent.client.log_table(parent.run_id, data=comparison.summary, artifact_file="tables/comparison.json")
@@ -61,7 +66,30 @@ def log_comparison(comparison: Comparison, parent: TrackedRun, class_names: Sequ
     parent.log_metrics({f"{r['arm']}_vs_{r['versus']}_{r['metric']}": r["difference"]
                         for r in comparison.headline_verdicts.to_dict("records")} if len(comparison.headline_verdicts)
                        else {}, prefix="verdict/")
+    key, value, link = grouped_chart_view(parent.experiment_id, parent.run_id, "arm",
+                                          [f"test/{m}" for m in METRICS], name=f"Arms of {parent.run_id[:8]}")
+    parent.client.set_experiment_tag(parent.experiment_id, key, value)
+    parent.set_tags({CHART_VIEW_TAG: f"{ui_base()}/{link}"})
     return parent.run_id
+
+
+def chart_view_url(run_id: str) -> str | None:
+    """The link to the saved view of a compare parent's children as charts grouped by arm."""
+    return client().get_run(run_id).data.tags.get(CHART_VIEW_TAG)
+
+
+def description_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary as the parent's description shows it, narrow enough for the run page: per arm
+    (and count) and its number of seeds, each metric's mean with its 95% interval in one cell, three decimals."""
+    keys = [c for c in ("arm", "count", "seeds") if c in summary.columns and (c != "count" or summary[c].nunique() > 1)]
+    table = summary[keys].copy()
+    for metric in (m for m in METRICS if m in summary.columns):
+        cells = [f"{value:.3f}" for value in summary[metric]]
+        if {f"{metric}_low", f"{metric}_high"} <= set(summary.columns):
+            cells = [cell if pd.isna(low) else f"{cell} ({low:.2f}-{high:.2f})"
+                     for cell, low, high in zip(cells, summary[f"{metric}_low"], summary[f"{metric}_high"])]
+        table[metric] = cells
+    return table
 
 
 def arm_key(arm: str) -> str:

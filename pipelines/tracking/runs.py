@@ -415,13 +415,17 @@ def ui_command() -> str:
     return f".venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
 
 
+def ui_base() -> str:
+    """Where the MLflow UI is: the tracking server, or the UI that :func:`ui_command` starts."""
+    uri = tracking_uri()
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+
+
 def run_url(run_id: str) -> str:
     """The run's page in the MLflow UI (its model-training view): on the tracking server, or on the
     UI that :func:`ui_command` starts."""
-    uri = tracking_uri()
-    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
     experiment = client().get_run(run_id).info.experiment_id
-    return f"{base}/#/experiments/{experiment}/runs/{run_id}?{MODEL_TRAINING_VIEW}"
+    return f"{ui_base()}/#/experiments/{experiment}/runs/{run_id}?{MODEL_TRAINING_VIEW}"
 
 
 def _param_value(value: Any) -> str:

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import re
+from urllib.parse import parse_qs, urlparse
+
 import pandas as pd
 import pytest
 import torch
@@ -12,6 +15,7 @@ from flows.params import CompareParams
 from pipelines.data.sources import load_dataset
 from pipelines.data.splits import stratified_split
 from pipelines.evaluation.arms import ARMS
+from pipelines.tracking.views import view_state
 
 FAST = {"data": "digits", "minority": "3:5,8:5", "classifier": "logreg", "gan_steps": 3, "epochs": 1}
 
@@ -72,6 +76,15 @@ def test_compare_runs_every_arm_and_never_shows_test_items_to_resamplers(mlflow_
     assert all(c.info.end_time >= c.info.start_time for c in children)
     assert max(c.info.end_time for c in children) <= parent.info.end_time
     assert any(k.startswith("verdict/gan_vs_") for k in parent.data.metrics)
+    # the description's table has one cell per metric, mean and interval together
+    description = parent.data.tags["mlflow.note.content"]
+    assert "minority_recall_low" not in description and re.search(r"\| \d\.\d{3} \(\d\.\d{2}-\d\.\d{2}\) \|", description)
+    # the parent links to a saved view of its children as bar charts grouped by arm, kept on the experiment
+    share_key = parse_qs(urlparse(parent.data.tags["ganpipe.chart_view"]).fragment.partition("?")[2])["viewStateShareKey"][0]
+    state = view_state(client.get_experiment(parent.info.experiment_id).tags[f"mlflow.sharedViewState.{share_key}"])
+    assert state["searchFilter"] == f"tags.mlflow.parentRunId = '{result['run_id']}'"
+    assert state["groupBy"]["groupByKeys"] == [{"mode": "tag", "groupByData": "arm"}]
+    assert [c["metricKey"] for c in state["compareRunCharts"]][0] == "test/minority_recall"
     artifacts = {f.path for d in ("figures", "tables") for f in client.list_artifacts(result["run_id"], d)}
     assert {"figures/comparison.png", "figures/confusion_gan.png", "tables/comparison.csv",
             "tables/gan_vs_best_baseline.csv", "tables/comparison.json"} <= artifacts

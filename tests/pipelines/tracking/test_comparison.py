@@ -68,10 +68,13 @@ def test_compare_parent_carries_per_arm_metrics_the_answer_and_the_table(mlflow_
     assert tags["gan_gain"] == f"{gan['difference']:+.3f}"
     assert tags["gan_significant"] == ("true" if gan["p_value"] < 0.05 else "false")
 
-    # the description: the verdict, then the summary table at 3 decimals
+    # the description: the verdict, then the summary table, a cell per metric: mean at 3 decimals (interval)
     description = tags["mlflow.note.content"]
-    assert description.startswith(result.text + "\n\n| arm | seeds | minority_recall |")
-    assert f"| {result.summary['minority_recall'].iloc[0]:.3f} |" in description
+    assert description.startswith(result.text + "\n\n| arm | seeds | minority_recall | balanced_accuracy |")
+    first = result.summary.iloc[0]
+    assert (f"| {first['minority_recall']:.3f} ({first['minority_recall_low']:.2f}-{first['minority_recall_high']:.2f}) |"
+            in description)
+    assert "_low" not in description
 
     children = client.search_runs([stored.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.run_id}'")
     assert len(children) == 2 * len(ARMS)
