@@ -329,6 +329,9 @@ class Bookkeeping:
         if self.preview is not None and self.start_step == 0:
             # the untrained generator: a viewer that opens at step 0 (as MLflow's image card does) shows it
             self.show(0)
+        elif self.preview is not None and self.start_step >= self.config.steps:
+            # resumed from a finished checkpoint: no step is left to preview, so show the trained generator
+            self.show(self.start_step)
 
     def seconds(self) -> float:
         """Training time so far, the time before a resume included."""

@@ -44,10 +44,18 @@ def log_comparison(comparison: Comparison, parent: TrackedRun, class_names: Sequ
     if len(comparison.verdicts):
         parent.log_table(comparison.verdicts, "tables/gan_vs_best_baseline.csv")
     parent.log_text(comparison.text, "verdict.txt")
-    # the verdict, then the table it rests on, is the run's description
-    parent.set_tags({DESCRIPTION_TAG: f"{comparison.text}\n\n{markdown_table(description_table(comparison.summary)).rstrip()}\n\n"
-                                      "Mean over seeds on the test split (95% interval); every column with its "
-                                      "interval is in tables/comparison.csv.",
+    # a saved view of the children as charts grouped by arm, kept on the experiment
+    key, value, link = grouped_chart_view(parent.experiment_id, parent.run_id, "arm",
+                                          [f"test/{m}" for m in METRICS], name=f"Arms of {parent.run_id[:8]}")
+    parent.client.set_experiment_tag(parent.experiment_id, key, value)
+    # the verdict, the link to the charts (relative, so it opens on whichever host serves the UI),
+    # then the table the verdict rests on, is the run's description
+    description = "\n\n".join([
+        comparison.text, f"[See the arms side by side, as charts grouped by arm]({link})",
+        markdown_table(description_table(comparison.summary)).rstrip(),
+        "Mean over seeds on the test split (95% interval); every column with its interval is in "
+        "tables/comparison.csv."])
+    parent.set_tags({CHART_VIEW_TAG: f"{ui_base()}/{link}", DESCRIPTION_TAG: description,
                      **answer_tags(comparison)})
     parent.log_metrics(arm_metrics(comparison.headline))
     parent.client.log_table(parent.run_id, data=comparison.summary, artifact_file="tables/comparison.json")
@@ -66,10 +74,6 @@ def log_comparison(comparison: Comparison, parent: TrackedRun, class_names: Sequ
     parent.log_metrics({f"{r['arm']}_vs_{r['versus']}_{r['metric']}": r["difference"]
                         for r in comparison.headline_verdicts.to_dict("records")} if len(comparison.headline_verdicts)
                        else {}, prefix="verdict/")
-    key, value, link = grouped_chart_view(parent.experiment_id, parent.run_id, "arm",
-                                          [f"test/{m}" for m in METRICS], name=f"Arms of {parent.run_id[:8]}")
-    parent.client.set_experiment_tag(parent.experiment_id, key, value)
-    parent.set_tags({CHART_VIEW_TAG: f"{ui_base()}/{link}"})
     return parent.run_id
 
 

@@ -58,7 +58,8 @@ def test_compare_runs_every_arm_and_never_shows_test_items_to_resamplers(mlflow_
     assert all(0 <= m.value <= 1 for m in curve)
     assert [m.timestamp for m in curve] == sorted(m.timestamp for m in curve)
     assert len(client.get_metric_history(gan_child.info.run_id, "epoch/train_loss")) == 2
-    assert parent.data.tags["mlflow.note.content"].startswith(result["text"] + "\n\n| arm |")  # verdict, then table
+    assert parent.data.tags["mlflow.note.content"].startswith(result["text"] + "\n\n[See the arms")  # verdict, link, table
+    assert "\n\n| arm |" in parent.data.tags["mlflow.note.content"]
     assert {"arm/gan/minority_recall", "arm/gan/minority_recall_low", "arm/ros/minority_recall_high"} <= set(parent.data.metrics)
     assert parent.data.tags["best_non_gan_arm"] in ARMS and parent.data.tags["gan_significant"] in ("true", "false")
     assert gan_child.data.params["classifier"] == "cnn" and gan_child.data.params["epochs"] == "2"

@@ -144,6 +144,11 @@ def test_interrupted_training_resumes_from_the_last_checkpoint(imbalanced_digits
     for name, tensor in reference.generator.state_dict().items():
         torch.testing.assert_close(resumed.generator.state_dict()[name], tensor, msg=name)
     assert [h["step"] for h in resumed.history][-1] == 12
+    # a run that finds a finished checkpoint trains no step, yet still previews the trained generator
+    previews = []
+    train_conditional_gan(x, y, 4, config, checkpoint_path=checkpoint,
+                          preview=lambda step, images, labels: previews.append(step))
+    assert previews == [12]
 
 
 def test_checkpoint_of_other_settings_is_not_resumed(imbalanced_digits, tmp_path, caplog):

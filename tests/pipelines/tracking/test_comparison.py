@@ -70,7 +70,9 @@ def test_compare_parent_carries_per_arm_metrics_the_answer_and_the_table(mlflow_
 
     # the description: the verdict, then the summary table, a cell per metric: mean at 3 decimals (interval)
     description = tags["mlflow.note.content"]
-    assert description.startswith(result.text + "\n\n| arm | seeds | minority_recall | balanced_accuracy |")
+    link = f"#/experiments/{stored.info.experiment_id}/runs?viewStateShareKey=arm-{parent.run_id}"
+    assert description.startswith(f"{result.text}\n\n[See the arms side by side, as charts grouped by arm]({link}")
+    assert "\n\n| arm | seeds | minority_recall | balanced_accuracy |" in description
     first = result.summary.iloc[0]
     assert (f"| {first['minority_recall']:.3f} ({first['minority_recall_low']:.2f}-{first['minority_recall_high']:.2f}) |"
             in description)
