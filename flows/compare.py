@@ -110,7 +110,7 @@ def compare_flow(params: CompareParams = CompareParams()) -> dict:
                    tags=prefect_tags(), system_metrics=True) as parent:
         devices = {"device": str(planned.device), "device_name": device_name(planned.device)}
         parent.set_tags(devices)
-        parent.log_params({**params.model_dump(), **devices})
+        parent.log_params({**params.model_dump(exclude_none=True), **devices})  # an unset option is no param
         parent.log_dataset(dataset.x, dataset.y, data_label(params.data), "source", params.data)
         run_logger().info("comparing %d arms over %d seed(s)%s: %s", len(arms), params.seeds,
                           f" and {len(sweep)} counts" if params.sweep else "", ", ".join(arms))

@@ -94,7 +94,7 @@ def train_detector_flow(params: TrainDetectorParams = TrainDetectorParams()) -> 
     with start_run("detector", run_name=f"detector-{data_label(params.data)}-{params.normal}", tags=prefect_tags(),
                    system_metrics=True) as run:
         run.set_tags(device_record(device))
-        run.log_params({**params.model_dump(), **device_record(device),
+        run.log_params({**params.model_dump(exclude_none=True), **device_record(device),
                         "normal_train_items": int(is_normal["train"].sum()),
                         "calibration_items": int(is_normal["val"].sum())})
         label = data_label(params.data)

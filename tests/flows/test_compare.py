@@ -48,6 +48,7 @@ def test_compare_runs_every_arm_and_never_shows_test_items_to_resamplers(mlflow_
     client = MlflowClient(tracking_uri=mlflow_store)
     parent = client.get_run(result["run_id"])
     assert parent.data.params["device"] == parent.data.tags["device"] and parent.data.tags["device_name"]
+    assert "None" not in parent.data.params.values()  # options left unset are not logged as the text "None"
     children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{result['run_id']}'")
     assert len(children) == 2 * len(ARMS)
     gan_child = next(c for c in children if c.data.tags["arm"] == "gan")
