@@ -16,7 +16,8 @@ FULL = {"data": "digits", "minority": "3:5,8:5", "epochs": 15, "seeds": 2,
 QUICK = {"data": "digits", "minority": "3:6,8:6", "gan_steps": 20, "epochs": 2, "seeds": 2,
          "arms": "none,ros,smote,gan", "classifier": "logreg"}
 WHY_DIGITS = ("The demo runs on scikit-learn's 8x8 digits (classes 3 and 8 cut to 5 training images) so that the "
-              "default GAN trains in well under a minute; mnist5k is measured by 'make bench' (docs/benchmarks.md).")
+              "default GAN trains in a few minutes on a CPU (133-142 s on 2 cores in a ganpipe demo of 2026-12-02); "
+              "mnist5k is measured by 'make bench' (docs/benchmarks.md).")
 
 
 @flow(name="ganpipe-demo", log_prints=True, flow_run_name=flow_run_name("demo"))
