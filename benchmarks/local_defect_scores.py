@@ -118,33 +118,36 @@ def run(quick: bool = False) -> str:
         colours = {name: maps.colour_features(x, side) for name, x in images.items()}
         contexts = {name: colour_context(x, side) for name, x in images.items()}
 
-        critic_gauss = lambda f: maps.location_distances(f, torch.as_tensor(fitted["map_mean"]),  # noqa: E731
-                                                         torch.as_tensor(fitted["map_whitening"])) / float(norms["critic"])
-        colour_gauss = lambda f: maps.location_distances(f, torch.as_tensor(fitted["colour_mean"]),  # noqa: E731
-                                                         torch.as_tensor(fitted["colour_whitening"])) / float(norms["colour"])
+        gaussian = lambda f, mean, whitening: maps.location_distances(  # noqa: E731
+            f, torch.as_tensor(fitted[mean]), torch.as_tensor(fitted[whitening]))
         shared_critic, shared_colour = Gaussians(critic_features["train"], True), Gaussians(colours["train"], True)
         context_gauss = Gaussians(contexts["train"])
         knn_critic = NearestLocation(critic_features["train"], critic_features["calibration"])
         knn_context = NearestLocation(contexts["train"], contexts["calibration"])
+        # each location map once per split; the candidates below combine them
+        location = {s: {"critic": gaussian(critic_features[s], "map_mean", "map_whitening") / float(norms["critic"]),
+                        "colour": gaussian(colours[s], "colour_mean", "colour_whitening") / float(norms["colour"]),
+                        "shared": 0.5 * (shared_critic(critic_features[s]) + shared_colour(colours[s])),
+                        "knn": knn_critic(critic_features[s]), "context": context_gauss(contexts[s]),
+                        "context knn": knn_context(contexts[s])}
+                    for s in ("calibration", "val", "test")}
 
-        candidates: dict[str, Callable[[str], torch.Tensor]] = {
-            "critic_map (the detector's)": lambda s: spot(0.5 * (critic_gauss(critic_features[s]) + colour_gauss(colours[s]))),
-            "critic": lambda s: spot(critic_gauss(critic_features[s])),
-            "colour": lambda s: spot(colour_gauss(colours[s])),
-            "max of critic, colour": lambda s: torch.maximum(spot(critic_gauss(critic_features[s])),
-                                                             spot(colour_gauss(colours[s]))),
-            "top8": lambda s: (0.5 * (critic_gauss(critic_features[s]) + colour_gauss(colours[s]))).flatten(1)
-            .topk(8, dim=1).values.mean(1),
-            "shared Gaussians": lambda s: spot(0.5 * (shared_critic(critic_features[s]) + shared_colour(colours[s]))),
-            "knn critic": lambda s: spot(knn_critic(critic_features[s])),
-            "knn critic + colour": lambda s: spot(0.5 * (knn_critic(critic_features[s]) + colour_gauss(colours[s]))),
-            "colour context": lambda s: spot(context_gauss(contexts[s])),
-            "colour-patch knn": lambda s: spot(knn_context(contexts[s])),
-            "knn critic + colour-patch knn": lambda s: spot(0.5 * (knn_critic(critic_features[s]) + knn_context(contexts[s]))),
+        candidates: dict[str, Callable[[dict], torch.Tensor]] = {
+            "critic_map (the detector's)": lambda m: spot(0.5 * (m["critic"] + m["colour"])),
+            "critic": lambda m: spot(m["critic"]),
+            "colour": lambda m: spot(m["colour"]),
+            "max of critic, colour": lambda m: torch.maximum(spot(m["critic"]), spot(m["colour"])),
+            "top8": lambda m: (0.5 * (m["critic"] + m["colour"])).flatten(1).topk(8, dim=1).values.mean(1),
+            "shared Gaussians": lambda m: spot(m["shared"]),
+            "knn critic": lambda m: spot(m["knn"]),
+            "knn critic + colour": lambda m: spot(0.5 * (m["knn"] + m["colour"])),
+            "colour context": lambda m: spot(m["context"]),
+            "colour-patch knn": lambda m: spot(m["context knn"]),
+            "knn critic + colour-patch knn": lambda m: spot(0.5 * (m["knn"] + m["context knn"])),
         }
         rows = []
         for name, measure in candidates.items():
-            scores = {s: measure(s).numpy() for s in ("calibration", "val", "test")}
+            scores = {s: measure(location[s]).numpy() for s in location}
             threshold = np.quantile(scores["calibration"], 0.99)
             anomalous = data["test"]["anomalous"]
             rows.append({"image score": name,
