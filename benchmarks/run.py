@@ -21,13 +21,15 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import anomaly, bad_inputs, devices, first_run, invocations, local_defects, reliability, signals, synthesis
+from benchmarks import (anomaly, bad_inputs, devices, first_run, invocations, local_defects, regimes, reliability,
+                        signals, synthesis)
 
 # name -> run(quick) returning the section's markdown; each synthesis setting is a section of its own
 BENCHMARKS = {
     **{f"synthesis-{data}": partial(synthesis.run, setting=(data, minority)) for data, minority in synthesis.SETTINGS},
     **{f"colour-{name}-{side}": partial(synthesis.run_colour, setting=(name, side, minority))
        for name, side, minority in synthesis.COLOUR_SETTINGS},
+    **{f"regimes-{data}": partial(regimes.run, data) for data in regimes.DATA},
     "anomaly": anomaly.run,
     "devices": devices.run,
     "local-defects": local_defects.run,

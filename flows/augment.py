@@ -22,6 +22,7 @@ from pipelines.devices import device_name, resolve_device
 from pipelines.errors import GanpipeError
 from pipelines.evaluation.plots import samples_figure, tile_images
 from pipelines.evaluation.sample_quality import compare_sample_quality
+from pipelines.evaluation.validated_gain import ValidatedGain, validated_gain
 from pipelines.text import markdown_table, progress_bar
 from pipelines.tracking.registry import GeneratorModel, register_estimator
 from pipelines.tracking.runs import DESCRIPTION_TAG, TrackedRun, start_run
@@ -107,6 +108,15 @@ def evaluate_samples(splits: Splits, sampler: GANOverSampler, classes: list[int]
                                   device=str(device))
 
 
+@task(name="validate-synthetic", cache_policy=NO_CACHE)
+def validate_synthetic(splits: Splits, classes: list[int], synthetic: tuple[np.ndarray, np.ndarray],
+                       params: AugmentParams, device) -> ValidatedGain:
+    """The synthetic set against every classic remedy on the validation split (never test)."""
+    logger = run_logger()
+    return validated_gain(splits, classes, synthetic, "cnn", params.gain_check_epochs, params.seed, str(device),
+                          progress=lambda line: logger.info("%s", line))
+
+
 @task(name="export", cache_policy=NO_CACHE)
 def export(out: Path, x: np.ndarray, y: np.ndarray, class_names: tuple[str, ...], seed: int, version: str) -> pd.DataFrame:
     return export_synthetic(out, x, y, class_names, seed, version)
@@ -162,12 +172,25 @@ def augment_flow(params: AugmentParams = AugmentParams()) -> dict:
         for row in quality.to_dict("records"):  # every method, under one name per method, metric and class
             run.log_metrics({f"{m}_{row['class']}": row[m] for m in (*QUALITY_METRICS, "precision", "density")
                              if m in row and pd.notna(row[m])}, prefix=f"quality/{row['method']}/")
-        run.set_tags({DESCRIPTION_TAG: quality_description(params, to_make, names, quality, sampler.gan_.seconds)})
+        gain = None
+        if params.gain_check:  # the synthetic set against the classic remedies, on the validation split
+            gain = call(validate_synthetic, splits, classes, (x_syn, y_syn), params, planned.device)
+        description = quality_description(params, to_make, names, quality, sampler.gan_.seconds)
+        if gain is not None:
+            run.log_metrics({"gain": gain.difference, "gain_low": gain.low, "gain_high": gain.high,
+                             "gan_minority_recall": gain.gan,
+                             **{f"{arm.replace('+', '_')}_minority_recall": v for arm, v in gain.classic.items()}},
+                            prefix="validation/")
+            run.set_tags({"validated_gain": gain.tag(), "validated_gain_verdict": gain.verdict})
+            description = f"**{gain.text()}**\n\n{description}"
+        run.set_tags({DESCRIPTION_TAG: description})
         version = register_estimator(run, GeneratorModel(names), sampler, params.model_name,
                                      pd.DataFrame({"class_name": [names[0]], "seed": [0]}),
                                      description=f"class-conditional generator (EMA weights) from ganpipe augment on "
                                                  f"{params.data}, minority {params.minority}",
-                                     tags={"train_digest": train_digest, "data": params.data, "seed": params.seed},
+                                     tags={"train_digest": train_digest, "data": params.data, "seed": params.seed,
+                                           **({"validated_gain": gain.tag(), "validated_gain_verdict": gain.verdict}
+                                              if gain is not None else {})},
                                      name="generator", linked=[
                                          ({"generator/train_items": len(splits.train),
                                            "generator/train_seconds": sampler.gan_.seconds},
@@ -182,4 +205,4 @@ def augment_flow(params: AugmentParams = AugmentParams()) -> dict:
         run.log_artifact(out / "synthetic.npz", "dataset")
         run.log_artifact(out / "manifest.csv", "dataset")
     return {"run_id": run.run_id, "model_version": version, "out": str(out), "synthetic": len(manifest),
-            "quality": quality, "to_make": {names[k]: n for k, n in to_make.items()}, "seconds": sampler.gan_.seconds}
+            "quality": quality, "validated_gain": gain, "to_make": {names[k]: n for k, n in to_make.items()}, "seconds": sampler.gan_.seconds}

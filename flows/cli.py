@@ -168,6 +168,8 @@ def demo(params: DemoParams) -> int:
     print(markdown_table(quality[["class", "method", "frechet", "coverage", "label_agreement", "near_duplicate_share"]]))
     print(f"Synthetic dataset: {augmented['out']}/synthetic.npz ({augmented['synthetic']} items), MLflow run "
           f"{augmented['run_id']}")
+    if augmented.get("validated_gain") is not None:
+        print(augmented["validated_gain"].text())
     summary = compared["summary"]
     print(f"\n== compare: {settings['seeds']} seeds, {settings['classifier']} ({settings['epochs']} epochs), "
           "metrics on the untouched test split ==\n")
@@ -199,6 +201,9 @@ def augment(params: AugmentParams) -> int:
     print(f"Wrote {result['synthetic']} synthetic items to {result['out']}/synthetic.npz, "
           f"{result['out']}/images/ and {result['out']}/manifest.csv")
     print(f"Registered generator: {params.model_name} version {result['model_version']}")
+    if result["validated_gain"] is not None:
+        print(f"\n{result['validated_gain'].text()}\n(The registered version is tagged validated_gain; test split "
+              "untouched: `ganpipe compare` measures on it over several seeds.)")
     print_run(result["run_id"])
     return 0
 

@@ -27,8 +27,9 @@ from pipelines.tracking.runs import dataset_digest, start_run
 
 
 def train_gan_for_arms(train: ImageDataset, seed: int, steps: int, registered: Registered | None = None,
-                       device: str = "auto") -> Synthesise:
-    """The GAN of the GAN arms, trained on the training split only (on ``device``); or the registered
+                       device: str = "auto", settings: dict | None = None) -> Synthesise:
+    """The GAN of the GAN arms, trained on the training split only (on ``device``, with the further
+    GANOverSampler ``settings``: a ``steps`` among them wins over ``steps``); or the registered
     generator, when it was trained on exactly this training split (same digest), so it has seen no
     item of this seed's validation or test split."""
     if registered is not None and dataset_digest(train.x, train.y) == registered.train_digest:
@@ -38,7 +39,8 @@ def train_gan_for_arms(train: ImageDataset, seed: int, steps: int, registered: R
     def progress(step: int, total: int, metrics: dict) -> None:
         logger.info("seed %d: GAN steps %s", seed, progress_bar(step, total, metrics["seconds"]))
 
-    sampler = GANOverSampler(steps=steps, random_state=seed, progress=progress, device=device)
+    sampler = GANOverSampler(**{"steps": steps, "device": device, **(settings or {}), "random_state": seed,
+                                "progress": progress})
     return sampler.fit(train.x, train.y).generate
 
 
@@ -76,6 +78,11 @@ def plan(params: CompareParams) -> ComparePlan:
     device = resolve_device(params.device)  # a device that is not there fails in one line, before the data is read
     dataset = load_data(params.data, params.image_size)
     counts, arms, sweep = compare.check_experiment(dataset, params.minority, params.arms, params.sweep)
+    if params.gan:
+        try:  # bad GAN settings fail here, in one line, before any training
+            GANOverSampler(**{"steps": params.gan_steps, **params.gan}).gan_config(len(dataset), dataset.x.shape[-1])
+        except (TypeError, ValueError) as exc:
+            raise GanpipeError(f"invalid GAN settings {params.gan}: {exc}") from None
     return ComparePlan(dataset, counts, arms, sweep, Registered(params.generator) if params.generator else None,
                        device)
 
@@ -102,7 +109,8 @@ def compare_flow(params: CompareParams = CompareParams()) -> dict:
     planned = plan(params)
     dataset, counts, arms, sweep, registered = (planned.dataset, planned.counts, planned.arms, planned.sweep,
                                                 planned.registered)
-    gan = partial(train_gan_for_arms, steps=params.gan_steps, registered=registered)  # each seed adds its device
+    gan = partial(train_gan_for_arms, steps=params.gan_steps, registered=registered,  # each seed adds its device
+                  settings=params.gan)
     calls = [(dataset, counts, arms, seed, params.classifier, params.epochs, gan, count, torch.get_num_threads(),
               params.device) for count in sweep for seed in range(params.seeds)]
     # the parent run opens now, so the UI shows the comparison running (and FAILED with the reason on error)
@@ -110,7 +118,8 @@ def compare_flow(params: CompareParams = CompareParams()) -> dict:
                    tags=prefect_tags(), system_metrics=True) as parent:
         devices = {"device": str(planned.device), "device_name": device_name(planned.device)}
         parent.set_tags(devices)
-        parent.log_params({**params.model_dump(exclude_none=True), **devices})  # an unset option is no param
+        parent.log_params({**params.model_dump(exclude={"gan"}, exclude_none=True), **devices,  # an unset option is no param
+                           **{f"gan.{k}": v for k, v in params.gan.items()}})
         parent.log_dataset(dataset.x, dataset.y, data_label(params.data), "source", params.data)
         run_logger().info("comparing %d arms over %d seed(s)%s: %s", len(arms), params.seeds,
                           f" and {len(sweep)} counts" if params.sweep else "", ", ".join(arms))

@@ -95,6 +95,10 @@ class AugmentParams(DeviceParams):
     out: str = Field("out/augment", description="output folder (synthetic.npz, images/, manifest.csv)")
     model_name: str = Field("ganpipe-cgan", min_length=1, description="name of the registered generator")
     gan: dict[str, Any] = Field(default_factory=dict, description="further GAN settings (GANOverSampler parameters), e.g. {'loss': 'wgan-gp'}")
+    gain_check: bool = Field(True, description="end with a quick comparison on the validation split: does the synthetic "
+                                             "set beat the best classic remedy? (8 classifier trainings; the verdict "
+                                             "tags the registered generator as validated_gain)")
+    gain_check_epochs: int = Field(15, ge=1, le=500, description="epochs of each classifier of that comparison")
 
     _data = checked("data", check_data_spec)
     _minority = checked("minority", parse_class_spec)
@@ -103,8 +107,9 @@ class AugmentParams(DeviceParams):
 class CompareParams(DeviceParams):
     """Compare a classifier with and without synthetic data against classic remedies.
 
-    Train the same downstream classifier under several arms (none, class_weight, ros, smote,
-    albumentations, gan, gan+albumentations) over several seeds with identical splits, evaluate on
+    Train the same downstream classifier under several arms (none, class_weight, balanced_softmax,
+    ros, smote, albumentations, ros+albumentations, mixup, gan, gan+albumentations, gan+mixup) over several
+    seeds with identical splits, evaluate on
     the untouched test split, and report mean and 95% interval per metric plus a paired t-test of
     each GAN arm against the best non-GAN arm. Only the training split reaches the resamplers and
     the GAN.
@@ -119,6 +124,8 @@ class CompareParams(DeviceParams):
     classifier: Literal["cnn", "logreg"] = Field("cnn", description="downstream classifier")
     sweep: str | None = Field(None, description="minority counts to sweep, e.g. 5,10,20,50 (overrides the N of --minority)")
     image_size: int | None = Field(None, ge=MIN_SIDE, le=MAX_SIDE, description=IMAGE_SIZE_HELP)
+    gan: dict[str, Any] = Field(default_factory=dict, description="further settings of the GAN arms' GAN "
+                                "(GANOverSampler parameters, as for augment), e.g. {'judge_steps': 400}")
     generator: str | None = Field(None, description="a registered generator (models:/NAME@ALIAS or models:/NAME/VERSION, "
                                   "from ganpipe augment) for the seeds whose training split it was trained on (same "
                                   "data, minority and seed); other seeds train their own GAN, so no GAN sees test items")

@@ -6,8 +6,9 @@ from typing import Sequence
 
 from pipelines.errors import GanpipeError
 
-NON_GAN_ARMS = ("none", "class_weight", "ros", "smote", "albumentations")
-GAN_ARMS = ("gan", "gan+albumentations")
+NON_GAN_ARMS = ("none", "class_weight", "balanced_softmax", "ros", "smote", "albumentations", "ros+albumentations",
+                "mixup")
+GAN_ARMS = ("gan", "gan+albumentations", "gan+mixup")
 ARMS = NON_GAN_ARMS + GAN_ARMS
 
 

@@ -8,6 +8,26 @@ of ``fit``): the network is built on the CPU (initial weights from the seeded CP
 there, the data stays on the host and moves batch by batch, dropout masks are drawn on the CPU and
 moved, and probabilities come back to the host. It trains in float32 everywhere. Logistic regression
 runs on the CPU and has no device.
+
+Three training options serve the remedies of a comparison (``pipelines.evaluation.remedies``):
+
+- ``loss="balanced_softmax"`` (Ren et al. 2020, "Balanced Meta-Softmax"): training adds the log of
+  each class's share of the training items to the logits before the cross-entropy, prediction uses
+  the plain logits, so the model learns the class-balanced posterior (the one minority recall and
+  balanced accuracy reward). Logistic regression, one solver run with no loss to change, gets the
+  same correction after fitting (post-hoc logit adjustment, Menon et al. 2021): its probabilities are
+  divided by the training shares and renormalised.
+- ``mixup=alpha`` (Zhang et al. 2018): every batch is replaced by convex mixes of its items with a
+  shuffled copy, ``lambda ~ Beta(alpha, alpha)`` per batch, with the labels mixed the same way (soft
+  targets that sum to one). Logistic regression gets one mixed copy of the training set, each mixed
+  item entered twice, once per label, with sample weights ``lambda`` and ``1 - lambda`` (the same
+  cross-entropy as the soft target).
+- ``augment=True``: every batch goes through :class:`~pipelines.evaluation.augment.ClassicAugment`
+  (a new draw each epoch, as a practitioner's training loop does). Logistic regression gets one
+  augmented copy of every training item beside the originals.
+
+Their random draws come from a generator of their own (seeded from ``random_state``), so the batch
+order is the same with and without them.
 """
 
 from __future__ import annotations
@@ -87,10 +107,36 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
+LOSSES = ("cross_entropy", "balanced_softmax")
+
+
+def class_shares(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Each class's share of the training items ``y`` (a class with none counts as one item, so
+    its log stays finite): the prior that balanced softmax adds to the logits."""
+    counts = np.maximum(np.bincount(y, minlength=n_classes)[:n_classes], 1).astype(np.float64)
+    return counts / counts.sum()
+
+
+def mixup_batch(x: np.ndarray, targets: np.ndarray, lam: float, partner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mixup of a batch: ``lam * x + (1 - lam) * x[partner]`` and the same mix of the one-hot or
+    soft ``targets`` (rows that sum to one stay so). Works on numpy arrays and torch tensors."""
+    return lam * x + (1.0 - lam) * x[partner], lam * targets + (1.0 - lam) * targets[partner]
+
+
+def _check_options(loss: str, mixup: float) -> None:
+    from pipelines.errors import GanpipeError
+
+    if loss not in LOSSES:
+        raise GanpipeError(f"unknown loss {loss!r}; use one of: {', '.join(LOSSES)}")
+    if mixup < 0:
+        raise GanpipeError(f"mixup alpha must be 0 (off) or positive, got {mixup}")
+
+
 class CNNClassifier:
     """A small CNN trained with Adam for a fixed number of epochs (no peeking at test data).
 
-    ``class_weight="balanced"`` weights the loss by inverse class frequency (the `class_weight` arm).
+    ``class_weight="balanced"`` weights the loss by inverse class frequency (the `class_weight` arm);
+    ``loss``, ``mixup`` and ``augment`` are the options of the module's note.
     ``min_steps`` raises the number of epochs on small datasets so training takes at least that many
     optimiser steps.
 
@@ -110,7 +156,11 @@ class CNNClassifier:
         min_steps: int = 0,
         random_state: int = 0,
         device: str = "auto",
+        loss: str = "cross_entropy",
+        mixup: float = 0.0,
+        augment: bool = False,
     ) -> None:
+        _check_options(loss, mixup)
         self.epochs = epochs
         self.min_steps = min_steps
         self.batch_size = batch_size
@@ -119,6 +169,9 @@ class CNNClassifier:
         self.width = width
         self.random_state = random_state
         self.device = device
+        self.loss = loss
+        self.mixup = mixup
+        self.augment = augment
 
     def fit(self, X: np.ndarray, y: np.ndarray, n_classes: int | None = None,
             validation: tuple[np.ndarray, np.ndarray] | None = None) -> "CNNClassifier":
@@ -135,6 +188,11 @@ class CNNClassifier:
             w[present] = compute_class_weight("balanced", classes=present, y=y)
             weight = to_device(torch.from_numpy(w), device)
         loss_fn = nn.CrossEntropyLoss(weight=weight)
+        # balanced softmax: log training shares added to the logits while training (not when predicting)
+        log_prior = (to_device(torch.from_numpy(np.log(class_shares(y, self.n_classes_)).astype(np.float32)), device)
+                     if self.loss == "balanced_softmax" else None)
+        extra = np.random.default_rng([self.random_state, 1])  # mixup and augmentation draws: the batch order is untouched
+        transform = _augmenter(self.random_state) if self.augment else None
         optimiser = torch.optim.Adam(self.model_.parameters(), lr=self.learning_rate)
         xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
         yt = torch.from_numpy(y.astype(np.int64))
@@ -149,8 +207,19 @@ class CNNClassifier:
                 idx = order[start : start + self.batch_size]
                 if len(idx) < 2:  # BatchNorm needs two items
                     continue
+                xb, yb = xt[idx], yt[idx]
+                if transform is not None:
+                    xb = torch.from_numpy(transform(xb.numpy()))
                 optimiser.zero_grad()
-                loss = loss_fn(self.model_(to_device(xt[idx], device)), to_device(yt[idx], device))
+                if self.mixup > 0:
+                    lam = float(extra.beta(self.mixup, self.mixup))
+                    partner = torch.from_numpy(extra.permutation(len(idx)))
+                    xb, soft = mixup_batch(xb, nn.functional.one_hot(yb, self.n_classes_).float(), lam, partner)
+                logits = self.model_(to_device(xb, device))
+                if log_prior is not None:
+                    logits = logits + log_prior
+                loss = (soft_cross_entropy(logits, to_device(soft, device), weight) if self.mixup > 0
+                        else loss_fn(logits, to_device(yb, device)))
                 loss.backward()
                 optimiser.step()
                 losses.append(loss.item())
@@ -189,27 +258,63 @@ class CNNClassifier:
         return self.predict_proba(X).argmax(axis=1)
 
 
-class LogisticClassifier:
-    """Multinomial logistic regression on flattened pixels (the fast, simple option)."""
+def _augmenter(seed: int):
+    from pipelines.evaluation.augment import ClassicAugment  # albumentations loads only when asked for
 
-    def __init__(self, class_weight: str | None = None, max_iter: int = 500, random_state: int = 0) -> None:
+    return ClassicAugment(random_state=seed)
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy against soft ``targets`` (rows summing to one); with ``weight``, each class's
+    term is weighted and the batch mean is taken over the weights of the targets, as
+    ``nn.CrossEntropyLoss(weight=...)`` does for hard labels."""
+    log_p = torch.log_softmax(logits, dim=1)
+    if weight is None:
+        return -(targets * log_p).sum(1).mean()
+    return -(targets * weight * log_p).sum() / (targets * weight).sum()
+
+
+class LogisticClassifier:
+    """Multinomial logistic regression on flattened pixels (the fast, simple option); ``loss``,
+    ``mixup`` and ``augment`` as in the module's note."""
+
+    def __init__(self, class_weight: str | None = None, max_iter: int = 500, random_state: int = 0,
+                 loss: str = "cross_entropy", mixup: float = 0.0, augment: bool = False) -> None:
+        _check_options(loss, mixup)
         self.class_weight = class_weight
         self.max_iter = max_iter
         self.random_state = random_state
+        self.loss = loss
+        self.mixup = mixup
+        self.augment = augment
 
     def fit(self, X: np.ndarray, y: np.ndarray, n_classes: int | None = None,
             validation: tuple[np.ndarray, np.ndarray] | None = None) -> "LogisticClassifier":
         self.n_classes_ = int(n_classes if n_classes is not None else y.max() + 1)
+        self.prior_ = class_shares(y, self.n_classes_) if self.loss == "balanced_softmax" else None
+        extra = np.random.default_rng([self.random_state, 1])
+        X = np.asarray(X, dtype=np.float32)
+        if self.augment:
+            X, y = np.concatenate([X, _augmenter(self.random_state)(X)]), np.concatenate([y, y])
+        weight = None
+        if self.mixup > 0:
+            lam = extra.beta(self.mixup, self.mixup, size=len(X)).astype(np.float32)
+            partner = extra.permutation(len(X))
+            mixed = lam[:, None, None, None] * X + (1 - lam[:, None, None, None]) * X[partner]
+            X, y, weight = np.concatenate([mixed, mixed]), np.concatenate([y, y[partner]]), np.concatenate([lam, 1 - lam])
         self.model_ = LogisticRegression(
             max_iter=self.max_iter, class_weight=self.class_weight, random_state=self.random_state
         )
-        self.model_.fit(X.reshape(len(X), -1), y)
+        self.model_.fit(X.reshape(len(X), -1), y, sample_weight=weight)
         self.history_ = []  # one solver run, no epochs
         return self
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         proba = np.zeros((len(X), self.n_classes_), dtype=np.float64)
         proba[:, self.model_.classes_] = self.model_.predict_proba(X.reshape(len(X), -1))
+        if self.prior_ is not None:  # post-hoc logit adjustment: the class-balanced posterior
+            proba = proba / self.prior_
+            proba /= proba.sum(axis=1, keepdims=True)
         return proba
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -220,13 +325,15 @@ CLASSIFIERS = {"cnn": CNNClassifier, "logreg": LogisticClassifier}
 
 
 def make_classifier(name: str, class_weight: str | None = None, epochs: int = 15, random_state: int = 0,
-                    device: str = "auto"):
+                    device: str = "auto", **options):
     """Build the downstream classifier called ``name`` (``cnn`` or ``logreg``); ``device`` is where the
-    CNN trains (logistic regression runs on the CPU)."""
+    CNN trains (logistic regression runs on the CPU); ``options``: ``loss``, ``mixup``, ``augment``
+    (the module's note)."""
     from pipelines.errors import GanpipeError
 
     if name == "cnn":
-        return CNNClassifier(epochs=epochs, class_weight=class_weight, random_state=random_state, device=device)
+        return CNNClassifier(epochs=epochs, class_weight=class_weight, random_state=random_state, device=device,
+                             **options)
     if name == "logreg":
-        return LogisticClassifier(class_weight=class_weight, random_state=random_state)
+        return LogisticClassifier(class_weight=class_weight, random_state=random_state, **options)
     raise GanpipeError(f"unknown classifier {name!r}; use one of: {', '.join(CLASSIFIERS)}")

@@ -35,6 +35,8 @@ Progress = Callable[[str], None]  # hears one line per finished step
 # shares of synthetic items among the added ones that the gan arm tries; the validation split picks
 # one per seed. Below half, the arm would be mostly random over-sampling, so it is not offered.
 SYNTHETIC_SHARES = (0.5, 0.75, 1.0)
+SHARED = ("gan", "gan+mixup")  # the arms whose synthetic share the validation split picks
+REGIME = ("minority_min", "minority_max", "majority")  # the columns of regime_of in every row
 
 
 def sweep_counts(text: str | None) -> list[int | None]:
@@ -73,22 +75,22 @@ def evaluate_arms(splits: Splits, minority_idx: list[int], targets: dict[int, in
                   device: str = "auto") -> list[dict]:
     """Train the classifier (on ``device``) under each arm on the training split; metrics on the test split (the
     report) and, as ``val_<metric>``, on the validation split, which makes every choice: the best
-    arm, and the ``gan`` arm's synthetic share (one of :data:`SYNTHETIC_SHARES`). ``progress(line)``
+    arm, and the synthetic share of the :data:`SHARED` arms (one of :data:`SYNTHETIC_SHARES`). ``progress(line)``
     hears after each arm how long it took and how long the seed has left; each row keeps its arm's
     wall-clock start and end (``_started``, ``_ended``, seconds since the epoch) for its MLflow run."""
     train = splits.train
     shifted = None if synthesise is None else (lambda labels, s: synthesise(labels, s + 1))
     held_out = [data_input(splits.val.x, splits.val.y, "validation"), data_input(splits.test.x, splits.test.y, "test")]
     rows = []
+    regime = regime_of(train.y, minority_idx)
     seed_started = time.time()
     for done, arm in enumerate(arms, start=1):
         started = time.time()
         fits = []
-        for share in SYNTHETIC_SHARES if arm == "gan" else (1.0,):
+        for share in SYNTHETIC_SHARES if arm in SHARED else (1.0,):
             check_stop()
-            x, y, class_weight = apply_arm(arm, train, targets, seed, shifted, synthetic_share=share)
-            model = make_classifier(classifier, class_weight=class_weight, epochs=epochs, random_state=seed,
-                                    device=device)
+            x, y, options = apply_arm(arm, train, targets, seed, shifted, synthetic_share=share)
+            model = make_classifier(classifier, epochs=epochs, random_state=seed, device=device, **options)
             model.fit(x, y, n_classes=len(train.class_names), validation=(splits.val.x, splits.val.y))
             val_summary, _ = classification_report(splits.val.y, model.predict_proba(splits.val.x),
                                                    train.class_names, minority_idx)
@@ -96,9 +98,9 @@ def evaluate_arms(splits: Splits, minority_idx: list[int], targets: dict[int, in
         _, share, n_items, model, val_summary, trained_on = max(fits, key=lambda fit: fit[0])  # first share wins ties
         proba = model.predict_proba(splits.test.x)
         summary, per_class = classification_report(splits.test.y, proba, train.class_names, minority_idx)
-        rows.append({"arm": arm, "seed": seed, "count": sweep_count, "train_items": n_items, **summary,
+        rows.append({"arm": arm, "seed": seed, "count": sweep_count, "train_items": n_items, **regime, **summary,
                      **{f"val_{k}": v for k, v in val_summary.items()},
-                     **({"synthetic_share": share} if arm == "gan" else {}),
+                     **({"synthetic_share": share} if arm in SHARED else {}),
                      **{f"recall_{r['class']}": r["recall"] for r in per_class.to_dict("records")},
                      "_pred": proba.argmax(axis=1), "_true": splits.test.y, "_per_class": per_class,
                      "_history": getattr(model, "history_", []), "_inputs": [trained_on, *held_out],
@@ -110,6 +112,30 @@ def evaluate_arms(splits: Splits, minority_idx: list[int], targets: dict[int, in
             progress(f"{where}: arms {progress_bar(done, len(arms), spent)}  ({arm} in {time.time() - started:.0f} s, "
                      f"validation {PRIMARY} {val_summary[PRIMARY]:.3f})")
     return rows
+
+
+def regime_of(y: np.ndarray, minority_idx: Sequence[int]) -> dict[str, int]:
+    """The regime a seed's training split is in: the fewest and most real training items of a
+    minority class (``minority_min``, ``minority_max``) and the items of its largest class
+    (``majority``)."""
+    counts = np.bincount(y)
+    minority = [int(counts[k]) if k < len(counts) else 0 for k in minority_idx]
+    return dict(zip(REGIME, (min(minority), max(minority), int(counts.max()))))
+
+
+def regime_text(results: pd.DataFrame) -> str:
+    """``"minority classes at 10 real training images against 275 for the largest class (28:1)"``,
+    over the seeds of ``results`` (ranges where they differ)."""
+    def span(values) -> str:
+        low, high = int(np.min(values)), int(np.max(values))
+        return f"{low}" if low == high else f"{low}-{high}"
+
+    smallest, largest, majority = results["minority_min"], results["minority_max"], results["majority"]
+    items = span(np.concatenate([smallest, largest]))
+    ratio = majority / smallest.clip(lower=1)
+    imbalance = f"{ratio.min():.0f}:1" if round(ratio.min()) == round(ratio.max()) else f"{ratio.min():.0f}-{ratio.max():.0f}:1"
+    return (f"minority classes at {items} real training images against {span(majority)} for the largest class "
+            f"(imbalance {imbalance})")
 
 
 def classifier_params(model) -> dict:
@@ -177,10 +203,12 @@ def best_arm(summary: pd.DataFrame) -> pd.Series:
     return summary.sort_values(PRIMARY, ascending=False).iloc[0]
 
 
-def verdict_text(summary: pd.DataFrame, verdicts: pd.DataFrame) -> str:
+def verdict_text(summary: pd.DataFrame, verdicts: pd.DataFrame, regime: str | None = None) -> str:
     best = best_arm(summary)
     lines = [f"Best arm on {PRIMARY}: {best['arm']} ({best[PRIMARY]:.3f}, 95% interval "
              f"[{best[f'{PRIMARY}_low']:.3f}, {best[f'{PRIMARY}_high']:.3f}])."]
+    if regime:
+        lines.append(f"Measured with {regime}.")
     for row in (verdicts[verdicts.metric == PRIMARY].to_dict("records") if len(verdicts) else []):
         better = "better" if row["difference"] > 0 else "worse"
         significant = "significant" if row["p_value"] < SIGNIFICANCE else "not significant"
@@ -225,8 +253,10 @@ def summarise_comparison(rows: list[dict], by_count: bool = False) -> Comparison
     verdict = pd.concat(verdicts, ignore_index=True) if verdicts else pd.DataFrame()
     headline = summary[summary["count"] == summary["count"].max()] if by_count else summary
     headline_verdicts = verdict[verdict["count"] == verdict["count"].max()] if by_count and len(verdict) else verdict
+    headline_results = results[results["count"] == results["count"].max()] if by_count else results
+    regime = regime_text(headline_results) if "minority_min" in results else None
     return Comparison(rows, results, summary, verdict, headline, headline_verdicts,
-                      verdict_text(headline, headline_verdicts), by_count)
+                      verdict_text(headline, headline_verdicts, regime), by_count)
 
 
 def write_comparison(out_dir: Path, comparison: Comparison, title: str) -> None:

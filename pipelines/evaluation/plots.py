@@ -180,3 +180,42 @@ def sweep_curves(summary, metric: str):
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def gain_figure(verdicts, metric: str = "minority_recall", cell: str = "count", panel: str | None = None,
+                xlabel: str = "training images per minority class"):
+    """Each GAN arm minus the best non-GAN arm (chosen on validation) per cell, with its 95% paired
+    interval: one point per arm and cell (``cell``: the column that names the cell), filled when the
+    paired test is significant (p < 0.05), hollow otherwise; a line at zero. ``panel``: a column
+    whose values get a panel each (a data set each)."""
+    rows = verdicts[verdicts["metric"] == metric]
+    panels = list(dict.fromkeys(rows[panel])) if panel else [None]
+    arms = list(dict.fromkeys(rows["arm"]))
+    colours = arm_colours(arms)
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(4.5, 3.2 * len(panels) + 1.5), 3.6), squeeze=False,
+                             sharey=True)
+    for ax, name in zip(axes[0], panels):
+        part = rows if name is None else rows[rows[panel] == name]
+        cells = list(dict.fromkeys(part[cell]))
+        for i, arm in enumerate(arms):
+            mine = part[part["arm"] == arm].set_index(cell).reindex(cells)
+            x = np.arange(len(cells)) + (i - (len(arms) - 1) / 2) * 0.18
+            diff = mine["difference"].to_numpy(float)
+            errors = np.maximum([diff - mine["low"].to_numpy(float), mine["high"].to_numpy(float) - diff], 0)
+            ax.errorbar(x, diff, yerr=errors, fmt="none", ecolor=colours[arm], capsize=3, linewidth=1)
+            significant = mine["p_value"].to_numpy(float) < 0.05
+            ax.scatter(x[significant], diff[significant], color=colours[arm], zorder=3, s=30, label=f"{arm} (p < 0.05)")
+            ax.scatter(x[~significant], diff[~significant], facecolors="white", edgecolors=colours[arm], zorder=3, s=30,
+                       label=f"{arm} (not significant)")
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_xticks(np.arange(len(cells)), [str(c) for c in cells], fontsize=8)
+        ax.set_xlabel(xlabel, fontsize=8)
+        if name is not None:
+            ax.set_title(str(name), fontsize=9)
+    axes[0][0].set_ylabel(f"GAN minus best non-GAN arm\n({metric.replace('_', ' ')}, test split)", fontsize=8)
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    axes[0][-1].legend(unique.values(), unique.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                       frameon=False)
+    fig.tight_layout()
+    return fig

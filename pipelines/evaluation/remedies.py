@@ -1,7 +1,30 @@
 """The standard remedies for class imbalance, as arms of a comparison.
 
-Every arm sees only the training split and brings each minority class up to the same target
-count, so arms differ only in *how* the missing items are made.
+Every arm sees only the training split. The resampling arms bring each minority class up to the
+same target count, so they differ only in *how* the missing items are made; the loss arms
+(``class_weight``, ``balanced_softmax``) keep the real items and change how the classifier weighs
+them.
+
+- ``none``: the real items as they are.
+- ``class_weight``: inverse-frequency class weights in the loss.
+- ``balanced_softmax``: the loss-level remedy of today's long-tail work (Ren et al. 2020): the log
+  class shares are added to the logits while training. Chosen over focal loss and LDAM-DRW because it
+  has no setting to tune (focal loss has its gamma, LDAM its margin scale and the epoch at which the
+  re-weighting starts): with no validation budget spent on it, it is as strong as it is on any data.
+- ``ros``: random copies of real minority items; ``smote``: interpolations between a minority item and
+  its minority neighbours (imbalanced-learn).
+- ``albumentations``: the missing items are classically augmented copies (affine, elastic, noise),
+  made once.
+- ``ros+albumentations``: random copies, and every training batch (all classes) augmented anew each
+  epoch, the way a practitioner's training loop does it.
+- ``mixup``: random copies, then mixup (Zhang et al. 2018, ``alpha`` :data:`MIXUP_ALPHA`) of every
+  batch with mixed labels: over-sampled first, so mixes meet the minority classes as often as the
+  others (mixup on the imbalanced set alone hardly reaches them).
+- ``gan``, ``gan+albumentations``, ``gan+mixup``: synthetic items from the GAN (see :func:`apply_arm`);
+  ``gan+mixup`` trains on the ``gan`` arm's items with mixup, the GAN combined with a classic remedy.
+
+See :mod:`pipelines.evaluation.classifier` for how the classifier carries out ``loss``, ``mixup`` and
+``augment``.
 """
 
 from __future__ import annotations
@@ -17,6 +40,10 @@ from pipelines.evaluation.arms import ARMS, GAN_ARMS
 from pipelines.evaluation.augment import augment_to_counts
 
 Synthesise = Callable[[np.ndarray, int], np.ndarray]  # (labels, seed) -> images
+MIXUP_ALPHA = 0.4  # Beta(alpha, alpha) mixing weights: fastai's default, gentle for small images and few items
+# the classifier options of the arms that change training rather than (only) the data
+TRAINING = {"class_weight": {"class_weight": "balanced"}, "balanced_softmax": {"loss": "balanced_softmax"},
+            "ros+albumentations": {"augment": True}, "mixup": {"mixup": MIXUP_ALPHA}, "gan+mixup": {"mixup": MIXUP_ALPHA}}
 
 
 def apply_arm(
@@ -26,20 +53,25 @@ def apply_arm(
     seed: int,
     synthesise: Synthesise | None = None,
     synthetic_share: float = 1.0,
-) -> tuple[np.ndarray, np.ndarray, str | None]:
-    """Training data of one arm: ``(x, y, class_weight)``. ``targets`` maps minority class index to
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Training of one arm: ``(x, y, options)``, ``options`` the classifier settings it needs (see
+    :data:`TRAINING`; empty for the data-only arms). ``targets`` maps minority class index to
     the item count it is brought up to; ``synthesise`` makes GAN images for the GAN arms. In the
-    ``gan`` arm ``synthetic_share`` of the added items are synthetic and the rest random copies of
-    real ones; ``gan+albumentations`` adds half synthetic, half classically augmented items."""
+    ``gan`` and ``gan+mixup`` arms ``synthetic_share`` of the added items are synthetic and the rest
+    random copies of real ones; ``gan+albumentations`` adds half synthetic, half classically
+    augmented items."""
+    if arm not in ARMS:
+        raise GanpipeError(f"unknown arm {arm!r}; choose from: {', '.join(ARMS)}")
     x, y = train.x, train.y
     missing = {k: int(t - np.sum(y == k)) for k, t in targets.items() if t > np.sum(y == k)}
     if arm == "none" or not missing:
-        return x, y, None
-    if arm == "class_weight":
-        return x, y, "balanced"
-    if arm in ("ros", "smote"):
+        return x, y, {}
+    options = dict(TRAINING.get(arm, {}))
+    if arm in ("class_weight", "balanced_softmax"):
+        return x, y, options
+    if arm in ("ros", "smote", "ros+albumentations", "mixup"):
         strategy = {k: int(t) for k, t in targets.items() if k in missing}
-        if arm == "ros":
+        if arm != "smote":
             sampler = RandomOverSampler(sampling_strategy=strategy, random_state=seed)
         else:
             smallest = min(int(np.sum(y == k)) for k in missing)
@@ -47,18 +79,18 @@ def apply_arm(
                 raise GanpipeError("SMOTE needs at least 2 training items in every minority class")
             sampler = SMOTE(sampling_strategy=strategy, k_neighbors=min(5, smallest - 1), random_state=seed)
         flat, y_new = sampler.fit_resample(x.reshape(len(x), -1), y)
-        return flat.reshape((-1, *x.shape[1:])).astype(np.float32), y_new, None
+        return flat.reshape((-1, *x.shape[1:])).astype(np.float32), y_new, options
     if arm == "albumentations":
         new_x, new_y = augment_to_counts(x, y, targets, random_state=seed)
-        return np.concatenate([x, new_x]), np.concatenate([y, new_y]), None
+        return np.concatenate([x, new_x]), np.concatenate([y, new_y]), options
     if arm in GAN_ARMS:
         if synthesise is None:
             raise ValueError(f"arm {arm!r} needs a synthesise function")
-        share = synthetic_share if arm == "gan" else 0.5
+        share = 0.5 if arm == "gan+albumentations" else synthetic_share
         gan_share = {k: int(np.ceil(n * share)) for k, n in missing.items()}
         labels = np.concatenate([np.full(n, k, dtype=np.int64) for k, n in sorted(gan_share.items())])
         parts_x, parts_y = [x, synthesise(labels, seed)], [y, labels]
-        if arm == "gan":
+        if arm != "gan+albumentations":
             rng = np.random.default_rng(seed)
             copies = np.concatenate([rng.choice(np.flatnonzero(y == k), n - gan_share[k]) for k, n in sorted(missing.items())])
             parts_x.append(x[copies])
@@ -68,5 +100,5 @@ def apply_arm(
             aug_x, aug_y = augment_to_counts(x, y, rest, random_state=seed)
             parts_x.append(aug_x)
             parts_y.append(aug_y)
-        return np.concatenate(parts_x).astype(np.float32), np.concatenate(parts_y), None
-    raise GanpipeError(f"unknown arm {arm!r}; choose from: {', '.join(ARMS)}")
+        return np.concatenate(parts_x).astype(np.float32), np.concatenate(parts_y), options
+    raise AssertionError(f"arm {arm!r} is listed but has no recipe")

@@ -11,8 +11,8 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from pipelines.evaluation.compare import METRICS, PRIMARY, SIGNIFICANCE, Comparison, best_arm, best_baseline
-from pipelines.evaluation.plots import comparison_bars, confusion_figure, sweep_curves
+from pipelines.evaluation.compare import METRICS, PRIMARY, REGIME, SIGNIFICANCE, Comparison, best_arm, best_baseline
+from pipelines.evaluation.plots import comparison_bars, confusion_figure, gain_figure, sweep_curves
 from pipelines.text import markdown_table
 from pipelines.tracking.runs import DESCRIPTION_TAG, TrackedRun, client, start_run, ui_base
 from pipelines.tracking.views import grouped_chart_view
@@ -70,6 +70,8 @@ def log_comparison(comparison: Comparison, parent: TrackedRun, class_names: Sequ
     if comparison.by_count:
         for metric in (PRIMARY, "balanced_accuracy"):
             parent.log_figure(sweep_curves(comparison.summary, metric), f"figures/sweep_{metric}.png")
+        if len(comparison.verdicts):
+            parent.log_figure(gain_figure(comparison.verdicts), "figures/gan_gain.png")
     # the parent's own numbers: the verdict of each GAN arm (the arms side by side are its children)
     parent.log_metrics({f"{r['arm']}_vs_{r['versus']}_{r['metric']}": r["difference"]
                         for r in comparison.headline_verdicts.to_dict("records")} if len(comparison.headline_verdicts)
@@ -145,14 +147,14 @@ def log_curves(run: TrackedRun, history: Sequence[Mapping[str, float]]) -> None:
 
 def sectioned_metrics(row: Mapping[str, Any]) -> dict[str, float]:
     """One arm-and-seed row as MLflow metrics in sections the UI groups: ``test/`` (the report),
-    ``val/`` (what made the choices) and ``train/`` (item count, synthetic share)."""
+    ``val/`` (what made the choices) and ``train/`` (item count, synthetic share, the regime's counts)."""
     out = {}
     for key, value in row.items():
         if key.startswith("_") or not isinstance(value, (int, float)) or isinstance(value, bool) or key in ("seed", "count"):
             continue
         if key.startswith("val_"):
             out[f"val/{key[4:]}"] = float(value)
-        elif key in ("train_items", "synthetic_share"):
+        elif key in ("train_items", "synthetic_share", *REGIME):
             out[f"train/{key}"] = float(value)
         else:
             out[f"test/{key}"] = float(value)

@@ -16,7 +16,8 @@ TINY_GAN = {"steps": 6, "width": 8, "z_dim": 16, "batch_size": 16}
 
 def test_augment_flow_exports_dataset_and_tracks_everything(mlflow_store, tmp_path):
     out = tmp_path / "aug"
-    result = augment_flow.fn(AugmentParams(data="digits", minority="3:6,7:8", target=20, seed=0, out=str(out), gan=TINY_GAN))
+    result = augment_flow.fn(AugmentParams(data="digits", minority="3:6,7:8", target=20, seed=0, out=str(out), gan=TINY_GAN,
+                                           gain_check_epochs=1))
     assert result["to_make"] == {"3": 14, "7": 12}
 
     with np.load(out / "synthetic.npz") as npz:
@@ -75,6 +76,14 @@ def test_augment_flow_exports_dataset_and_tracks_everything(mlflow_store, tmp_pa
     assert "Class-conditional GAN generator" in registered.description and registered.tags["ganpipe.kind"] == "generator"
     stored = client.get_model_version("ganpipe-cgan", result["model_version"])
     assert stored.tags["train_digest"] == contexts["train"].digest and "digits" in stored.description
+    # the validated gain: on the run, on the registered version and in the description
+    gain = result["validated_gain"]
+    assert stored.tags["validated_gain"] == run.data.tags["validated_gain"] == gain.tag()
+    assert stored.tags["validated_gain_verdict"] in ("gain", "loss", "no clear difference")
+    assert gain.low <= gain.difference <= gain.high and gain.best in gain.classic and len(gain.classic) == 7
+    assert run.data.metrics["validation/gain"] == pytest.approx(gain.difference)
+    assert "validation/ros_albumentations_minority_recall" in run.data.metrics
+    assert description.startswith("**Validated gain:")
     assert str(client.get_model_version_by_alias("ganpipe-cgan", "current").version) == result["model_version"]
     model = mlflow.pyfunc.load_model(f"models:/ganpipe-cgan/{result['model_version']}")
     images = model.predict(pd.DataFrame({"class_name": ["3", "7"], "seed": [0, 1]}))
@@ -84,7 +93,7 @@ def test_augment_flow_exports_dataset_and_tracks_everything(mlflow_store, tmp_pa
 
 def test_checkpoint_lets_a_rerun_resume(mlflow_store, tmp_path):
     out = tmp_path / "aug"
-    augment_flow.fn(AugmentParams(data="digits", minority="3:6", seed=0, out=str(out), gan=TINY_GAN))
+    augment_flow.fn(AugmentParams(data="digits", minority="3:6", seed=0, out=str(out), gan=TINY_GAN, gain_check=False))
     assert (out / "checkpoints" / "gan.pt").is_file()
 
 

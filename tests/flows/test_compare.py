@@ -11,13 +11,16 @@ from mlflow.tracking import MlflowClient
 import flows.compare as compare
 import pipelines.evaluation.compare as experiment
 from flows.cli import main
+from pipelines.errors import GanpipeError
 from flows.params import CompareParams
 from pipelines.data.sources import load_dataset
 from pipelines.data.splits import stratified_split
 from pipelines.evaluation.arms import ARMS
 from pipelines.tracking.views import view_state
 
-FAST = {"data": "digits", "minority": "3:5,8:5", "classifier": "logreg", "gan_steps": 3, "epochs": 1}
+# a short class judge (800 steps by default): the GAN arms' GAN settings reach the GAN (see the device test)
+FAST = {"data": "digits", "minority": "3:5,8:5", "classifier": "logreg", "gan_steps": 3, "epochs": 1,
+        "gan": {"judge_steps": 20}}
 
 
 def test_compare_runs_every_arm_and_never_shows_test_items_to_resamplers(mlflow_store, tmp_path, monkeypatch):
@@ -36,7 +39,8 @@ def test_compare_runs_every_arm_and_never_shows_test_items_to_resamplers(mlflow_
 
     dataset = load_dataset("digits")
     test_ids = {seed: set(stratified_split(dataset, seed=seed).test.item_ids) for seed in (0, 1)}
-    per_seed = len(ARMS) + len(experiment.SYNTHETIC_SHARES)  # the gan arm tries each share, plus the GAN itself
+    # the gan and gan+mixup arms try each share, plus the GAN itself
+    per_seed = len(ARMS) + len(experiment.SHARED) * (len(experiment.SYNTHETIC_SHARES) - 1) + 1
     assert len(seen) == 2 * per_seed
     for train in seen:
         assert any(not (set(train.item_ids) & ids) for ids in test_ids.values())
@@ -93,13 +97,20 @@ def test_compare_runs_every_arm_and_never_shows_test_items_to_resamplers(mlflow_
 
 
 def test_sweep_gives_one_row_per_count_and_arm(mlflow_store, tmp_path):
-    result = compare.compare_flow.fn(CompareParams(**{**FAST, "minority": "3:5"}, arms="none,ros", seeds=2, sweep="3,6",
-                                                   out=str(tmp_path / "s")))
+    result = compare.compare_flow.fn(CompareParams(**{**FAST, "minority": "3:5"}, arms="none,ros,gan", seeds=2,
+                                                   sweep="3,6", out=str(tmp_path / "s")))
     summary = result["summary"]
-    assert sorted(zip(summary["count"], summary["arm"])) == [(3, "none"), (3, "ros"), (6, "none"), (6, "ros")]
+    assert sorted(zip(summary["count"], summary["arm"])) == [(3, "gan"), (3, "none"), (3, "ros"), (6, "gan"), (6, "none"),
+                                                             (6, "ros")]
     client = MlflowClient(tracking_uri=mlflow_store)
     figures = {f.path for f in client.list_artifacts(result["run_id"], "figures")}
-    assert {"figures/sweep_minority_recall.png", "figures/sweep_balanced_accuracy.png"} <= figures
+    # the gain figure: the GAN minus the best non-GAN arm at each count, as the regime benchmark draws it
+    assert {"figures/sweep_minority_recall.png", "figures/sweep_balanced_accuracy.png", "figures/gan_gain.png"} <= figures
+    # the verdict (of the largest count) names its regime
+    regime = re.search(r"Measured with minority classes at 6 real training images against (\d+)(?:-(\d+))? for the "
+                       r"largest class \(imbalance (\d+)(?:-\d+)?:1\)", result["text"])
+    assert regime, result["text"]
+    assert 90 <= int(regime.group(1)) <= 110 and int(regime.group(3)) == round(int(regime.group(1)) / 6)
 
 
 @pytest.mark.parametrize(
@@ -119,12 +130,23 @@ def test_bad_compare_parameters(argv, message, capsys, tmp_path):
     assert message in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("settings", [{"judge_steps": -1}, {"no_such_setting": 1}])
+def test_bad_gan_settings_fail_in_the_plan_before_training(settings):
+    with pytest.raises(GanpipeError, match=re.escape(f"invalid GAN settings {settings}")):
+        compare.plan.prepare(CompareParams(**{**FAST, "gan": settings}))
+
+
 def test_the_device_reaches_every_seeds_classifier_and_gan(mlflow_store, tmp_path, monkeypatch):
     classifiers, gans = [], []
     real_make, real_gan = experiment.make_classifier, compare.train_gan_for_arms
     monkeypatch.setattr(experiment, "make_classifier", lambda *a, **k: (classifiers.append(k["device"]), real_make(*a, **k))[1])
     monkeypatch.setattr(compare, "train_gan_for_arms", lambda *a, **k: (gans.append(k["device"]), real_gan(*a, **k))[1])
+    samplers = []
+    real_sampler = compare.GANOverSampler
+    monkeypatch.setattr(compare, "GANOverSampler", lambda **k: (samplers.append(k), real_sampler(**k))[1])
     result = compare.compare_flow.fn(CompareParams(**FAST, arms="none,gan", seeds=2, device="cpu", out=str(tmp_path / "d")))
     assert set(classifiers) == set(gans) == {"cpu"} and len(gans) == 2
+    trained = [k for k in samplers if "progress" in k]  # the seeds' GANs (the plan checks the settings once)
+    assert sorted((k["judge_steps"], k["steps"], k["random_state"]) for k in trained) == [(20, 3, 0), (20, 3, 1)]
     params = MlflowClient(tracking_uri=mlflow_store).get_run(result["run_id"]).data.params
-    assert params["device"] == "cpu" and params["device_name"] == "cpu"
+    assert params["device"] == "cpu" and params["device_name"] == "cpu" and params["gan.judge_steps"] == "20"

@@ -39,7 +39,8 @@ def test_large_colour_images_go_through_every_job(side, colour_folder, mlflow_st
     data = f"folder:{colour_folder}"
     size = None if side == 256 else side  # 256: the native size; 128: resized on reading
     augmented = augment_flow.fn(AugmentParams(data=data, image_size=size, minority="scratched:4", target=6, steps=2,
-                                              out=str(tmp_path / "aug"), device="cpu", gan=TINY_GAN))
+                                              out=str(tmp_path / "aug"), device="cpu", gan=TINY_GAN,
+                                              gain_check_epochs=1))
     with np.load(tmp_path / "aug" / "synthetic.npz") as npz:
         assert npz["x"].shape == (6 - 4, 3, side, side)
     assert augmented["to_make"] == {"scratched": 2}

@@ -14,7 +14,7 @@ ARMS = ["none", "ros", "gan"]
 
 
 def train_gan(train, seed):
-    return GANOverSampler(steps=4, random_state=seed).fit(train.x, train.y).generate
+    return GANOverSampler(steps=4, judge_steps=20, random_state=seed).fit(train.x, train.y).generate  # the judge in, short
 
 
 def table(dataset, run_all) -> pd.DataFrame:

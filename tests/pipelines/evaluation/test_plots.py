@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
+from matplotlib.collections import LineCollection, PathCollection
 from matplotlib.colors import to_rgba
 
-from pipelines.evaluation.plots import arm_colours, comparison_bars, tile_images
+from pipelines.evaluation.plots import arm_colours, comparison_bars, gain_figure, tile_images
 
 ARMS = ["none", "ros", "smote", "class_weight", "albumentations", "gan", "gan+albumentations"]
 
@@ -72,3 +74,19 @@ def test_with_the_seeds_the_axis_spans_the_data_and_each_seed_is_a_dot():
 
     dots = sum(len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection))  # the scatter points
     assert dots == len(seeds) * len(metrics)
+
+
+def test_gain_figure_draws_each_cell_with_its_interval_and_marks_significance():
+    verdicts = pd.DataFrame({
+        "arm": ["gan", "gan", "gan", "gan"], "metric": ["minority_recall"] * 3 + ["balanced_accuracy"],
+        "count": [5, 10, 25, 5], "difference": [0.05, -0.01, 0.02, 0.9], "low": [0.01, -0.05, -0.02, 0.8],
+        "high": [0.09, 0.03, 0.06, 1.0], "p_value": [0.01, 0.6, 0.3, 0.0]})
+    fig = gain_figure(verdicts)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["5", "10", "25"]  # one cell per count of the metric
+    filled, hollow = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert filled.get_offsets().shape[0] == 1 and hollow.get_offsets().shape[0] == 2  # p < 0.05 only at 5
+    assert filled.get_offsets()[0][1] == pytest.approx(0.05)
+    whiskers = np.concatenate([seg[:, 1] for c in ax.collections if isinstance(c, LineCollection) for seg in c.get_segments()])
+    assert whiskers.min() == pytest.approx(-0.05) and whiskers.max() == pytest.approx(0.09)  # the other metric is not drawn
+    assert any(list(line.get_ydata()) == [0, 0] for line in ax.get_lines())  # the line at zero

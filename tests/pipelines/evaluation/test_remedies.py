@@ -8,8 +8,8 @@ from scipy import stats
 from pipelines.data.sources import ImageDataset
 from pipelines.errors import GanpipeError
 from pipelines.evaluation.compare import gan_verdicts
-from pipelines.evaluation.arms import ARMS, parse_arms
-from pipelines.evaluation.remedies import apply_arm
+from pipelines.evaluation.arms import ARMS, NON_GAN_ARMS, parse_arms
+from pipelines.evaluation.remedies import MIXUP_ALPHA, TRAINING, apply_arm
 from pipelines.evaluation.statistics import mean_interval, paired_difference, summarise
 
 
@@ -77,14 +77,27 @@ def test_every_arm_brings_minority_classes_to_the_target(train, arm):
         calls.append(labels)
         return np.full((len(labels), 1, 8, 8), 0.5, np.float32)
 
-    x, y, class_weight = apply_arm(arm, train, {2: 30}, seed=0, synthesise=synthesise)
+    x, y, options = apply_arm(arm, train, {2: 30}, seed=0, synthesise=synthesise)
     assert len(x) == len(y)
-    if arm in ("none", "class_weight"):
-        assert len(y) == 64 and class_weight == ("balanced" if arm == "class_weight" else None)
+    assert options == TRAINING.get(arm, {})
+    if arm in ("none", "class_weight", "balanced_softmax"):  # the real items, unchanged
+        assert len(y) == 64
+        np.testing.assert_array_equal(x, train.x)
     else:
         assert np.bincount(y).tolist() == [30, 30, 30]
         np.testing.assert_array_equal(x[:64], train.x)  # the real items come first, unchanged
-    if arm == "gan":
+    if arm in ("ros", "ros+albumentations", "mixup"):  # the added items are copies of real minority items
+        assert all(any(np.array_equal(item, real) for real in train.x[train.y == 2]) for item in x[64:])
+    if arm in ("gan", "gan+mixup"):
         assert len(calls[0]) == 26 and set(calls[0]) == {2}
     if arm == "gan+albumentations":
         assert len(calls[0]) == 13
+
+
+def test_the_training_arms_name_their_classifier_options():
+    assert TRAINING["class_weight"] == {"class_weight": "balanced"}
+    assert TRAINING["balanced_softmax"] == {"loss": "balanced_softmax"}
+    assert TRAINING["mixup"] == {"mixup": MIXUP_ALPHA} and MIXUP_ALPHA > 0
+    assert TRAINING["ros+albumentations"] == {"augment": True}
+    assert TRAINING["gan+mixup"] == {"mixup": MIXUP_ALPHA}
+    assert set(TRAINING) - {"gan+mixup"} <= set(NON_GAN_ARMS)

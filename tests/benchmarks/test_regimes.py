@@ -1,0 +1,37 @@
+"""The cells of the GAN regime grid: step cells cut the named classes, the long tail decays by the stated ratio."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks.regimes import LONG_TAIL, LONG_TAIL_RATIO, cell_splits, cells_of
+from pipelines.data.sources import load_dataset
+from pipelines.data.splits import stratified_split
+
+
+def test_cells_stop_at_half_the_smallest_class_and_end_with_the_long_tail():
+    dataset = load_dataset("digits")
+    smallest = int(np.bincount(stratified_split(dataset, seed=0).train.y).min())
+    cells = cells_of(dataset)
+    assert cells[-1] == LONG_TAIL and all(n <= smallest // 2 for n in cells[:-1]) and cells[0] == 5
+
+
+def test_step_cell_cuts_only_the_minority_classes_of_the_training_split():
+    dataset = load_dataset("digits")
+    splits, minority, targets = cell_splits(dataset, ("3", "8"), 10, seed=1)
+    counts = np.bincount(splits.train.y)
+    assert counts[[3, 8]].tolist() == [10, 10] and minority == [3, 8]
+    assert set(targets.values()) == {counts.max()}
+    full = stratified_split(dataset, seed=1)
+    assert len(splits.test) == len(full.test) and len(splits.val) == len(full.val)
+
+
+def test_long_tail_decays_exponentially_to_the_ratio_and_its_tail_half_is_the_minority():
+    dataset = load_dataset("digits")
+    splits, minority, targets = cell_splits(dataset, ("3", "8"), LONG_TAIL, seed=0)
+    counts = np.bincount(splits.train.y)
+    assert (np.diff(counts) <= 0).all() and counts.min() >= 2
+    assert counts[0] / counts[-1] >= LONG_TAIL_RATIO * 0.9
+    ratios = counts[:-1] / counts[1:]
+    assert np.allclose(ratios[:6], LONG_TAIL_RATIO ** (1 / 9), rtol=0.25)  # the same factor from class to class
+    assert minority == [5, 6, 7, 8, 9] and set(targets) == set(minority) and set(targets.values()) == {counts[0]}
