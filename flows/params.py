@@ -108,7 +108,8 @@ class CompareParams(DeviceParams):
     """Compare a classifier with and without synthetic data against classic remedies.
 
     Train the same downstream classifier under several arms (none, class_weight, balanced_softmax,
-    ros, smote, albumentations, ros+albumentations, mixup, gan, gan+albumentations, gan+mixup) over several
+    ros, smote, albumentations, ros+albumentations, mixup, gan, gan+albumentations, gan+mixup,
+    gan+balanced_softmax) over several
     seeds with identical splits, evaluate on
     the untouched test split, and report mean and 95% interval per metric plus a paired t-test of
     each GAN arm against the best non-GAN arm. Only the training split reaches the resamplers and

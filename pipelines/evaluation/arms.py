@@ -8,7 +8,7 @@ from pipelines.errors import GanpipeError
 
 NON_GAN_ARMS = ("none", "class_weight", "balanced_softmax", "ros", "smote", "albumentations", "ros+albumentations",
                 "mixup")
-GAN_ARMS = ("gan", "gan+albumentations", "gan+mixup")
+GAN_ARMS = ("gan", "gan+albumentations", "gan+mixup", "gan+balanced_softmax")
 ARMS = NON_GAN_ARMS + GAN_ARMS
 
 

@@ -28,6 +28,11 @@ Three training options serve the remedies of a comparison (``pipelines.evaluatio
 
 Their random draws come from a generator of their own (seeded from ``random_state``), so the batch
 order is the same with and without them.
+
+``fit(X, y, sample_weight=w)`` weighs each item's loss by ``w`` (under mixup, each of a mix's two
+labels by its own item's weight); the class shares that balanced softmax adds are then the weighted
+ones. The GAN arm
+that down-weights synthetic items uses it (``pipelines.evaluation.remedies``).
 """
 
 from __future__ import annotations
@@ -110,10 +115,12 @@ class SmallCNN(nn.Module):
 LOSSES = ("cross_entropy", "balanced_softmax")
 
 
-def class_shares(y: np.ndarray, n_classes: int) -> np.ndarray:
-    """Each class's share of the training items ``y`` (a class with none counts as one item, so
-    its log stays finite): the prior that balanced softmax adds to the logits."""
-    counts = np.maximum(np.bincount(y, minlength=n_classes)[:n_classes], 1).astype(np.float64)
+def class_shares(y: np.ndarray, n_classes: int, sample_weight: np.ndarray | None = None) -> np.ndarray:
+    """Each class's share of the training items ``y``, weighted by ``sample_weight`` when given (a
+    class with less than one item's weight counts as one, so its log stays finite): the prior that
+    balanced softmax adds to the logits."""
+    counts = np.bincount(y, weights=sample_weight, minlength=n_classes)[:n_classes]
+    counts = np.maximum(counts, 1.0).astype(np.float64)
     return counts / counts.sum()
 
 
@@ -174,7 +181,8 @@ class CNNClassifier:
         self.augment = augment
 
     def fit(self, X: np.ndarray, y: np.ndarray, n_classes: int | None = None,
-            validation: tuple[np.ndarray, np.ndarray] | None = None) -> "CNNClassifier":
+            validation: tuple[np.ndarray, np.ndarray] | None = None,
+            sample_weight: np.ndarray | None = None) -> "CNNClassifier":
         self.device_ = device = resolve_device(self.device)
         rng = np.random.default_rng(self.random_state)
         self.n_classes_ = int(n_classes if n_classes is not None else y.max() + 1)
@@ -189,8 +197,9 @@ class CNNClassifier:
             weight = to_device(torch.from_numpy(w), device)
         loss_fn = nn.CrossEntropyLoss(weight=weight)
         # balanced softmax: log training shares added to the logits while training (not when predicting)
-        log_prior = (to_device(torch.from_numpy(np.log(class_shares(y, self.n_classes_)).astype(np.float32)), device)
-                     if self.loss == "balanced_softmax" else None)
+        log_prior = (to_device(torch.from_numpy(np.log(class_shares(y, self.n_classes_, sample_weight)).astype(np.float32)),
+                               device) if self.loss == "balanced_softmax" else None)
+        wt = None if sample_weight is None else torch.from_numpy(np.asarray(sample_weight, dtype=np.float32))
         extra = np.random.default_rng([self.random_state, 1])  # mixup and augmentation draws: the batch order is untouched
         transform = _augmenter(self.random_state) if self.augment else None
         optimiser = torch.optim.Adam(self.model_.parameters(), lr=self.learning_rate)
@@ -208,18 +217,23 @@ class CNNClassifier:
                 if len(idx) < 2:  # BatchNorm needs two items
                     continue
                 xb, yb = xt[idx], yt[idx]
+                wb = None if wt is None else wt[idx]
                 if transform is not None:
                     xb = torch.from_numpy(transform(xb.numpy()))
                 optimiser.zero_grad()
+                soft = None  # targets as rows: one-hot (or mixed) labels times the items' weights
+                if self.mixup > 0 or wb is not None:
+                    soft = nn.functional.one_hot(yb, self.n_classes_).float()
+                    soft = soft if wb is None else soft * wb[:, None]
                 if self.mixup > 0:
                     lam = float(extra.beta(self.mixup, self.mixup))
                     partner = torch.from_numpy(extra.permutation(len(idx)))
-                    xb, soft = mixup_batch(xb, nn.functional.one_hot(yb, self.n_classes_).float(), lam, partner)
+                    xb, soft = mixup_batch(xb, soft, lam, partner)
                 logits = self.model_(to_device(xb, device))
                 if log_prior is not None:
                     logits = logits + log_prior
-                loss = (soft_cross_entropy(logits, to_device(soft, device), weight) if self.mixup > 0
-                        else loss_fn(logits, to_device(yb, device)))
+                loss = (loss_fn(logits, to_device(yb, device)) if soft is None
+                        else soft_cross_entropy(logits, to_device(soft, device), weight))
                 loss.backward()
                 optimiser.step()
                 losses.append(loss.item())
@@ -265,13 +279,12 @@ def _augmenter(seed: int):
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Cross-entropy against soft ``targets`` (rows summing to one); with ``weight``, each class's
-    term is weighted and the batch mean is taken over the weights of the targets, as
-    ``nn.CrossEntropyLoss(weight=...)`` does for hard labels."""
-    log_p = torch.log_softmax(logits, dim=1)
-    if weight is None:
-        return -(targets * log_p).sum(1).mean()
-    return -(targets * weight * log_p).sum() / (targets * weight).sum()
+    """Cross-entropy against soft ``targets``: rows of label mass (summing to one, or to the item's
+    weight); with ``weight``, each class's term is weighted. The batch's loss is the sum over items
+    divided by the total weighted label mass, so one-hot targets give the plain mean and, with
+    ``weight``, what ``nn.CrossEntropyLoss(weight=...)`` gives for hard labels."""
+    weighted = targets if weight is None else targets * weight
+    return -(weighted * torch.log_softmax(logits, dim=1)).sum() / weighted.sum()
 
 
 class LogisticClassifier:
@@ -289,19 +302,23 @@ class LogisticClassifier:
         self.augment = augment
 
     def fit(self, X: np.ndarray, y: np.ndarray, n_classes: int | None = None,
-            validation: tuple[np.ndarray, np.ndarray] | None = None) -> "LogisticClassifier":
+            validation: tuple[np.ndarray, np.ndarray] | None = None,
+            sample_weight: np.ndarray | None = None) -> "LogisticClassifier":
         self.n_classes_ = int(n_classes if n_classes is not None else y.max() + 1)
-        self.prior_ = class_shares(y, self.n_classes_) if self.loss == "balanced_softmax" else None
+        self.prior_ = class_shares(y, self.n_classes_, sample_weight) if self.loss == "balanced_softmax" else None
         extra = np.random.default_rng([self.random_state, 1])
         X = np.asarray(X, dtype=np.float32)
+        weight = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         if self.augment:
             X, y = np.concatenate([X, _augmenter(self.random_state)(X)]), np.concatenate([y, y])
-        weight = None
+            weight = None if weight is None else np.concatenate([weight, weight])
         if self.mixup > 0:
             lam = extra.beta(self.mixup, self.mixup, size=len(X)).astype(np.float32)
             partner = extra.permutation(len(X))
             mixed = lam[:, None, None, None] * X + (1 - lam[:, None, None, None]) * X[partner]
-            X, y, weight = np.concatenate([mixed, mixed]), np.concatenate([y, y[partner]]), np.concatenate([lam, 1 - lam])
+            item = np.ones(len(X)) if weight is None else weight
+            X, y = np.concatenate([mixed, mixed]), np.concatenate([y, y[partner]])
+            weight = np.concatenate([lam * item, (1 - lam) * item[partner]])
         self.model_ = LogisticRegression(
             max_iter=self.max_iter, class_weight=self.class_weight, random_state=self.random_state
         )

@@ -35,7 +35,12 @@ Progress = Callable[[str], None]  # hears one line per finished step
 # shares of synthetic items among the added ones that the gan arm tries; the validation split picks
 # one per seed. Below half, the arm would be mostly random over-sampling, so it is not offered.
 SYNTHETIC_SHARES = (0.5, 0.75, 1.0)
-SHARED = ("gan", "gan+mixup")  # the arms whose synthetic share the validation split picks
+# the loss weights of synthetic items that gan+balanced_softmax tries (1: worth a real item)
+SYNTHETIC_WEIGHTS = (0.1, 0.25, 0.5, 1.0)
+# the settings the validation split picks, per seed, for the arms that have them
+CHOICES = {"gan": [{"synthetic_share": s} for s in SYNTHETIC_SHARES],
+           "gan+mixup": [{"synthetic_share": s} for s in SYNTHETIC_SHARES],
+           "gan+balanced_softmax": [{"synthetic_weight": w} for w in SYNTHETIC_WEIGHTS]}
 REGIME = ("minority_min", "minority_max", "majority")  # the columns of regime_of in every row
 
 
@@ -75,7 +80,7 @@ def evaluate_arms(splits: Splits, minority_idx: list[int], targets: dict[int, in
                   device: str = "auto") -> list[dict]:
     """Train the classifier (on ``device``) under each arm on the training split; metrics on the test split (the
     report) and, as ``val_<metric>``, on the validation split, which makes every choice: the best
-    arm, and the synthetic share of the :data:`SHARED` arms (one of :data:`SYNTHETIC_SHARES`). ``progress(line)``
+    arm, and the settings of the arms in :data:`CHOICES` (synthetic share, synthetic weight). ``progress(line)``
     hears after each arm how long it took and how long the seed has left; each row keeps its arm's
     wall-clock start and end (``_started``, ``_ended``, seconds since the epoch) for its MLflow run."""
     train = splits.train
@@ -87,20 +92,22 @@ def evaluate_arms(splits: Splits, minority_idx: list[int], targets: dict[int, in
     for done, arm in enumerate(arms, start=1):
         started = time.time()
         fits = []
-        for share in SYNTHETIC_SHARES if arm in SHARED else (1.0,):
+        for choice in CHOICES.get(arm, [{}]):
             check_stop()
-            x, y, options = apply_arm(arm, train, targets, seed, shifted, synthetic_share=share)
+            x, y, options = apply_arm(arm, train, targets, seed, shifted, **choice)
+            weights = options.pop("sample_weight", None)
             model = make_classifier(classifier, epochs=epochs, random_state=seed, device=device, **options)
-            model.fit(x, y, n_classes=len(train.class_names), validation=(splits.val.x, splits.val.y))
+            model.fit(x, y, n_classes=len(train.class_names), validation=(splits.val.x, splits.val.y),
+                      **({} if weights is None else {"sample_weight": weights}))
             val_summary, _ = classification_report(splits.val.y, model.predict_proba(splits.val.x),
                                                    train.class_names, minority_idx)
-            fits.append((val_summary[PRIMARY], share, len(y), model, val_summary, data_input(x, y, "train")))
-        _, share, n_items, model, val_summary, trained_on = max(fits, key=lambda fit: fit[0])  # first share wins ties
+            fits.append((val_summary[PRIMARY], choice, len(y), model, val_summary, data_input(x, y, "train")))
+        _, choice, n_items, model, val_summary, trained_on = max(fits, key=lambda fit: fit[0])  # first choice wins ties
         proba = model.predict_proba(splits.test.x)
         summary, per_class = classification_report(splits.test.y, proba, train.class_names, minority_idx)
         rows.append({"arm": arm, "seed": seed, "count": sweep_count, "train_items": n_items, **regime, **summary,
                      **{f"val_{k}": v for k, v in val_summary.items()},
-                     **({"synthetic_share": share} if arm in SHARED else {}),
+                     **choice,
                      **{f"recall_{r['class']}": r["recall"] for r in per_class.to_dict("records")},
                      "_pred": proba.argmax(axis=1), "_true": splits.test.y, "_per_class": per_class,
                      "_history": getattr(model, "history_", []), "_inputs": [trained_on, *held_out],

@@ -20,8 +20,13 @@ them.
 - ``mixup``: random copies, then mixup (Zhang et al. 2018, ``alpha`` :data:`MIXUP_ALPHA`) of every
   batch with mixed labels: over-sampled first, so mixes meet the minority classes as often as the
   others (mixup on the imbalanced set alone hardly reaches them).
-- ``gan``, ``gan+albumentations``, ``gan+mixup``: synthetic items from the GAN (see :func:`apply_arm`);
-  ``gan+mixup`` trains on the ``gan`` arm's items with mixup, the GAN combined with a classic remedy.
+- ``gan``, ``gan+albumentations``, ``gan+mixup``, ``gan+balanced_softmax``: synthetic items from the
+  GAN (see :func:`apply_arm`), alone or combined with a classic remedy. ``gan+mixup`` trains on the
+  ``gan`` arm's items with mixup. ``gan+balanced_softmax`` adds a synthetic item for every missing
+  one, weighs each synthetic item's loss by ``synthetic_weight`` (synthetic images are worth less
+  than real ones, as DiffuLT found) and trains with balanced softmax over the weighted class counts:
+  weight 1 is the balanced set with a plain loss, weight towards 0 is balanced softmax on the real
+  items alone.
 
 See :mod:`pipelines.evaluation.classifier` for how the classifier carries out ``loss``, ``mixup`` and
 ``augment``.
@@ -43,7 +48,8 @@ Synthesise = Callable[[np.ndarray, int], np.ndarray]  # (labels, seed) -> images
 MIXUP_ALPHA = 0.4  # Beta(alpha, alpha) mixing weights: fastai's default, gentle for small images and few items
 # the classifier options of the arms that change training rather than (only) the data
 TRAINING = {"class_weight": {"class_weight": "balanced"}, "balanced_softmax": {"loss": "balanced_softmax"},
-            "ros+albumentations": {"augment": True}, "mixup": {"mixup": MIXUP_ALPHA}, "gan+mixup": {"mixup": MIXUP_ALPHA}}
+            "ros+albumentations": {"augment": True}, "mixup": {"mixup": MIXUP_ALPHA}, "gan+mixup": {"mixup": MIXUP_ALPHA},
+            "gan+balanced_softmax": {"loss": "balanced_softmax"}}
 
 
 def apply_arm(
@@ -53,9 +59,12 @@ def apply_arm(
     seed: int,
     synthesise: Synthesise | None = None,
     synthetic_share: float = 1.0,
+    synthetic_weight: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Training of one arm: ``(x, y, options)``, ``options`` the classifier settings it needs (see
-    :data:`TRAINING`; empty for the data-only arms). ``targets`` maps minority class index to
+    :data:`TRAINING`; empty for the data-only arms) and, for ``gan+balanced_softmax``, the
+    ``sample_weight`` of every item for ``fit`` (1 for real items, ``synthetic_weight`` for
+    synthetic ones). ``targets`` maps minority class index to
     the item count it is brought up to; ``synthesise`` makes GAN images for the GAN arms. In the
     ``gan`` and ``gan+mixup`` arms ``synthetic_share`` of the added items are synthetic and the rest
     random copies of real ones; ``gan+albumentations`` adds half synthetic, half classically
@@ -86,11 +95,13 @@ def apply_arm(
     if arm in GAN_ARMS:
         if synthesise is None:
             raise ValueError(f"arm {arm!r} needs a synthesise function")
-        share = 0.5 if arm == "gan+albumentations" else synthetic_share
+        share = {"gan+albumentations": 0.5, "gan+balanced_softmax": 1.0}.get(arm, synthetic_share)
         gan_share = {k: int(np.ceil(n * share)) for k, n in missing.items()}
         labels = np.concatenate([np.full(n, k, dtype=np.int64) for k, n in sorted(gan_share.items())])
         parts_x, parts_y = [x, synthesise(labels, seed)], [y, labels]
-        if arm != "gan+albumentations":
+        if arm == "gan+balanced_softmax":
+            options["sample_weight"] = np.concatenate([np.ones(len(y)), np.full(len(labels), float(synthetic_weight))])
+        elif arm != "gan+albumentations":
             rng = np.random.default_rng(seed)
             copies = np.concatenate([rng.choice(np.flatnonzero(y == k), n - gan_share[k]) for k, n in sorted(missing.items())])
             parts_x.append(x[copies])

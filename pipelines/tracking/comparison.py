@@ -147,14 +147,14 @@ def log_curves(run: TrackedRun, history: Sequence[Mapping[str, float]]) -> None:
 
 def sectioned_metrics(row: Mapping[str, Any]) -> dict[str, float]:
     """One arm-and-seed row as MLflow metrics in sections the UI groups: ``test/`` (the report),
-    ``val/`` (what made the choices) and ``train/`` (item count, synthetic share, the regime's counts)."""
+    ``val/`` (what made the choices) and ``train/`` (item count, synthetic share and weight, the regime's counts)."""
     out = {}
     for key, value in row.items():
         if key.startswith("_") or not isinstance(value, (int, float)) or isinstance(value, bool) or key in ("seed", "count"):
             continue
         if key.startswith("val_"):
             out[f"val/{key[4:]}"] = float(value)
-        elif key in ("train_items", "synthetic_share", *REGIME):
+        elif key in ("train_items", "synthetic_share", "synthetic_weight", *REGIME):
             out[f"train/{key}"] = float(value)
         else:
             out[f"test/{key}"] = float(value)

@@ -39,8 +39,8 @@ def test_compare_runs_every_arm_and_never_shows_test_items_to_resamplers(mlflow_
 
     dataset = load_dataset("digits")
     test_ids = {seed: set(stratified_split(dataset, seed=seed).test.item_ids) for seed in (0, 1)}
-    # the gan and gan+mixup arms try each share, plus the GAN itself
-    per_seed = len(ARMS) + len(experiment.SHARED) * (len(experiment.SYNTHETIC_SHARES) - 1) + 1
+    # the arms with choices try each (synthetic share or weight), plus the GAN itself
+    per_seed = len(ARMS) + sum(len(c) - 1 for c in experiment.CHOICES.values()) + 1
     assert len(seen) == 2 * per_seed
     for train in seen:
         assert any(not (set(train.item_ids) & ids) for ids in test_ids.values())

@@ -77,9 +77,13 @@ def test_every_arm_brings_minority_classes_to_the_target(train, arm):
         calls.append(labels)
         return np.full((len(labels), 1, 8, 8), 0.5, np.float32)
 
-    x, y, options = apply_arm(arm, train, {2: 30}, seed=0, synthesise=synthesise)
+    x, y, options = apply_arm(arm, train, {2: 30}, seed=0, synthesise=synthesise, synthetic_weight=0.25)
     assert len(x) == len(y)
+    weights = options.pop("sample_weight", None)
     assert options == TRAINING.get(arm, {})
+    assert (weights is None) == (arm != "gan+balanced_softmax")
+    if weights is not None:  # real items count fully, the 26 synthetic ones at the weight asked for
+        assert weights.tolist() == [1.0] * 64 + [0.25] * 26 and calls[0].tolist() == [2] * 26
     if arm in ("none", "class_weight", "balanced_softmax"):  # the real items, unchanged
         assert len(y) == 64
         np.testing.assert_array_equal(x, train.x)
@@ -100,4 +104,5 @@ def test_the_training_arms_name_their_classifier_options():
     assert TRAINING["mixup"] == {"mixup": MIXUP_ALPHA} and MIXUP_ALPHA > 0
     assert TRAINING["ros+albumentations"] == {"augment": True}
     assert TRAINING["gan+mixup"] == {"mixup": MIXUP_ALPHA}
-    assert set(TRAINING) - {"gan+mixup"} <= set(NON_GAN_ARMS)
+    assert TRAINING["gan+balanced_softmax"] == {"loss": "balanced_softmax"}
+    assert {a for a in TRAINING if not a.startswith("gan")} <= set(NON_GAN_ARMS)

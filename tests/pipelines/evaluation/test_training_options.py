@@ -21,6 +21,21 @@ def imbalanced():
     return splits
 
 
+def raw_training_logits(monkeypatch) -> list:
+    """The CNN's logits of every training batch, before any adjustment (filled as it trains)."""
+    outputs = []
+
+    class Recording(classifier.SmallCNN):
+        def forward(self, batch):
+            out = super().forward(batch)
+            if self.training:
+                outputs.append(out.detach().clone())
+            return out
+
+    monkeypatch.setattr(classifier, "SmallCNN", Recording)
+    return outputs
+
+
 def test_mixup_mixes_items_and_labels_alike_and_labels_sum_to_one():
     rng = np.random.default_rng(0)
     x = rng.random((6, 1, 4, 4)).astype(np.float32)
@@ -47,15 +62,7 @@ def test_soft_cross_entropy_equals_the_hard_one_on_one_hot_targets():
 
 def test_balanced_softmax_adds_the_log_training_shares_to_the_logits_while_training(imbalanced, monkeypatch):
     x, y = imbalanced.train.x, imbalanced.train.y
-    outputs, seen = [], []
-
-    class Recording(classifier.SmallCNN):
-        def forward(self, batch):
-            out = super().forward(batch)
-            if self.training:
-                outputs.append(out.detach().clone())
-            return out
-
+    outputs, seen = raw_training_logits(monkeypatch), []
     real_loss = torch.nn.CrossEntropyLoss
 
     class Spy(real_loss):
@@ -63,7 +70,6 @@ def test_balanced_softmax_adds_the_log_training_shares_to_the_logits_while_train
             seen.append(logits.detach().clone())
             return super().forward(logits, labels)
 
-    monkeypatch.setattr(classifier, "SmallCNN", Recording)
     monkeypatch.setattr(classifier.nn, "CrossEntropyLoss", Spy)
     model = CNNClassifier(epochs=1, loss="balanced_softmax", random_state=0).fit(x, y, n_classes=10)
     shares = class_shares(y, 10)
@@ -145,3 +151,50 @@ def test_unknown_options_are_refused_in_one_line():
         CNNClassifier(loss="focal")
     with pytest.raises(GanpipeError, match="mixup alpha"):
         LogisticClassifier(mixup=-1)
+
+
+def test_sample_weights_weigh_each_items_loss_and_the_balanced_softmax_prior():
+    logits = torch.randn(4, 3, generator=torch.Generator().manual_seed(1))
+    labels = torch.tensor([0, 1, 2, 1])
+    w = torch.tensor([1.0, 0.5, 0.25, 1.0])
+    per_item = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    weighted = torch.nn.functional.one_hot(labels, 3).float() * w[:, None]
+    assert soft_cross_entropy(logits, weighted).item() == pytest.approx(((w * per_item).sum() / w.sum()).item(), rel=1e-6)
+    y = np.array([0, 0, 1, 1, 1, 2])
+    shares = class_shares(y, 3, np.array([1, 1, 1, 0.5, 0.5, 2.0]))
+    np.testing.assert_allclose(shares, np.array([2.0, 2.0, 2.0]) / 6)
+
+
+def test_cnn_balanced_softmax_uses_the_weighted_class_shares(imbalanced, monkeypatch):
+    x, y = imbalanced.train.x[:300], imbalanced.train.y[:300]
+    weights = np.where(np.isin(y, [3, 8]), 1.0, 0.5)
+    outputs, seen = raw_training_logits(monkeypatch), []
+    real = classifier.soft_cross_entropy
+    monkeypatch.setattr(classifier, "soft_cross_entropy", lambda logits, *a: (seen.append(logits.detach().clone()), real(logits, *a))[1])
+    CNNClassifier(epochs=1, loss="balanced_softmax", random_state=0).fit(x, y, n_classes=10, sample_weight=weights)
+    assert len(seen) == len(outputs) > 0  # weighted items go through the soft-target loss
+    expected = np.log(class_shares(y, 10, weights))
+    for raw, adjusted in zip(outputs, seen):
+        np.testing.assert_allclose((adjusted - raw).numpy(), np.broadcast_to(expected, raw.shape), atol=1e-5)
+
+
+def test_logistic_passes_the_weights_on_and_mixes_them_with_their_labels(imbalanced, monkeypatch):
+    x, y = imbalanced.train.x[:100], imbalanced.train.y[:100]
+    weights = np.linspace(0.1, 1.0, len(x))
+    fitted = {}
+
+    class Recording(classifier.LogisticRegression):
+        def fit(self, X, labels, sample_weight=None):
+            fitted.update(y=labels, w=sample_weight)
+            return super().fit(X, labels, sample_weight=sample_weight)
+
+    monkeypatch.setattr(classifier, "LogisticRegression", Recording)
+    LogisticClassifier(max_iter=30).fit(x, y, n_classes=10, sample_weight=weights)
+    np.testing.assert_allclose(fitted["w"], weights)
+    LogisticClassifier(max_iter=30, mixup=0.4).fit(x, y, n_classes=10, sample_weight=weights)
+    draws = np.random.default_rng([0, 1])  # the classifier's own mixing draws (random_state 0)
+    lam = draws.beta(0.4, 0.4, size=len(x)).astype(np.float32)
+    partner = draws.permutation(len(x))
+    # each mix enters once per label, weighted by its share of the mix times that label's item's weight
+    np.testing.assert_allclose(fitted["w"], np.concatenate([lam * weights, (1 - lam) * weights[partner]]), rtol=1e-6)
+    np.testing.assert_array_equal(fitted["y"], np.concatenate([y, y[partner]]))
