@@ -192,7 +192,8 @@ def gain_figure(verdicts, metric: str = "minority_recall", cell: str = "count", 
     panels = list(dict.fromkeys(rows[panel])) if panel else [None]
     arms = list(dict.fromkeys(rows["arm"]))
     colours = arm_colours(arms)
-    fig, axes = plt.subplots(1, len(panels), figsize=(max(4.5, 3.2 * len(panels) + 1.5), 3.6), squeeze=False,
+    most = max(len(set(rows[cell] if panel is None else rows[rows[panel] == name][cell])) for name in panels)
+    fig, axes = plt.subplots(1, len(panels), figsize=(len(panels) * (1.5 + 1.1 * most) + 2.8, 3.8), squeeze=False,
                              sharey=True)
     for ax, name in zip(axes[0], panels):
         part = rows if name is None else rows[rows[panel] == name]
@@ -208,7 +209,9 @@ def gain_figure(verdicts, metric: str = "minority_recall", cell: str = "count", 
             ax.scatter(x[~significant], diff[~significant], facecolors="white", edgecolors=colours[arm], zorder=3, s=30,
                        label=f"{arm} (not significant)")
         ax.axhline(0.0, color="black", linewidth=0.8)
-        ax.set_xticks(np.arange(len(cells)), [str(c) for c in cells], fontsize=8)
+        ax.set_xticks(np.arange(len(cells)), [str(c).replace(" ", "\n", 1) if len(str(c)) > 6 else str(c)
+                                              for c in cells], fontsize=8)
+        ax.set_xlim(-0.6, len(cells) - 0.4)
         ax.set_xlabel(xlabel, fontsize=8)
         if name is not None:
             ax.set_title(str(name), fontsize=9)
