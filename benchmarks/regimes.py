@@ -41,7 +41,7 @@ LONG_TAIL = f"long tail {LONG_TAIL_RATIO}:1"
 # the minority classes of the step cells (those of the synthesis benchmarks)
 DATA = {"digits": ("3", "8"), "mnist5k": ("2", "5", "8")}
 FIGURES = Path(__file__).resolve().parents[1] / "docs" / "figures"
-# finished (data, cell, seed) results of a full run, so a stopped grid resumes; delete it after changing the code
+# finished (data, cell, seed) results of a full run, so a stopped grid resumes (keyed by code_key)
 CACHE = Path(__file__).resolve().parents[1] / "out" / "bench" / "regimes"
 GAIN = 0.03  # the gain the issue asks for in at least two cells, with p < SIGNIFICANCE
 
@@ -66,15 +66,26 @@ def cell_splits(dataset: ImageDataset, minority: tuple[str, ...], cell: int | st
     return splits, minority_idx, {k: keep[names[0]] for k in minority_idx}
 
 
+def code_key() -> str:
+    """A digest of the arms and of the code that trains and scores them (the GAN, the classifiers,
+    the remedies): a cached seed is reused only by the code that made it."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha1(",".join(ARMS).encode())
+    for folder in ("gan_aug", "gan_core", "pipelines/evaluation", "pipelines/data"):
+        for path in sorted((root / folder).rglob("*.py")):
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
 def run_cell(dataset: ImageDataset, minority: tuple[str, ...], cell: int | str, seeds: list[int], steps: int,
              epochs: int, cache: Path | None = None) -> tuple[list[dict], list[float]]:
     """Every arm for every seed of one cell: the public columns of :func:`evaluate_arms`'s rows and the
     GAN seconds. With ``cache`` (a folder), each finished seed is kept there and a later run with the
-    same settings takes it instead of training again (the grid is hours long: it resumes)."""
+    same settings and code (:func:`code_key`) takes it instead of training again (the grid is hours
+    long: it resumes)."""
     rows, seconds = [], []
     for seed in seeds:
-        arms = hashlib.sha1(",".join(ARMS).encode()).hexdigest()[:8]  # another set of arms is another result
-        kept = None if cache is None else cache / f"{dataset.source}-{cell}-seed{seed}-{steps}steps-{epochs}epochs-{arms}.csv"
+        kept = None if cache is None else cache / f"{dataset.source}-{cell}-seed{seed}-{steps}steps-{epochs}epochs-{code_key()}.csv"
         if kept is not None and kept.is_file():
             table = pd.read_csv(kept, keep_default_na=True)
             rows += table.drop(columns="gan_seconds").to_dict("records")

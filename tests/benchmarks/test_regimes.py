@@ -35,3 +35,12 @@ def test_long_tail_decays_exponentially_to_the_ratio_and_its_tail_half_is_the_mi
     ratios = counts[:-1] / counts[1:]
     assert np.allclose(ratios[:6], LONG_TAIL_RATIO ** (1 / 9), rtol=0.25)  # the same factor from class to class
     assert minority == [5, 6, 7, 8, 9] and set(targets) == set(minority) and set(targets.values()) == {counts[0]}
+
+
+def test_a_cached_seed_is_reused_only_by_the_code_that_made_it(tmp_path, monkeypatch):
+    from benchmarks import regimes
+
+    first = regimes.code_key()
+    assert first == regimes.code_key()
+    monkeypatch.setattr(regimes, "ARMS", (*regimes.ARMS, "another"))
+    assert regimes.code_key() != first
