@@ -24,6 +24,7 @@ from pipelines.evaluation.plots import samples_figure, tile_images
 from pipelines.evaluation.sample_quality import compare_sample_quality
 from pipelines.evaluation.validated_gain import ValidatedGain, validated_gain
 from pipelines.text import markdown_table, progress_bar
+from pipelines.tracking.comparison import arm_key
 from pipelines.tracking.registry import GeneratorModel, register_estimator
 from pipelines.tracking.runs import DESCRIPTION_TAG, TrackedRun, start_run
 
@@ -179,7 +180,7 @@ def augment_flow(params: AugmentParams = AugmentParams()) -> dict:
         if gain is not None:
             run.log_metrics({"gain": gain.difference, "gain_low": gain.low, "gain_high": gain.high,
                              "gan_minority_recall": gain.gan,
-                             **{f"{arm.replace('+', '_')}_minority_recall": v for arm, v in gain.classic.items()}},
+                             **{f"{arm_key(arm)}_minority_recall": v for arm, v in gain.classic.items()}},
                             prefix="validation/")
             run.set_tags({"validated_gain": gain.tag(), "validated_gain_verdict": gain.verdict})
             description = f"**{gain.text()}**\n\n{description}"

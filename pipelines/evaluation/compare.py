@@ -131,7 +131,7 @@ def regime_of(y: np.ndarray, minority_idx: Sequence[int]) -> dict[str, int]:
 
 
 def regime_text(results: pd.DataFrame) -> str:
-    """``"minority classes at 10 real training images against 275 for the largest class (28:1)"``,
+    """``"minority classes at 10 real training images against 275 for the largest class (imbalance 28:1)"``,
     over the seeds of ``results`` (ranges where they differ)."""
     def span(values) -> str:
         low, high = int(np.min(values)), int(np.max(values))
