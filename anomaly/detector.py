@@ -221,9 +221,9 @@ class GANAnomalyDetector(BaseEstimator):
             raise ValueError(f"kind must be one of {', '.join(maps.KINDS)}, got {kind!r}")
         X = self._check(X)
         fitted = self._fitted()
-        if fitted.get("map_mean") is None:
-            raise GanpipeError("this detector was saved before anomaly maps existed; train it again "
-                               "(ganpipe train-detector) to get maps")
+        if fitted.get("map_mean") is None or fitted.get("colour_field") is None:
+            raise GanpipeError("this detector was saved before its anomaly maps (or their colour field) existed; "
+                               "train it again (ganpipe train-detector) to get maps")
         model: FAnoGAN = fitted["model"]
         state, side = on_device(fitted, model.device), X.shape[-1]
         out = np.empty((len(X), X.shape[-2], side), dtype=np.float32)

@@ -4,16 +4,22 @@ The GAN's own critic is the backbone, as a pretrained network is in PaDiM (Defar
 nothing is downloaded:
 
 - **feature map**: at every location of the critic's first stride-2 stage (half the image side,
-  area-averaged to at most :data:`MAP_SIDE`), two feature vectors: the critic's (the activations of
-  its first three layers there: the full-resolution layer pooled, the stage itself, the next stage
-  upsampled; with more than :data:`MAP_CHANNELS` channels a seeded random subset, as PaDiM does)
-  and the image's own colour there (area-averaged), the backbone's input layer. Each has a Gaussian
-  per location fitted on the normal training images (mean and ridge-regularised covariance,
-  accumulated batch by batch, so memory does not grow with their number); the map is the mean of
-  the two Mahalanobis distances, each divided by its mean on the normal training images. The
-  critic's features see shape and texture (scratches, spots); the colour Gaussian sees what an
-  adversarially trained critic may ignore (stains, missing pieces of another colour): on the
-  local-defect validation set the mean of both beat either alone (docs/benchmarks.md).
+  area-averaged to at most :data:`MAP_SIDE`), two distances. The critic's features there (the
+  activations of its first three layers: the full-resolution layer pooled, the stage itself, the
+  next stage upsampled; with more than :data:`MAP_CHANNELS` channels a seeded random subset, as
+  PaDiM does) have a Gaussian per location fitted on the normal training images (mean and
+  ridge-regularised covariance, accumulated batch by batch, so memory does not grow with their
+  number): their Mahalanobis distance. The image's own colours, the backbone's input layer, are
+  measured pixel by pixel: the distance of each pixel's colour to the nearest of
+  :data:`COLOUR_BANK` pixel colours drawn from the normal training images (a nearest-neighbour
+  density, which follows the curved, many-moded colour distribution of a real surface where a
+  Gaussian does not), read from a :func:`colour_field` precomputed on a grid of colours, so a
+  pixel costs a few lookups; averaged over each location's pixels. The map is the mean of the two
+  distances, each divided by its mean on the normal training images. The critic's features see
+  shape and texture; the colour distance sees the pixels no normal image has (stains, missing
+  pieces, spots of another colour), which an adversarially trained critic may ignore. On the
+  local-defect benchmark the mean of both beat either alone and the colour Gaussian it replaced
+  (docs/anomaly-maps.md).
 - **residual map**: f-AnoGAN's ``|x - G(E(x))|``, averaged over channels.
 
 Both are upsampled (bilinear) to the image's resolution and smoothed with a Gaussian of
@@ -37,6 +43,9 @@ MAP_SIDE = 32  # the feature map's side at most (locations are area-averaged bey
 MAP_CHANNELS = 64  # feature channels per location at most (a seeded random subset beyond)
 MAP_RIDGE = 0.01  # covariance ridge, relative to the mean variance of the location's features
 KINDS = ("feature", "residual", "combined")
+COLOUR_BANK = 30_000  # normal training pixels the colour distance measures against (a seeded draw)
+COLOUR_GRID = 64**3  # vertices of the colour field at most: 64 per side for RGB, 1024 (the cap) for grey
+COLOUR_NORM_FLOOR = 1e-3  # the colour distance's normal scale at least (grey digits: every level is normal)
 
 
 def spatial_features(critic: Critic, x: torch.Tensor) -> torch.Tensor:
@@ -58,6 +67,81 @@ def spatial_features(critic: Critic, x: torch.Tensor) -> torch.Tensor:
 def colour_features(x: torch.Tensor, side: int) -> torch.Tensor:
     """The image's own colour at each of ``side x side`` locations (area-averaged): ``(B, C, side, side)``."""
     return F.adaptive_avg_pool2d(x, side)
+
+
+def colour_grid_side(channels: int) -> int:
+    """Vertices per colour axis of the :func:`colour_field` of ``channels``-channel images."""
+    return max(2, min(1024, int(round(COLOUR_GRID ** (1 / channels)))))
+
+
+class PixelDraw:
+    """A seeded draw of at most :data:`COLOUR_BANK` pixels, uniform over every pixel of ``n`` images
+    of ``pixels_per_image``, collected batch by batch (images in order) so the images are never all
+    in memory at once."""
+
+    def __init__(self, n: int, pixels_per_image: int, seed: int) -> None:
+        total = n * pixels_per_image
+        pick = np.random.default_rng(seed).choice(total, min(COLOUR_BANK, total), replace=False)
+        self.pick, self.start, self.parts = np.sort(pick), 0, []
+
+    def add(self, x: torch.Tensor) -> None:
+        """The next images ``(B, C, H, W)``: their drawn pixels' colours are kept."""
+        pixels = x.detach().permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+        lo, hi = np.searchsorted(self.pick, [self.start, self.start + len(pixels)])
+        self.parts.append(pixels[torch.from_numpy(self.pick[lo:hi] - self.start).to(pixels.device)].float().cpu().numpy())
+        self.start += len(pixels)
+
+    def colours(self) -> np.ndarray:
+        """``(P, C)`` float32: the drawn pixels' colours."""
+        return np.concatenate(self.parts)
+
+
+def colour_field(colours: np.ndarray) -> np.ndarray:
+    """The distance from every vertex of a regular grid over the colour cube ``[-1, 1]^C`` to the
+    nearest of ``colours: (P, C)`` (a k-d tree; exact up to the snap below), ``(g,) * C`` float32 with ``g =``
+    :func:`colour_grid_side`: the colour distance of any pixel is then a multilinear interpolation."""
+    from scipy.spatial import cKDTree
+
+    channels = colours.shape[1]
+    if not 1 <= channels <= 3:
+        raise ValueError(f"colour maps need 1 to 3 channels, got {channels}")
+    side = colour_grid_side(channels)
+    # colours snapped to a quarter of the grid step and deduplicated: a k-d tree over colours packed on
+    # a curve (a grey texture tinted) is slow to query from far away, and the snap moves a distance by
+    # at most an eighth of the step per axis, below the interpolation's own error
+    quantum = 2.0 / (side - 1) / 4
+    snapped = np.unique(np.round(colours.astype(np.float64) / quantum), axis=0) * quantum
+    axis = np.linspace(-1.0, 1.0, side)
+    vertices = np.stack(np.meshgrid(*[axis] * channels, indexing="ij"), axis=-1).reshape(-1, channels)
+    distances, _ = cKDTree(snapped).query(vertices, k=1)
+    return distances.reshape((side,) * channels).astype(np.float32)
+
+
+def colour_distances(x: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
+    """``x: (B, C, H, W)`` in [-1, 1] -> ``(B, H, W)``: each pixel's distance to the nearest normal
+    colour, multilinearly interpolated in ``field`` (:func:`colour_field`), on ``x``'s device (plain
+    gathers, so every backend runs it)."""
+    b, c, h, w = x.shape
+    side = field.shape[0]
+    position = ((x.permute(0, 2, 3, 1).reshape(-1, c).float() + 1) * 0.5 * (side - 1)).clamp(0, side - 1)
+    low = position.floor().clamp(max=side - 2).long()
+    frac = position - low
+    flat, strides = field.reshape(-1), [side ** (c - 1 - k) for k in range(c)]
+    out = torch.zeros(len(position), dtype=torch.float32, device=x.device)
+    for corner in range(2**c):
+        index, weight = torch.zeros_like(low[:, 0]), torch.ones_like(frac[:, 0])
+        for k in range(c):
+            up = (corner >> k) & 1
+            index = index + (low[:, k] + up) * strides[k]
+            weight = weight * (frac[:, k] if up else 1 - frac[:, k])
+        out += weight * flat[index]
+    return out.view(b, h, w)
+
+
+def colour_location_distances(x: torch.Tensor, field: torch.Tensor, side: int) -> torch.Tensor:
+    """The colour distances of :func:`colour_distances`, area-averaged over each of ``side x side``
+    locations: ``(B, side, side)``."""
+    return F.adaptive_avg_pool2d(colour_distances(x, field)[:, None], side)[:, 0]
 
 
 def map_channels(total: int, seed: int) -> np.ndarray:

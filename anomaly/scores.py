@@ -15,10 +15,10 @@ shared ``MultiVariateGaussian``). Higher = more anomalous. Per item ``x`` (image
   :class:`~anomaly.train.FAnoGANConfig`) at two depths each (the first layer, pooled to 4x4, and the
   feature layer), each standardised on the held-out normal calibration images, then averaged: several
   views of the normal class, each fitted on the normal training images only;
-- ``critic_map``: the brightest 3x3 spot of the feature anomaly map (:mod:`anomaly.maps`): the
-  Mahalanobis distances of the critic's features and of the image's colour at each location to
-  Gaussians of the normal training images' at that location (PaDiM with the critic as backbone),
-  for defects that cover a few percent of the image;
+- ``critic_map``: the brightest 3x3 spot of the feature anomaly map (:mod:`anomaly.maps`): at each
+  location the Mahalanobis distance of the critic's features to a Gaussian of the normal training
+  images' there (PaDiM with the critic as backbone) and the distance of its pixels' colours to the
+  nearest normal pixel colours, for defects that cover a few percent of the image;
 - ``ensemble``: mean of the :data:`ENSEMBLE` scores after standardising each on the held-out normal
   calibration images, so none dominates by its units.
 
@@ -146,15 +146,14 @@ class Batch:
 
     @cached_property
     def location_distances(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mahalanobis distances at each location to the normal training images' there, of the
-        critic's features and of the image's colour: two ``(B, h, w)`` maps (see :mod:`anomaly.maps`)."""
+        """At each location: the Mahalanobis distance of the critic's features to the normal training
+        images' there, and the mean distance of its pixels' colours to the nearest normal pixel colours:
+        two ``(B, h, w)`` maps (see :mod:`anomaly.maps`)."""
         fitted = self.fitted
         features = maps.spatial_features(self.model.critic, self.x)
         critic = maps.location_distances(features[:, as_tensor(fitted["map_channels"], self.x)],
                                          as_tensor(fitted["map_mean"], self.x), as_tensor(fitted["map_whitening"], self.x))
-        colour = maps.location_distances(maps.colour_features(self.x, features.shape[-1]),
-                                         as_tensor(fitted["colour_mean"], self.x),
-                                         as_tensor(fitted["colour_whitening"], self.x))
+        colour = maps.colour_location_distances(self.x, as_tensor(fitted["colour_field"], self.x), features.shape[-1])
         return critic, colour
 
     @cached_property
@@ -189,21 +188,22 @@ class NormalImages:
         return np.concatenate([host(self.model.critic.body(x)) for x in self._batches()])
 
     def location_gaussians(self) -> dict:
-        """The per-location Gaussians of the final critic's spatial features and of the images' colour
-        (:mod:`anomaly.maps`), then, in a second pass, the means over these images that put the maps
-        on one scale: of each location distance, and of the feature and residual maps."""
+        """The per-location Gaussians of the final critic's spatial features and the colour field of
+        a seeded draw of the images' pixels (:mod:`anomaly.maps`), then, in a second pass, the means
+        over these images that put the maps on one scale: of each location distance, and of the
+        feature and residual maps."""
         critic, channels = self.model.critic, None
-        gaussians, colours = maps.LocationGaussians(), maps.LocationGaussians()
+        gaussians = maps.LocationGaussians()
+        pixels = maps.PixelDraw(len(self.X), self.X.shape[-2] * self.X.shape[-1], self.seed)
         for x in self._batches():
             features = maps.spatial_features(critic, x)
             if channels is None:
                 channels = maps.map_channels(features.shape[1], self.seed)
             gaussians.add(features[:, torch.from_numpy(channels).to(features.device)].cpu())
-            colours.add(maps.colour_features(x, features.shape[-1]).cpu())
+            pixels.add(x)
         mean, whitening = gaussians.fit()
-        colour_mean, colour_whitening = colours.fit()
-        state = {"map_channels": channels, "map_mean": mean, "map_whitening": whitening, "colour_mean": colour_mean,
-                 "colour_whitening": colour_whitening}
+        state = {"map_channels": channels, "map_mean": mean, "map_whitening": whitening,
+                 "colour_field": maps.colour_field(pixels.colours())}
         # the feature map is linear in the two distances, and upsampling and blurring are linear too, so
         # one pass gives its mean as well: 0.5 * (mean image of critic / critic mean + the same of colour)
         totals = dict.fromkeys(("critic", "colour", "critic_image", "colour_image", "residual"), 0.0)
@@ -214,8 +214,9 @@ class NormalImages:
                 totals[f"{kind}_image"] += float(maps.to_image(distances, x.shape[-1]).mean(dim=(1, 2)).sum())
             totals["residual"] += float(maps.residual_map(x, batch.reconstruction).mean(dim=(1, 2)).sum())
         mean = {kind: max(total / len(self.X), 1e-12) for kind, total in totals.items()}
-        feature = 0.5 * (mean["critic_image"] / mean["critic"] + mean["colour_image"] / mean["colour"])
-        norms = {"critic": mean["critic"], "colour": mean["colour"], "feature": feature, "residual": mean["residual"]}
+        colour_norm = max(mean["colour"], maps.COLOUR_NORM_FLOOR)
+        feature = 0.5 * (mean["critic_image"] / mean["critic"] + mean["colour_image"] / colour_norm)
+        norms = {"critic": mean["critic"], "colour": colour_norm, "feature": feature, "residual": mean["residual"]}
         return {**state, "map_norms": norms}
 
     def layers(self, critic: Critic) -> list[np.ndarray]:
@@ -352,8 +353,8 @@ TABLE: dict[str, Score] = {
     "critic_map": Score(  # the image score of the feature map (anomaly.maps): its brightest 3x3 spot
         needs=frozenset({MAPS}), measure=lambda batch: maps.map_score(batch.location_map),
         fit=lambda images, fitted: images.location_gaussians(),
-        fit_state={"map_channels": _int64, "map_mean": _float32, "map_whitening": _float32, "colour_mean": _float32,
-                   "colour_whitening": _float32, "map_norms": _as_saved}),
+        fit_state={"map_channels": _int64, "map_mean": _float32, "map_whitening": _float32, "colour_field": _float32,
+                   "map_norms": _as_saved}),
     "ensemble": Score(
         needs=frozenset({RECONSTRUCTION}), inputs=ENSEMBLE, combine=_mean_standardised_score,
         calibrate=lambda measured, scores: {"standardisation": {

@@ -1,17 +1,20 @@
 """Probe (issue 21): other image scores from the same trained detector on the local-defect set.
 
 The bench (:mod:`benchmarks.local_defects`) scores each crop by ``critic_map``, the brightest 3x3
-spot of the feature map (the mean of two per-location Mahalanobis distances: the critic's features
-and the crop's colour). This probe trains the default detector once on the same clean crops and
+spot of the feature map (the mean of two location distances: the Mahalanobis distance of the
+critic's features, and the distance of the pixels' colours to the nearest normal pixel colours,
+the colour field). This probe trains the default detector once on the same clean crops and
 measures, beside it, image scores built from the same location features in other ways, each the
 brightest 3x3 spot (or a top-k mean) of its location map:
 
-- ``critic`` / ``colour``: one of the two distances alone; ``max``: the larger of the two;
+- ``critic`` / ``colour field``: one of the two distances alone; ``max``: the larger of the two;
+- ``colour Gaussian``: what the colour field replaced, a per-location Gaussian of the location's mean
+  colour, alone and with the critic (the detector's ``critic_map`` before);
 - ``top8``: the mean of the 8 largest locations of the feature map instead of its 3x3 spot;
 - ``shared``: one Gaussian for all locations (a texture is stationary) instead of one per location;
 - ``knn critic``: PatchCore's idea with the critic as backbone: the distance of each location's
   critic features (per-channel standardised) to the nearest of 30,000 locations of the training crops;
-- ``knn critic + colour``: that, on its mean over the calibration crops, averaged with the colour distance;
+- ``knn critic + colour field``: that, on its mean over the calibration crops, averaged with the colour field;
 - ``colour context``: a per-location Gaussian of the 3x3 neighbourhood's colours (27 values);
 - ``colour-patch knn``: nearest training location by that neighbourhood, alone and with ``knn critic``.
 
@@ -124,9 +127,12 @@ def run(quick: bool = False) -> str:
         context_gauss = Gaussians(contexts["train"])
         knn_critic = NearestLocation(critic_features["train"], critic_features["calibration"])
         knn_context = NearestLocation(contexts["train"], contexts["calibration"])
+        colour_gauss = Gaussians(colours["train"])
         # each location map once per split; the candidates below combine them
         location = {s: {"critic": gaussian(critic_features[s], "map_mean", "map_whitening") / float(norms["critic"]),
-                        "colour": gaussian(colours[s], "colour_mean", "colour_whitening") / float(norms["colour"]),
+                        "colour": maps.colour_location_distances(images[s], torch.as_tensor(fitted["colour_field"]), side)
+                        / float(norms["colour"]),
+                        "colour gauss": colour_gauss(colours[s]),
                         "shared": 0.5 * (shared_critic(critic_features[s]) + shared_colour(colours[s])),
                         "knn": knn_critic(critic_features[s]), "context": context_gauss(contexts[s]),
                         "context knn": knn_context(contexts[s])}
@@ -135,12 +141,14 @@ def run(quick: bool = False) -> str:
         candidates: dict[str, Callable[[dict], torch.Tensor]] = {
             "critic_map (the detector's)": lambda m: spot(0.5 * (m["critic"] + m["colour"])),
             "critic": lambda m: spot(m["critic"]),
-            "colour": lambda m: spot(m["colour"]),
-            "max of critic, colour": lambda m: torch.maximum(spot(m["critic"]), spot(m["colour"])),
+            "colour field": lambda m: spot(m["colour"]),
+            "colour Gaussian": lambda m: spot(m["colour gauss"]),
+            "critic + colour Gaussian (critic_map before)": lambda m: spot(0.5 * (m["critic"] + m["colour gauss"])),
+            "max of critic, colour field": lambda m: torch.maximum(spot(m["critic"]), spot(m["colour"])),
             "top8": lambda m: (0.5 * (m["critic"] + m["colour"])).flatten(1).topk(8, dim=1).values.mean(1),
             "shared Gaussians": lambda m: spot(m["shared"]),
             "knn critic": lambda m: spot(m["knn"]),
-            "knn critic + colour": lambda m: spot(0.5 * (m["knn"] + m["colour"])),
+            "knn critic + colour field": lambda m: spot(0.5 * (m["knn"] + m["colour"])),
             "colour context": lambda m: spot(m["context"]),
             "colour-patch knn": lambda m: spot(m["context knn"]),
             "knn critic + colour-patch knn": lambda m: spot(0.5 * (m["knn"] + m["context knn"])),
