@@ -38,6 +38,7 @@ BENCHMARKS = {
     "signals": signals.run,
     "first-run": first_run.run,
     "reliability": reliability.run,
+    "score-maps": reliability.run_maps,
 }
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 HEADER = (

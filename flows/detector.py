@@ -287,7 +287,7 @@ def map_writer(detector, maps: str, out_dir: Path) -> MapWriter | None:
     if maps == "none":
         return None
     norms = getattr(detector, "map_norms_", None)
-    if norms is None:
+    if norms is None or getattr(detector, "colour_field_", None) is None:
         run_logger().warning("this detector was saved before anomaly maps existed: no maps written (train it "
                              "again with ganpipe train-detector to get them)")
         return None
