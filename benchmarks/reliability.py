@@ -158,13 +158,16 @@ def run_maps(quick: bool = False) -> str:
         "| target (RSS < 2 GB, 0 lost, 0 duplicated, maps as asked) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    note = ("The seconds are the whole command's, its start (Prefect's temporary server, the model from the "
+            "registry) included; a map costs the feature map's pass over the item and the encoding of its PNG "
+            "overlay (the image beside the map, upscaled to at least 96 px).")
     for row in rows:
         lines.append(
             f"| {row['maps']} | {n:,} | {row['seconds']:.0f} | {row['rate']:,.0f} | {row['peak_main'] / 2**20:,.0f} MB "
             f"| {row['peak_tree'] / 2**20:,.0f} MB | {row['scored']:,} | {row['lost']} | {row['duplicated']} "
             f"| {row['flagged']:,} | {row['pngs']:,} / {row.get('map rows', 0):,} | {row['maps as asked']} "
             f"| {'met' if row['ok'] else 'missed'} |")
-    return "\n".join(lines)
+    return "\n".join([*lines, "", note])
 
 
 def _wait(predicate, timeout: float, what: str, log: Path | None = None) -> float:

@@ -50,12 +50,14 @@ HEADER = (
 
 
 def _commit() -> str:
-    """The checked-out commit, with ``+changes`` when the work tree differs from it."""
+    """The checked-out commit, with ``+changes`` when the work tree's code (anything outside docs/)
+    differs from it."""
     root = Path(__file__).resolve().parents[1]
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
                               check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        # docs/ is what the benchmarks write (this file and its figures): changes elsewhere are code changes
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs"], cwd=root,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"

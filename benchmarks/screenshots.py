@@ -241,6 +241,21 @@ def shared_view(rest: Rest, experiment_id: str, parent_id: str) -> str:
     return link
 
 
+def score_gallery(rest: Rest, base: str, experiment_id: str, shot, browser: Browser, timeout: float) -> None:
+    """The latest score run with a gallery: ``figures/top_anomalies.png`` (the most anomalous flagged
+    items beside their anomaly maps) among its artifacts."""
+    for run in rest.runs([experiment_id], max_results=20):
+        info = run["info"]
+        figures = [f["path"] for f in rest.call("artifacts/list", run_id=info["run_id"], path="figures").get("files", [])]
+        if "figures/top_anomalies.png" not in figures:
+            continue
+        page = f"{base}/#/experiments/{experiment_id}/runs/{info['run_id']}/artifacts"
+        shot("score-gallery.png", f"{page}/figures/top_anomalies.png?{MODEL_TRAINING_VIEW}", ["top_anomalies.png"],
+             f"score run {info['run_name']}: the gallery of the most anomalous flagged items with their maps",
+             then=lambda: browser.wait_for(IMAGES_SHOWN, timeout, "the gallery"))
+        return
+
+
 def first_line(text: str, limit: int = 40) -> str:
     """A short piece of ``text`` the page shows verbatim (markdown marks stripped)."""
     line = next((l for l in text.splitlines() if l.strip()), "")
@@ -251,7 +266,7 @@ def first_line(text: str, limit: int = 40) -> str:
 def take(base: str, browser: Browser, out: Path, timeout: float) -> list[tuple[str, str]]:
     """Every screenshot: ``(file name, what it shows)``."""
     rest = Rest(base)
-    experiments = {kind: rest.experiment(EXPERIMENTS[kind]) for kind in ("compare", "augment", "demo")}
+    experiments = {kind: rest.experiment(EXPERIMENTS[kind]) for kind in ("compare", "augment", "demo", "score")}
     found = {kind: e["experiment_id"] for kind, e in experiments.items() if e}
     compare_ids = [found[kind] for kind in ("compare", "demo") if kind in found]
     augment_ids = [found[kind] for kind in ("augment", "demo") if kind in found]
@@ -266,6 +281,10 @@ def take(base: str, browser: Browser, out: Path, timeout: float) -> list[tuple[s
         shots.append((name, what))
         print(f"{out / name}: {what}", flush=True)
 
+    if "score" in found:
+        score_gallery(rest, base, found["score"], shot, browser, timeout)
+    if not compare_ids:  # a store with scores only (the gallery above)
+        return shots
     parent = latest_parent(rest, compare_ids)
     info, parent_tags = parent["info"], tags(parent)
     experiment_id, parent_id = info["experiment_id"], info["run_id"]
