@@ -120,9 +120,11 @@ def test_the_inbox_and_the_served_deployments_pass_the_device_through(tmp_path, 
 
     in_dir = _inbox_with_a_settled_batch(tmp_path)
     seen = []
-    monkeypatch.setattr(inbox.score_flow, "fn", lambda params: (seen.append(params.device), {"summary": {"message": "ok"}})[1])
+    monkeypatch.setattr(inbox.score_flow, "fn",
+                        lambda params: (seen.append((params.device, params.maps)), {"summary": {"message": "ok"}})[1])
     [result] = inbox.score_inbox_flow.fn(ScoreInboxParams(inbox=str(in_dir), device="cpu"))
-    assert result["status"] == "scored" and seen == ["cpu"]
+    # and each served batch gets the maps of its flagged items, as `ganpipe score` writes them by default
+    assert result["status"] == "scored" and seen == [("cpu", "flagged")]
     served = deployments(ServeParams(inbox=str(in_dir), device="cuda:1"), in_dir, in_dir / "_scored")
     assert [d.parameters["params"]["device"] for d in served[:2]] == ["cuda:1", "cuda:1"]  # score-inbox, augment
 
