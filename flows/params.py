@@ -163,10 +163,7 @@ class TrainDetectorParams(DeviceParams):
     seed: int = Field(0, ge=0, description="seed for split and training")
     name: str = Field(DETECTOR, min_length=1, description="registered model name")
     score: str = Field(DEFAULT_SCORE, description=f"score that flags items: {', '.join(SCORES)} (critic scores: "
-                                                  "no reconstruction, fastest). The default suits whole-object "
-                                                  "anomalies (another kind of item); for small local defects "
-                                                  "(scratches, stains, chips) use critic_map, the brightest "
-                                                  "spot of the anomaly map")
+                                                  "no reconstruction, fastest); small local defects: critic_map")
     target_fpr: float = Field(0.01, gt=0, lt=0.5, description="false positive rate the threshold aims for")
     image_size: int | None = Field(None, ge=MIN_SIDE, le=MAX_SIDE, description=IMAGE_SIZE_HELP)
     out: str = Field("out/detector", description="folder for checkpoints")
