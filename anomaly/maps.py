@@ -18,8 +18,9 @@ nothing is downloaded:
   distances, each divided by its mean on the normal training images. The critic's features see
   shape and texture; the colour distance sees the pixels no normal image has (stains, missing
   pieces, spots of another colour), which an adversarially trained critic may ignore. On the
-  local-defect benchmark the mean of both beat either alone and the colour Gaussian it replaced
-  (docs/anomaly-maps.md).
+  local-defect benchmark's validation defects the mean of both (image AUROC 1.000) is level with
+  the colour distance alone (0.999) and above the critic's alone (0.939) and the colour Gaussian
+  it replaced (0.915); docs/anomaly-maps.md has the table and the command.
 - **residual map**: f-AnoGAN's ``|x - G(E(x))|``, averaged over channels.
 
 Both are upsampled (bilinear) to the image's resolution and smoothed with a Gaussian of
