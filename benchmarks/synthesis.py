@@ -38,6 +38,8 @@ SETTINGS = [("mnist5k", {"2": 10, "5": 10, "8": 10}), ("digits", {"3": 5, "8": 5
 COLOUR_SETTINGS = [("photo-crops", 32, {"china-top-left": 10, "china-bottom-right": 10, "flower-top-right": 10}),
                    ("colour-mnist", 64, {"2": 10, "5": 10, "8": 10})]
 FIGURES = Path(__file__).resolve().parents[1] / "docs" / "figures"
+# finished seeds of a full colour run, so a stopped run resumes (keyed by benchmarks.regimes.code_key)
+CACHE = Path(__file__).resolve().parents[1] / "out" / "bench" / "synthesis"
 QUALITY = ["frechet", "precision", "recall", "coverage", "label_agreement", "uncut_judge_agreement",
            "near_duplicate_share", "raw_near_duplicate_share"]
 
@@ -55,46 +57,88 @@ def run_colour(setting: tuple[str, int, dict[str, int]], quick: bool = False) ->
     seeds, steps, epochs = ([0, 1], 40, 2) if quick else ([0, 1, 2], GANConfig.steps, 15)
     figures = Path(tempfile.gettempdir()) if quick else FIGURES  # a quick run leaves docs/ alone
     return run_setting(load_colour(name, side), minority, seeds, steps, epochs,
-                       sheet=figures / f"samples-{name}-{side}.png", issue=20)
+                       sheet=figures / f"samples-{name}-{side}.png", issue=20, cache=None if quick else CACHE)
 
 
 def run_setting(data: str | ImageDataset, minority: dict[str, int], seeds: list[int], steps: int, epochs: int,
-                sheet: Path | None = None, issue: int = 9) -> str:
+                sheet: Path | None = None, issue: int = 9, cache: Path | None = None) -> str:
     """One conditional GAN per seed on the training split: its samples scored beside SMOTE and
     classic augmentation, and the classifier trained under every arm. ``sheet``: where to save real
-    and GAN images of the minority classes of the first seed."""
+    and GAN images of the minority classes of the first seed. With ``cache`` (a folder) each finished
+    seed is kept there and a later run with the same setting and code (:func:`benchmarks.regimes.code_key`)
+    takes it instead of training again (a colour seed is about half an hour: a stopped run resumes)."""
     dataset = load_dataset(data) if isinstance(data, str) else data
     data = dataset.source
     quality_tables, rows, gan_seconds, augment_seconds, judge_accuracy = [], [], [], [], {}
     for seed in seeds:
-        start = time.perf_counter()
-        splits, minority_idx, targets = seed_splits(dataset, dict(minority), seed)
-        gan = GANOverSampler(steps=steps, random_state=seed).fit(splits.train.x, splits.train.y)
-        gan_seconds.append(gan.gan_.seconds)
-        quality_started = time.perf_counter()
-        quality = compare_sample_quality(splits, lambda labels, s: gan.generate(labels, seed=s + 10_000), minority_idx, seed)
-        # what augment does: the GAN, then the sample-quality table (export and MLflow aside)
-        augment_seconds.append(gan.gan_.seconds + time.perf_counter() - quality_started)
-        uncut, accuracy = uncut_judge_agreement(dataset, splits, minority_idx, gan, seed)
-        quality["uncut_judge_agreement"] = [uncut[c] if m == "gan" else np.nan for c, m in zip(quality["class"], quality.method)]
-        for name, value in accuracy.items():
-            judge_accuracy.setdefault(name, []).append(value)
+        found = _cached_seed(dataset, minority, seed, steps, epochs, seed == seeds[0] and sheet is not None, cache)
         if sheet is not None and seed == seeds[0]:
-            save_sample_sheet(splits, minority_idx, gan, seed, sheet)
-        rows.extend(evaluate_arms(splits, minority_idx, targets, list(ARMS), "cnn", epochs, seed, gan.generate))
-        # how often the generator itself draws near-copies, before the novelty filter drops them
-        raw = {splits.train.class_names[k]: memorisation(
-            gan.generate(np.full(SAMPLES, k), seed=seed + 10_000, novelty=False),
-            splits.train.x[splits.train.y == k])["near_duplicate_share"] for k in minority_idx}
-        quality["raw_near_duplicate_share"] = [raw[c] if m == "gan" else np.nan for c, m in zip(quality["class"], quality.method)]
-        quality_tables.append(quality.assign(seed=seed))
-        print(f"[bench] synthesis {data} seed {seed}: {time.perf_counter() - start:.0f} s (GAN {gan_seconds[-1]:.0f} s)",
-              flush=True)
+            sheet.parent.mkdir(parents=True, exist_ok=True)
+            sheet.write_bytes(found["sheet"])
+        quality_tables.append(pd.DataFrame(found["quality"]))
+        rows += found["rows"]
+        gan_seconds.append(found["gan_seconds"])
+        augment_seconds.append(found["augment_seconds"])
+        for name, value in found["judge_accuracy"].items():
+            judge_accuracy.setdefault(name, []).append(value)
     cut = ", ".join(f"{k} cut to {n}" for k, n in minority.items())
     shape = "x".join(str(d) for d in dataset.x.shape[1:])
     return _augment_section(data, cut, seeds, steps, pd.concat(quality_tables), gan_seconds, augment_seconds,
                             judge_accuracy, shape, sheet, issue) + "\n\n" + \
         _compare_section(data, cut, seeds, epochs, steps, summarise_comparison(rows), issue)
+
+
+def _cached_seed(dataset: ImageDataset, minority: dict[str, int], seed: int, steps: int, epochs: int, sheet: bool,
+                 cache: Path | None) -> dict:
+    """:func:`run_seed`'s result, from ``cache`` when this setting, seed and code made it before."""
+    from benchmarks.regimes import code_key
+
+    cut = "-".join(f"{k}{n}" for k, n in sorted(minority.items()))
+    kept = None if cache is None else cache / f"{dataset.source}-{cut}-seed{seed}-{steps}steps-{epochs}epochs-{code_key()}.pkl"
+    if kept is not None and kept.is_file():
+        found = pd.read_pickle(kept)
+        if found.get("sheet") is not None or not sheet:
+            print(f"[bench] synthesis {dataset.source} seed {seed}: from {kept}", flush=True)
+            return found
+    found = run_seed(dataset, minority, seed, steps, epochs, sheet)
+    if kept is not None:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        pd.to_pickle(found, kept)
+    return found
+
+
+def run_seed(dataset: ImageDataset, minority: dict[str, int], seed: int, steps: int, epochs: int,
+             sheet: bool = False) -> dict:
+    """One seed of :func:`run_setting`: ``quality`` (records of the sample-quality table), ``rows``
+    (the public columns of :func:`evaluate_arms`'s rows), ``gan_seconds``, ``augment_seconds``,
+    ``judge_accuracy`` (the uncut judge's, per minority class) and, with ``sheet``, the PNG bytes of
+    the sample sheet."""
+    start = time.perf_counter()
+    splits, minority_idx, targets = seed_splits(dataset, dict(minority), seed)
+    fit_started = time.perf_counter()
+    gan = GANOverSampler(steps=steps, random_state=seed).fit(splits.train.x, splits.train.y)
+    quality = compare_sample_quality(splits, lambda labels, s: gan.generate(labels, seed=s + 10_000), minority_idx, seed)
+    # what augment does: the GAN (its judge and novelty filter included), then the sample-quality
+    # table (export and MLflow aside); wall-clock
+    augment_seconds = time.perf_counter() - fit_started
+    uncut, accuracy = uncut_judge_agreement(dataset, splits, minority_idx, gan, seed)
+    quality["uncut_judge_agreement"] = [uncut[c] if m == "gan" else np.nan for c, m in zip(quality["class"], quality.method)]
+    image = None
+    if sheet:
+        with tempfile.TemporaryDirectory() as folder:
+            save_sample_sheet(splits, minority_idx, gan, seed, Path(folder) / "sheet.png")
+            image = (Path(folder) / "sheet.png").read_bytes()
+    rows = [{k: v for k, v in row.items() if not k.startswith("_")}
+            for row in evaluate_arms(splits, minority_idx, targets, list(ARMS), "cnn", epochs, seed, gan.generate)]
+    # how often the generator itself draws near-copies, before the novelty filter drops them
+    raw = {splits.train.class_names[k]: memorisation(
+        gan.generate(np.full(SAMPLES, k), seed=seed + 10_000, novelty=False),
+        splits.train.x[splits.train.y == k])["near_duplicate_share"] for k in minority_idx}
+    quality["raw_near_duplicate_share"] = [raw[c] if m == "gan" else np.nan for c, m in zip(quality["class"], quality.method)]
+    print(f"[bench] synthesis {dataset.source} seed {seed}: {time.perf_counter() - start:.0f} s "
+          f"(GAN {gan.gan_.seconds:.0f} s)", flush=True)
+    return {"quality": quality.assign(seed=seed).to_dict("records"), "rows": rows, "gan_seconds": gan.gan_.seconds,
+            "augment_seconds": augment_seconds, "judge_accuracy": accuracy, "sheet": image}
 
 
 def uncut_judge_agreement(dataset: ImageDataset, splits, minority_idx: list[int], gan: GANOverSampler,

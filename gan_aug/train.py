@@ -110,8 +110,11 @@ class TrainedGAN:
             judge = None if state["judge"] is None else Judge(state["n_classes"], channels, size=size,
                                                              view=state.get("judge_view", size))
         generator.load_state_dict(state["generator"])
+        # as trained (channels-last), so a loaded generator draws exactly the images of the one saved
+        generator.to(memory_format=torch.channels_last)
         if judge is not None:
             judge.load_state_dict(state["judge"])
+            judge.to(memory_format=torch.channels_last)
             judge.eval().requires_grad_(False)
         novelty = None if state.get("novelty") is None else NoveltyFilter.from_state_dict(state["novelty"])
         return cls(generator.eval(), config, state["n_classes"], tuple(state["image_shape"]), state["history"],
@@ -164,7 +167,8 @@ def train_judge(x: torch.Tensor, y: torch.Tensor, n_classes: int, config: GANCon
     images ``x: (N, C, H, W)`` in [-1, 1] with random translations; deterministic for a seed.
     ``x`` and ``y`` stay where they are (the CPU); each minibatch is moved to ``device``, where the
     judge trains."""
-    judge = build_seeded(lambda: Judge(n_classes, x.shape[1], size=x.shape[2]), config.seed + 1).to(device)
+    judge = build_seeded(lambda: Judge(n_classes, x.shape[1], size=x.shape[2]), config.seed + 1).to(
+        device, memory_format=torch.channels_last)
     rng = torch.Generator(device=CPU).manual_seed(config.seed + 1)
     counts = torch.bincount(y, minlength=n_classes).double()
     weight = to_device(torch.where(counts > 0, counts.sum() / (n_classes * counts.clamp(min=1)), 0.0).float(), device)
@@ -198,7 +202,9 @@ class Networks:
             Generator(n_classes, channels, size, config.z_dim, config.width),
             Discriminator(n_classes, channels, size, config.width)), config.seed)
         self.device = device
-        self.generator, self.discriminator = generator.to(device), discriminator.to(device)
+        # channels-last: the convolutions run 10-20% faster on the CPU (oneDNN) and on CUDA, same maths
+        self.generator = generator.to(device, memory_format=torch.channels_last)
+        self.discriminator = discriminator.to(device, memory_format=torch.channels_last)
         self.ema = copy.deepcopy(self.generator).eval()  # the moving average of its weights: what sampling uses
         betas = (0.0, 0.9)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr_generator, betas=betas)
@@ -236,7 +242,8 @@ class Minibatches:
         idx = torch.stack([self.members[c][torch.randint(len(self.members[c]), (1,), generator=self.rng,
                                                          device=self.rng.device)[0]]
                            for c in self._classes(n).tolist()])
-        return to_device(self.real[idx], self.device), to_device(self.labels[idx], self.device)
+        images = self.real[idx].contiguous(memory_format=torch.channels_last)
+        return to_device(images, self.device), to_device(self.labels[idx], self.device)
 
     def latents(self, n: int) -> torch.Tensor:
         return to_device(torch.randn(n, self.z_dim, generator=self.rng, device=self.rng.device), self.device)
@@ -251,15 +258,30 @@ class GeneratorLosses(NamedTuple):
     total: torch.Tensor  # what the generator step minimised, with the regularisers' weights
 
 
+class Fakes(NamedTuple):
+    """A critic step's fakes, kept for the generator step that follows (as PyTorch's DCGAN example
+    reuses them): ``images: (2H, C, H, W)`` still attached to the generator's graph, for the labels
+    ``labels: (2H,)`` (``H`` classes drawn, each twice) from latents ``latents: (2H, z_dim)``, so the
+    mode-seeking term compares ``images[:H]`` with ``images[H:]``."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    latents: torch.Tensor
+
+
 def critic_step(nets: Networks, objective: losses.AdversarialLoss, batches: Minibatches, config: GANConfig,
-                lecam_anchors: dict[str, float]) -> torch.Tensor:
-    """(1) One critic update on ``config.batch_size`` class-balanced real images and as many fakes,
-    all ``(B, C, H, W)`` in [-1, 1] and DiffAugmented; -> the critic's loss (a scalar, LeCam included)."""
-    bs = config.batch_size
-    x_real, y_real = batches.real_batch(bs)
-    y_fake = batches.classes(bs)
-    with torch.no_grad(), autocast(nets.device):
-        x_fake = nets.generator(batches.latents(bs), y_fake).float()
+                lecam_anchors: dict[str, float], keep_fakes: bool = False) -> tuple[torch.Tensor, Fakes | None]:
+    """(1) One critic update on ``B = 2 * (batch_size // 2)`` class-balanced real images and ``B`` fakes
+    (``B / 2`` classes, two latents each), all in [-1, 1] and DiffAugmented; -> the
+    critic's loss (a scalar, LeCam included) and, with ``keep_fakes``, the fakes with their graph (the
+    generator step that follows trains on them: one generator forward per step instead of two)."""
+    half = config.batch_size // 2
+    x_real, y_real = batches.real_batch(2 * half)
+    y_fake = batches.classes(half).repeat(2)
+    z = batches.latents(2 * half)
+    with torch.set_grad_enabled(keep_fakes), autocast(nets.device):
+        attached = nets.generator(z, y_fake).float()
+    x_fake = attached.detach()
     with autocast(nets.device):
         real_scores = nets.discriminator(batches.augment(x_real), y_real).float()
         fake_scores = nets.discriminator(batches.augment(x_fake), y_fake).float()
@@ -271,31 +293,32 @@ def critic_step(nets: Networks, objective: losses.AdversarialLoss, batches: Mini
     nets.opt_d.zero_grad(set_to_none=True)
     d_loss.backward()
     nets.opt_d.step()
-    return d_loss
+    return d_loss, Fakes(attached, y_fake, z) if keep_fakes else None
 
 
-def generator_step(nets: Networks, objective: losses.AdversarialLoss, batches: Minibatches, config: GANConfig,
-                   guide: Judge | None, copies: MemorisationRejection | None) -> GeneratorLosses:
-    """(2) One generator update on ``config.batch_size // 2`` labels with two latents each (the
-    mode-seeking term compares the two images); ``guide`` adds the judge's guidance, ``copies``
-    withholds all reward from near-copies of real images."""
-    half = config.batch_size // 2
-    y_gen = batches.classes(half).repeat(2)
-    z = batches.latents(2 * half)
+def generator_step(nets: Networks, objective: losses.AdversarialLoss, config: GANConfig, fakes: Fakes,
+                   guide: Judge | None, copies: MemorisationRejection | None, batches: Minibatches) -> GeneratorLosses:
+    """(2) One generator update on the last critic step's ``fakes`` (scored by the critic as it is
+    after that step's update): ``batch_size // 2`` labels with two latents each (the mode-seeking term
+    compares the two images); ``guide`` adds the judge's guidance, ``copies`` withholds all reward
+    from near-copies of real images."""
+    half = len(fakes.labels) // 2
+    images, y_gen, z = fakes
+    keep = None if copies is None else copies.weights(images.detach(), y_gen)
+    # the critic's weights get no gradient here: backward goes through it to the images only
+    nets.discriminator.requires_grad_(False)
     with autocast(nets.device):
-        fakes = nets.generator(z, y_gen).float()
-    keep = None if copies is None else copies.weights(fakes.detach(), y_gen)
-    with autocast(nets.device):
-        fake_scores = nets.discriminator(batches.augment(fakes), y_gen).float()
+        fake_scores = nets.discriminator(batches.augment(images), y_gen).float()
     adversarial = objective.generator(fake_scores, keep)
-    ms = losses.mode_seeking(fakes[:half], fakes[half:], z[:half], z[half:])
+    ms = losses.mode_seeking(images[:half], images[half:], z[:half], z[half:])
     g_total = adversarial + config.mode_seeking_weight * ms
     if guide is not None:
         with autocast(nets.device):
-            logits = guide(batches.augment(fakes) if config.guide_augment else fakes).float()
+            logits = guide(batches.augment(images) if config.guide_augment else images).float()
         g_total = g_total + config.guide_weight * losses.guidance(logits, y_gen, config.guide_confidence, keep)
     nets.opt_g.zero_grad(set_to_none=True)
     g_total.backward()
+    nets.discriminator.requires_grad_(True)
     nets.opt_g.step()
     return GeneratorLosses(adversarial, ms, g_total)
 
@@ -431,10 +454,11 @@ def train_conditional_gan(
         check_stop()  # a SIGTERM reaches training in a worker thread here; the last checkpoint resumes
         nets.generator.train()
         # (1) critic step(s): real images up, fakes down
-        for _ in range(config.critic_steps):
-            d_loss = critic_step(nets, objective, batches, config, lecam_anchors)
-        # (2) generator step: fakes the critic scores as real
-        g_losses = generator_step(nets, objective, batches, config, guide, copies)
+        # (the last one keeps its fakes for the generator step)
+        for i in range(config.critic_steps):
+            d_loss, fakes = critic_step(nets, objective, batches, config, lecam_anchors, i == config.critic_steps - 1)
+        # (2) generator step: the same fakes, pushed towards what the updated critic scores as real
+        g_losses = generator_step(nets, objective, config, fakes, guide, copies, batches)
         # warm-up: the EMA follows the generator closely at first (decay 0.1, 0.18, ...)
         ema_update(nets.ema, nets.generator, min(config.ema_decay, (1.0 + step) / (10.0 + step)))
         book.after_step(step + 1, d_loss, g_losses)

@@ -1,0 +1,25 @@
+"""The synthesis bench's per-seed cache: a finished seed is taken back, the sample sheet with it."""
+
+from __future__ import annotations
+
+from benchmarks import synthesis
+from pipelines.data.sources import load_dataset
+
+
+def test_a_finished_seed_is_taken_from_the_cache_with_its_sample_sheet(tmp_path, monkeypatch):
+    dataset, calls = load_dataset("digits"), []
+
+    def run_seed(dataset, minority, seed, steps, epochs, sheet=False):
+        calls.append((seed, sheet))
+        return {"quality": [{"class": "3", "method": "gan"}], "rows": [], "gan_seconds": 1.0,
+                "augment_seconds": 2.0, "judge_accuracy": {"3": 0.9}, "sheet": b"png" if sheet else None}
+
+    monkeypatch.setattr(synthesis, "run_seed", run_seed)
+    first = synthesis._cached_seed(dataset, {"3": 5}, 0, 40, 2, True, tmp_path)
+    again = synthesis._cached_seed(dataset, {"3": 5}, 0, 40, 2, True, tmp_path)
+    assert calls == [(0, True)] and again == first and again["sheet"] == b"png"
+    synthesis._cached_seed(dataset, {"3": 5}, 1, 40, 2, False, tmp_path)  # another seed: trained
+    synthesis._cached_seed(dataset, {"3": 6}, 0, 40, 2, True, tmp_path)  # another cut: trained
+    assert calls == [(0, True), (1, False), (0, True)]
+    assert synthesis._cached_seed(dataset, {"3": 5}, 1, 40, 2, True, tmp_path)["sheet"] == b"png"  # no sheet kept: again
+    assert calls[-1] == (1, True) and len(list(tmp_path.iterdir())) == 3
