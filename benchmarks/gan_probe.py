@@ -8,7 +8,9 @@ Trains one GAN (`GANOverSampler` defaults plus the JSON overrides of `GANConfig`
 seed's training split of the `synthesis` benchmark setting, then prints one JSON line: GAN seconds,
 per minority class the label agreement, near-duplicate share (after the novelty filter, and raw:
 without it) and coverage of its samples, the label agreement by a judge trained on the uncut training
-split (as the synthesis bench measures it), and per arm the minority recall on validation and test
+split (as the synthesis bench measures it) with the classes that judge gives the samples
+(`uncut_judge_predictions`: per minority class, counts of each predicted class, after the novelty
+filter and raw), and per arm the minority recall on validation and test
 (with the synthetic share chosen on validation).
 """
 
@@ -21,7 +23,7 @@ import sys
 import numpy as np
 
 from benchmarks.colour import load_colour
-from benchmarks.synthesis import COLOUR_SETTINGS, SETTINGS, uncut_judge_agreement
+from benchmarks.synthesis import COLOUR_SETTINGS, SETTINGS, uncut_judge, uncut_judge_agreement
 from gan_aug import GANOverSampler
 from pipelines.data.sources import load_dataset
 from pipelines.evaluation.compare import evaluate_arms, seed_splits
@@ -50,7 +52,13 @@ def main(argv=None) -> int:
     quality = quality[quality.method == "gan"]
     raw = [memorisation(gan.generate(np.full(SAMPLES, k), seed=args.seed + 10_000, novelty=False),
                         splits.train.x[splits.train.y == k])["near_duplicate_share"] for k in minority_idx]
-    uncut, _ = uncut_judge_agreement(dataset, splits, minority_idx, gan, args.seed)
+    judge = uncut_judge(dataset, args.seed)
+    uncut, _ = uncut_judge_agreement(dataset, splits, minority_idx, gan, args.seed, judge)
+    n_classes = len(dataset.class_names)
+    predicted = {dataset.class_names[k]: {
+        view: np.bincount(judge.predict(gan.generate(np.full(SAMPLES, k), seed=args.seed + 20_000, novelty=novelty)),
+                          minlength=n_classes).tolist()
+        for view, novelty in (("filtered", True), ("raw", False))} for k in minority_idx}
     arms = [a for a in args.arms.split(",") if a]
     rows = evaluate_arms(splits, minority_idx, targets, arms, "cnn", 15, args.seed, gan.generate) if arms else []
     print(json.dumps({
@@ -60,6 +68,7 @@ def main(argv=None) -> int:
         "raw_near_duplicate_share": np.round(raw, 3).tolist(),
         "coverage": quality.coverage.round(3).tolist(),
         "uncut_judge_agreement": [round(v, 3) for v in uncut.values()],
+        "uncut_judge_predictions": predicted,
         "minority_recall_val_test_share": {r["arm"]: (round(r["val_minority_recall"], 3), round(r["minority_recall"], 3),
                                                       r.get("synthetic_share")) for r in rows},
     }))

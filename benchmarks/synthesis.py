@@ -141,14 +141,20 @@ def run_seed(dataset: ImageDataset, minority: dict[str, int], seed: int, steps: 
             "augment_seconds": augment_seconds, "judge_accuracy": accuracy, "sheet": image}
 
 
-def uncut_judge_agreement(dataset: ImageDataset, splits, minority_idx: list[int], gan: GANOverSampler,
-                          seed: int) -> tuple[dict[str, float], dict[str, float]]:
-    """Per minority class: the share of ``SAMPLES`` GAN images that a CNN trained on the seed's
-    uncut training split (same split, before the minority classes were cut; class-balanced) assigns
-    to the class asked for, and that judge's accuracy on the class's real test images."""
+def uncut_judge(dataset: ImageDataset, seed: int) -> CNNClassifier:
+    """A CNN trained on the seed's uncut training split (same split, before the minority classes were
+    cut; class-balanced): a judge that knows each minority class from all of its training images."""
     uncut = stratified_split(dataset, seed=seed).train
     judge = CNNClassifier(**FEATURE_NET, class_weight="balanced", random_state=seed + 7)
-    judge.fit(uncut.x, uncut.y, n_classes=len(uncut.class_names))
+    return judge.fit(uncut.x, uncut.y, n_classes=len(uncut.class_names))
+
+
+def uncut_judge_agreement(dataset: ImageDataset, splits, minority_idx: list[int], gan: GANOverSampler,
+                          seed: int, judge: CNNClassifier | None = None) -> tuple[dict[str, float], dict[str, float]]:
+    """Per minority class: the share of ``SAMPLES`` GAN images that :func:`uncut_judge` (or ``judge``,
+    one already trained by it) assigns to the class asked for, and that judge's accuracy on the
+    class's real test images."""
+    judge = uncut_judge(dataset, seed) if judge is None else judge
     agreement, accuracy = {}, {}
     for k in minority_idx:
         name = splits.train.class_names[k]

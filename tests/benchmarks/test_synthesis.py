@@ -23,3 +23,26 @@ def test_a_finished_seed_is_taken_from_the_cache_with_its_sample_sheet(tmp_path,
     assert calls == [(0, True), (1, False), (0, True)]
     assert synthesis._cached_seed(dataset, {"3": 5}, 1, 40, 2, True, tmp_path)["sheet"] == b"png"  # no sheet kept: again
     assert calls[-1] == (1, True) and len(list(tmp_path.iterdir())) == 3
+
+
+def test_uncut_judge_agreement_scores_the_samples_with_the_judge_given(monkeypatch):
+    """A judge passed in is used as it is (none is trained); agreement is the share of samples it
+    gives the class asked for, accuracy its share right on the class's real test images."""
+    import numpy as np
+
+    from pipelines.evaluation.compare import seed_splits
+
+    dataset = load_dataset("digits")
+    splits, minority_idx, _ = seed_splits(dataset, {"3": 5, "8": 5}, 0)
+    monkeypatch.setattr(synthesis, "uncut_judge", lambda *a: (_ for _ in ()).throw(AssertionError("trained")))
+
+    class Judge:  # says 3 for every image, whatever it shows
+        def predict(self, x):
+            return np.full(len(x), 3)
+
+    class Gan:
+        def generate(self, labels, seed=0):
+            return np.zeros((len(labels), *dataset.x.shape[1:]), np.float32)
+
+    agreement, accuracy = synthesis.uncut_judge_agreement(dataset, splits, minority_idx, Gan(), 0, Judge())
+    assert agreement == {"3": 1.0, "8": 0.0} and accuracy == {"3": 1.0, "8": 0.0}
