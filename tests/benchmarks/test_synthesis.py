@@ -1,9 +1,12 @@
-"""The synthesis bench's per-seed cache: a finished seed is taken back, the sample sheet with it."""
+"""The synthesis bench's per-seed cache (a finished seed is taken back, the sample sheet with it) and its uncut judge."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from benchmarks import synthesis
 from pipelines.data.sources import load_dataset
+from pipelines.evaluation.compare import seed_splits
 
 
 def test_a_finished_seed_is_taken_from_the_cache_with_its_sample_sheet(tmp_path, monkeypatch):
@@ -28,10 +31,6 @@ def test_a_finished_seed_is_taken_from_the_cache_with_its_sample_sheet(tmp_path,
 def test_uncut_judge_agreement_scores_the_samples_with_the_judge_given(monkeypatch):
     """A judge passed in is used as it is (none is trained); agreement is the share of samples it
     gives the class asked for, accuracy its share right on the class's real test images."""
-    import numpy as np
-
-    from pipelines.evaluation.compare import seed_splits
-
     dataset = load_dataset("digits")
     splits, minority_idx, _ = seed_splits(dataset, {"3": 5, "8": 5}, 0)
     monkeypatch.setattr(synthesis, "uncut_judge", lambda *a: (_ for _ in ()).throw(AssertionError("trained")))
