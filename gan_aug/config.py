@@ -27,6 +27,7 @@ class GANConfig(GANTrainingConfig):
     guide_weight: float = 1.0
     guide_confidence: float = 0.0
     guide_augment: bool = True
+    feature_match_weight: float = 0.0
     lecam_weight: float = 0.0
     memorisation_rejection: float = 0.0
     judge_steps: int = 800
@@ -43,6 +44,8 @@ class GANConfig(GANTrainingConfig):
             raise ValueError(f"class_balance must be in [0, 1], got {self.class_balance}")
         if not 0.0 <= self.guide_confidence < 1.0:
             raise ValueError(f"guide_confidence must be in [0, 1), got {self.guide_confidence}")
+        if self.feature_match_weight < 0:
+            raise ValueError(f"feature_match_weight must be >= 0, got {self.feature_match_weight}")
         if self.guide_weight < 0 or self.judge_steps < 0 or self.filter_candidates < 1:
             raise ValueError("guide_weight and judge_steps must be >= 0 and filter_candidates >= 1")
         if not 0.0 <= self.novelty_quantile < 1.0 or self.novelty_draws < 1:
@@ -50,4 +53,5 @@ class GANConfig(GANTrainingConfig):
 
     @property
     def uses_judge(self) -> bool:
-        return self.judge_steps > 0 and (self.guide_weight > 0 or self.filter_candidates > 1)
+        return self.judge_steps > 0 and (self.guide_weight > 0 or self.feature_match_weight > 0
+                                         or self.filter_candidates > 1)

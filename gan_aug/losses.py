@@ -77,6 +77,22 @@ def guidance(logits: torch.Tensor, labels: torch.Tensor, confidence: float = 0.0
     return _weighted_mean(torch.relu(ce - margin), weights)
 
 
+def class_feature_matching(features: torch.Tensor, labels: torch.Tensor, real_means: torch.Tensor,
+                           scale: torch.Tensor) -> torch.Tensor:
+    """Class-conditional feature matching (Salimans et al. 2016, per class): for each class in the
+    batch, the squared distance between the mean of its fakes' judge features and the mean of its
+    real images' features, in units of ``scale`` (the real features' spread), averaged over
+    feature dimensions and classes. Only each class's centroid is pulled, not each image, so the
+    class moves to where its real images are without collapsing onto the judge's favourite.
+    ``features: (B, F)``, ``labels: (B,)``, ``real_means: (n_classes, F)``, ``scale: (F,)``."""
+    classes, index = torch.unique(labels, return_inverse=True)
+    sums = torch.zeros(len(classes), features.shape[1], device=features.device, dtype=features.dtype)
+    sums = sums.index_add(0, index, features)
+    counts = torch.bincount(index, minlength=len(classes)).to(features.dtype)[:, None]
+    gap = (sums / counts - real_means[classes]) / scale
+    return gap.pow(2).mean()
+
+
 def lecam(real_scores: torch.Tensor, fake_scores: torch.Tensor, anchors: dict[str, float], decay: float = 0.99) -> torch.Tensor:
     """LeCam regulariser (Tseng et al. 2021): keeps the critic's outputs on real images near the moving
     average of its outputs on fakes and vice versa, so a critic trained on few images cannot drift

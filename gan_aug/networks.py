@@ -122,5 +122,9 @@ class Judge(nn.Module):
         self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.head = nn.Linear(2 * width, n_classes)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled features ``(N, 2 * width)`` the head classifies."""
+        return self.body(self.shrink(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(self.shrink(x)))
+        return self.head(self.features(x))

@@ -186,6 +186,40 @@ def train_judge(x: torch.Tensor, y: torch.Tensor, n_classes: int, config: GANCon
     return judge.eval().requires_grad_(False)
 
 
+class ClassFeatures(NamedTuple):
+    """Per class, the mean judge features of its real images (``means: (n_classes, F)``) and the
+    real features' standard deviation per dimension (``scale: (F,)``): the targets of
+    :func:`~gan_aug.losses.class_feature_matching`."""
+
+    means: torch.Tensor
+    scale: torch.Tensor
+
+
+@torch.no_grad()
+def class_feature_targets(judge: Judge, x: torch.Tensor, y: torch.Tensor, n_classes: int, config: GANConfig,
+                          device: torch.device = CPU, views: int = 4) -> ClassFeatures:
+    """:class:`ClassFeatures` of the real images ``x: (N, C, H, W)`` in [-1, 1] (on the CPU), seen as
+    the generator's fakes are seen by the judge: ``views`` DiffAugmented copies of each image when
+    ``config.guide_augment``, else the image itself. Draws from its own seeded generator, so the
+    training stream is the same with and without it."""
+    rng = torch.Generator(device=CPU).manual_seed(config.seed + 2)
+    chunk = items_per_pass(x.shape[-1], 512)
+    feats, labels = [], []
+    for _ in range(views if config.guide_augment else 1):
+        for start in range(0, len(x), chunk):
+            batch = x[start : start + chunk]
+            if config.guide_augment:
+                batch = diff_augment(batch, rng, config.translation, config.cutout)
+            with autocast(device):
+                feats.append(judge.features(to_device(batch, device)).float().cpu())
+            labels.append(y[start : start + chunk])
+    feats, labels = torch.cat(feats), torch.cat(labels)
+    means = torch.zeros(n_classes, feats.shape[1]).index_add(0, labels, feats)
+    means = means / torch.bincount(labels, minlength=n_classes).clamp(min=1)[:, None].float()
+    scale = feats.std(dim=0).clamp(min=1e-3)
+    return ClassFeatures(to_device(means, device), to_device(scale, device))
+
+
 def class_probabilities(y: np.ndarray, n_classes: int, class_balance: float) -> np.ndarray:
     """Draw probability per class (classes without items get 0)."""
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)
@@ -297,11 +331,12 @@ def critic_step(nets: Networks, objective: losses.AdversarialLoss, batches: Mini
 
 
 def generator_step(nets: Networks, objective: losses.AdversarialLoss, config: GANConfig, fakes: Fakes,
-                   guide: Judge | None, copies: MemorisationRejection | None, batches: Minibatches) -> GeneratorLosses:
+                   guide: Judge | None, copies: MemorisationRejection | None, batches: Minibatches,
+                   targets: ClassFeatures | None = None) -> GeneratorLosses:
     """(2) One generator update on the last critic step's ``fakes`` (scored by the critic as it is
     after that step's update): ``batch_size // 2`` labels with two latents each (the mode-seeking term
-    compares the two images); ``guide`` adds the judge's guidance, ``copies`` withholds all reward
-    from near-copies of real images."""
+    compares the two images); ``guide`` adds the judge's guidance (with ``targets``, also the class
+    feature matching term), ``copies`` withholds all reward from near-copies of real images."""
     half = len(fakes.labels) // 2
     images, y_gen, z = fakes
     keep = None if copies is None else copies.weights(images.detach(), y_gen)
@@ -314,8 +349,13 @@ def generator_step(nets: Networks, objective: losses.AdversarialLoss, config: GA
     g_total = adversarial + config.mode_seeking_weight * ms
     if guide is not None:
         with autocast(nets.device):
-            logits = guide(batches.augment(images) if config.guide_augment else images).float()
-        g_total = g_total + config.guide_weight * losses.guidance(logits, y_gen, config.guide_confidence, keep)
+            features = guide.features(batches.augment(images) if config.guide_augment else images)
+            logits = guide.head(features).float()
+        if config.guide_weight > 0:
+            g_total = g_total + config.guide_weight * losses.guidance(logits, y_gen, config.guide_confidence, keep)
+        if targets is not None:
+            g_total = g_total + config.feature_match_weight * losses.class_feature_matching(
+                features.float(), y_gen, targets.means, targets.scale)
     nets.opt_g.zero_grad(set_to_none=True)
     g_total.backward()
     nets.discriminator.requires_grad_(True)
@@ -444,7 +484,9 @@ def train_conditional_gan(
     judge = train_judge(real, labels, n_classes, config, device) if config.uses_judge else None
     batches = Minibatches(real, labels, n_classes, config, rng, device)
     objective = losses.adversarial_loss(config.loss, config.gp_weight)
-    guide = judge if config.guide_weight > 0 else None
+    guide = judge if config.guide_weight > 0 or config.feature_match_weight > 0 else None
+    targets = class_feature_targets(judge, real, labels, n_classes, config, device) \
+        if guide is not None and config.feature_match_weight > 0 else None
     copies = MemorisationRejection(real, labels, n_classes, config.memorisation_rejection, device) \
         if config.memorisation_rejection > 0 else None
     lecam_anchors = {"real": 0.0, "fake": 0.0}  # moving averages of the critic's outputs
@@ -458,7 +500,7 @@ def train_conditional_gan(
         for i in range(config.critic_steps):
             d_loss, fakes = critic_step(nets, objective, batches, config, lecam_anchors, i == config.critic_steps - 1)
         # (2) generator step: the same fakes, pushed towards what the updated critic scores as real
-        g_losses = generator_step(nets, objective, config, fakes, guide, copies, batches)
+        g_losses = generator_step(nets, objective, config, fakes, guide, copies, batches, targets)
         # warm-up: the EMA follows the generator closely at first (decay 0.1, 0.18, ...)
         ema_update(nets.ema, nets.generator, min(config.ema_decay, (1.0 + step) / (10.0 + step)))
         book.after_step(step + 1, d_loss, g_losses)

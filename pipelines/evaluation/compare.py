@@ -39,6 +39,7 @@ SYNTHETIC_SHARES = (0.5, 0.75, 1.0)
 SYNTHETIC_WEIGHTS = (0.1, 0.25, 0.5, 1.0)
 # the settings the validation split picks, per seed, for the arms that have them
 CHOICES = {"gan": [{"synthetic_share": s} for s in SYNTHETIC_SHARES],
+           "gan+albumentations": [{"synthetic_share": s} for s in SYNTHETIC_SHARES],
            "gan+mixup": [{"synthetic_share": s} for s in SYNTHETIC_SHARES],
            "gan+balanced_softmax": [{"synthetic_weight": w} for w in SYNTHETIC_WEIGHTS]}
 REGIME = ("minority_min", "minority_max", "majority")  # the columns of regime_of in every row

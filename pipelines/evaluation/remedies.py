@@ -21,8 +21,11 @@ them.
   batch with mixed labels: over-sampled first, so mixes meet the minority classes as often as the
   others (mixup on the imbalanced set alone hardly reaches them).
 - ``gan``, ``gan+albumentations``, ``gan+mixup``, ``gan+balanced_softmax``: synthetic items from the
-  GAN (see :func:`apply_arm`), alone or combined with a classic remedy. ``gan+mixup`` trains on the
-  ``gan`` arm's items with mixup. ``gan+balanced_softmax`` adds a synthetic item for every missing
+  GAN (see :func:`apply_arm`), alone or combined with a classic remedy. ``gan+albumentations`` and
+  ``gan+mixup`` train on the ``gan`` arm's items (real, synthetic and random copies) with the
+  training of ``ros+albumentations`` (every batch augmented anew) and ``mixup``:
+  each is its classic twin with some random copies swapped for GAN images, so the pair measures
+  what the GAN's images add to the training a practitioner runs anyway. ``gan+balanced_softmax`` adds a synthetic item for every missing
   one, weighs each synthetic item's loss by ``synthetic_weight`` (synthetic images are worth less
   than real ones, as DiffuLT found) and trains with balanced softmax over the weighted class counts:
   weight 1 is the balanced set with a plain loss, weight towards 0 is balanced softmax on the real
@@ -49,7 +52,7 @@ MIXUP_ALPHA = 0.4  # Beta(alpha, alpha) mixing weights: fastai's default, gentle
 # the classifier options of the arms that change training rather than (only) the data
 TRAINING = {"class_weight": {"class_weight": "balanced"}, "balanced_softmax": {"loss": "balanced_softmax"},
             "ros+albumentations": {"augment": True}, "mixup": {"mixup": MIXUP_ALPHA}, "gan+mixup": {"mixup": MIXUP_ALPHA},
-            "gan+balanced_softmax": {"loss": "balanced_softmax"}}
+            "gan+albumentations": {"augment": True}, "gan+balanced_softmax": {"loss": "balanced_softmax"}}
 
 
 def apply_arm(
@@ -66,9 +69,9 @@ def apply_arm(
     ``sample_weight`` of every item for ``fit`` (1 for real items, ``synthetic_weight`` for
     synthetic ones). ``targets`` maps minority class index to
     the item count it is brought up to; ``synthesise`` makes GAN images for the GAN arms. In the
-    ``gan`` and ``gan+mixup`` arms ``synthetic_share`` of the added items are synthetic and the rest
-    random copies of real ones; ``gan+albumentations`` adds half synthetic, half classically
-    augmented items."""
+    ``gan``, ``gan+albumentations`` and ``gan+mixup`` arms ``synthetic_share`` of the added items are
+    synthetic and the rest random copies of real ones (the classifier of ``gan+albumentations`` then
+    augments every batch anew, that of ``gan+mixup`` mixes them)."""
     if arm not in ARMS:
         raise GanpipeError(f"unknown arm {arm!r}; choose from: {', '.join(ARMS)}")
     x, y = train.x, train.y
@@ -95,21 +98,16 @@ def apply_arm(
     if arm in GAN_ARMS:
         if synthesise is None:
             raise ValueError(f"arm {arm!r} needs a synthesise function")
-        share = {"gan+albumentations": 0.5, "gan+balanced_softmax": 1.0}.get(arm, synthetic_share)
+        share = 1.0 if arm == "gan+balanced_softmax" else synthetic_share
         gan_share = {k: int(np.ceil(n * share)) for k, n in missing.items()}
         labels = np.concatenate([np.full(n, k, dtype=np.int64) for k, n in sorted(gan_share.items())])
         parts_x, parts_y = [x, synthesise(labels, seed)], [y, labels]
         if arm == "gan+balanced_softmax":
             options["sample_weight"] = np.concatenate([np.ones(len(y)), np.full(len(labels), float(synthetic_weight))])
-        elif arm != "gan+albumentations":
+        else:
             rng = np.random.default_rng(seed)
             copies = np.concatenate([rng.choice(np.flatnonzero(y == k), n - gan_share[k]) for k, n in sorted(missing.items())])
             parts_x.append(x[copies])
             parts_y.append(y[copies])
-        else:
-            rest = {k: int(np.sum(y == k)) + n - gan_share[k] for k, n in missing.items()}
-            aug_x, aug_y = augment_to_counts(x, y, rest, random_state=seed)
-            parts_x.append(aug_x)
-            parts_y.append(aug_y)
         return np.concatenate(parts_x).astype(np.float32), np.concatenate(parts_y), options
     raise AssertionError(f"arm {arm!r} is listed but has no recipe")

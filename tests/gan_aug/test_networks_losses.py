@@ -79,3 +79,18 @@ def test_the_judge_looks_at_a_32_px_view_of_larger_images():
     x = torch.rand(2, 3, 128, 128)
     large.eval(), same.eval()
     assert torch.allclose(large(x), same(torch.nn.functional.avg_pool2d(x, 4)), atol=1e-5)
+
+
+def test_class_feature_matching_pulls_each_class_centroid_not_each_image():
+    real_means = torch.tensor([[0.0, 0.0], [1.0, 2.0]])
+    scale = torch.tensor([1.0, 2.0])
+    labels = torch.tensor([0, 0, 1, 1])
+    # class 0 spread around its real mean, class 1 exactly at it: nothing to pull
+    at_means = torch.tensor([[-3.0, 5.0], [3.0, -5.0], [1.0, 2.0], [1.0, 2.0]], requires_grad=True)
+    assert losses.class_feature_matching(at_means, labels, real_means, scale).item() == 0.0
+    # class 1's centroid off by (2, 2): in units of scale (2, 1), squared, averaged over 2 classes x 2 dims
+    off = torch.tensor([[-3.0, 5.0], [3.0, -5.0], [3.0, 4.0], [3.0, 4.0]], requires_grad=True)
+    loss = losses.class_feature_matching(off, labels, real_means, scale)
+    assert loss.item() == pytest.approx((4.0 + 1.0) / 4)
+    loss.backward()
+    assert torch.all(off.grad[:2] == 0) and torch.all(off.grad[2:] > 0)  # only the class that is off moves

@@ -290,3 +290,35 @@ def test_sampler_previews_carry_the_fit_labels_and_are_not_saved(imbalanced_digi
     sampler.fit(x, np.array(["abcd"[k] for k in y]))
     assert labels_seen and labels_seen[-1] == {"a", "b", "c", "d"}
     assert "preview" not in sampler.state_dict()["params"] and clone(sampler).preview is not None
+
+
+def test_class_feature_targets_are_the_judge_features_of_each_class(imbalanced_digits):
+    x, y = imbalanced_digits
+    real = torch.from_numpy(x) * 2 - 1
+    config = GANConfig(seed=0, guide_augment=False, **TINY)
+    judge = gan_train.train_judge(real, torch.from_numpy(y), 5, config)
+    targets = gan_train.class_feature_targets(judge, real, torch.from_numpy(y), 5, config)
+    with torch.no_grad():
+        features = judge.features(real)
+    for k in range(4):
+        assert torch.allclose(targets.means[k], features[torch.from_numpy(y == k)].mean(0), atol=1e-5)
+    assert torch.all(targets.means[4] == 0)  # a class without images pulls nothing (never drawn)
+    assert torch.allclose(targets.scale, features.std(0).clamp(min=1e-3), atol=1e-5)
+
+
+def test_feature_matching_changes_the_generator_only_when_asked(imbalanced_digits, monkeypatch):
+    x, y = imbalanced_digits
+    calls = []
+    real_matching = gan_train.losses.class_feature_matching
+    monkeypatch.setattr(gan_train.losses, "class_feature_matching", lambda *a: (calls.append(1), real_matching(*a))[1])
+    plain = train_conditional_gan(x, y, 4, GANConfig(steps=4, seed=0, **TINY))
+    assert not calls
+    matched = train_conditional_gan(x, y, 4, GANConfig(steps=4, seed=0, feature_match_weight=1.0, **TINY))
+    assert len(calls) == 4
+    # same seed, same draws: only the extra term makes the weights differ
+    differs = [not torch.equal(a, b) for a, b in zip(plain.generator.state_dict().values(),
+                                                     matched.generator.state_dict().values()) if a.is_floating_point()]
+    assert any(differs)
+    without_judge = train_conditional_gan(x, y, 4, GANConfig(steps=2, seed=0, guide_weight=0.0,
+                                                              feature_match_weight=1.0, **TINY))
+    assert without_judge.judge is not None and len(calls) == 6  # matching alone still trains and uses the judge
