@@ -12,7 +12,11 @@ from gan_core.config import GANTrainingConfig
 class GANConfig(GANTrainingConfig):
     """Hyperparameters on top of :class:`~gan_core.config.GANTrainingConfig`. ``steps`` counts
     generator updates; ``class_balance`` sets how often each class is drawn: probability proportional
-    to ``count ** (1 - class_balance)`` (1 = every class equally often, 0 = as often as in the data)."""
+    to ``count ** (1 - class_balance)`` (1 = every class equally often, 0 = as often as in the data).
+    ``feature_match_weight > 0`` adds class feature matching on the judge's features to the generator
+    loss: ``feature_match="mean"`` pulls each class's mean to its real images' mean, ``"nearest"``
+    pulls each fake to the nearest real image of its class (off by default; docs/gan-synthesis.md,
+    round 7, has what it measured)."""
 
     steps: int = 1500
     z_dim: int = 64
@@ -28,6 +32,7 @@ class GANConfig(GANTrainingConfig):
     guide_confidence: float = 0.0
     guide_augment: bool = True
     feature_match_weight: float = 0.0
+    feature_match: str = "mean"
     lecam_weight: float = 0.0
     memorisation_rejection: float = 0.0
     judge_steps: int = 800
@@ -44,6 +49,8 @@ class GANConfig(GANTrainingConfig):
             raise ValueError(f"class_balance must be in [0, 1], got {self.class_balance}")
         if not 0.0 <= self.guide_confidence < 1.0:
             raise ValueError(f"guide_confidence must be in [0, 1), got {self.guide_confidence}")
+        if self.feature_match not in ("mean", "nearest"):
+            raise ValueError(f"feature_match must be 'mean' or 'nearest', got {self.feature_match!r}")
         if self.feature_match_weight < 0:
             raise ValueError(f"feature_match_weight must be >= 0, got {self.feature_match_weight}")
         if self.guide_weight < 0 or self.judge_steps < 0 or self.filter_candidates < 1:

@@ -93,6 +93,17 @@ def class_feature_matching(features: torch.Tensor, labels: torch.Tensor, real_me
     return gap.pow(2).mean()
 
 
+def class_feature_support(features: torch.Tensor, labels: torch.Tensor, real_features: torch.Tensor,
+                          real_labels: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Per fake, the squared distance (in units of ``scale``, averaged over dimensions) from its judge
+    features to the nearest real image of its class: each image is pulled into its class's support,
+    not to one point. ``features: (B, F)``, ``labels: (B,)``, ``real_features: (M, F)``,
+    ``real_labels: (M,)``, ``scale: (F,)``."""
+    gaps = torch.cdist(features / scale, real_features / scale).pow(2) / features.shape[1]
+    other = labels[:, None] != real_labels[None, :]
+    return gaps.masked_fill(other, float("inf")).min(dim=1).values.mean()
+
+
 def lecam(real_scores: torch.Tensor, fake_scores: torch.Tensor, anchors: dict[str, float], decay: float = 0.99) -> torch.Tensor:
     """LeCam regulariser (Tseng et al. 2021): keeps the critic's outputs on real images near the moving
     average of its outputs on fakes and vice versa, so a critic trained on few images cannot drift

@@ -107,6 +107,7 @@ class GANOverSampler(BaseOverSampler):
         "guide_confidence": _fraction(closed="left"),
         "guide_augment": ["boolean"],
         "feature_match_weight": _NON_NEGATIVE,
+        "feature_match": [StrOptions({"mean", "nearest"})],
         "filter_candidates": _integers_from(1),
         "novelty_quantile": _fraction(closed="left"),
         "novelty_draws": _integers_from(1),
@@ -145,6 +146,7 @@ class GANOverSampler(BaseOverSampler):
         guide_confidence: float = GANConfig.guide_confidence,
         guide_augment: bool = GANConfig.guide_augment,
         feature_match_weight: float = GANConfig.feature_match_weight,
+        feature_match: str = GANConfig.feature_match,
         filter_candidates: int = GANConfig.filter_candidates,
         novelty_quantile: float = GANConfig.novelty_quantile,
         novelty_draws: int = GANConfig.novelty_draws,
@@ -180,6 +182,7 @@ class GANOverSampler(BaseOverSampler):
         self.guide_confidence = guide_confidence
         self.guide_augment = guide_augment
         self.feature_match_weight = feature_match_weight
+        self.feature_match = feature_match
         self.filter_candidates = filter_candidates
         self.novelty_quantile = novelty_quantile
         self.novelty_draws = novelty_draws

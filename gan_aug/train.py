@@ -10,6 +10,9 @@ call resumes from.
 Class fidelity: a class judge (a small classifier trained first, on the real training images only,
 class-weighted) adds ``guide_weight * cross_entropy(J(G(z, y)), y)`` to the generator loss, so a
 class with ten images is still drawn as that class and not as its most similar majority class.
+``feature_match_weight`` adds class feature matching in the judge's feature space
+(:func:`~gan_aug.losses.class_feature_matching`, or :func:`~gan_aug.losses.class_feature_support`
+with ``feature_match="nearest"``; targets from :func:`class_feature_targets`).
 With ``filter_candidates > 1`` each sampled image is the best of that many draws by the judge's
 probability of the asked class (label-consistency filtering). It is off by default: on mnist5k
 (seed 0, classes 2/5/8 at 10 images) keeping the judge's favourites cut the variety so much that
@@ -193,6 +196,8 @@ class ClassFeatures(NamedTuple):
 
     means: torch.Tensor
     scale: torch.Tensor
+    features: torch.Tensor | None = None  # (M, F): every real view's features, for the "nearest" mode
+    labels: torch.Tensor | None = None  # (M,)
 
 
 @torch.no_grad()
@@ -217,7 +222,8 @@ def class_feature_targets(judge: Judge, x: torch.Tensor, y: torch.Tensor, n_clas
     means = torch.zeros(n_classes, feats.shape[1]).index_add(0, labels, feats)
     means = means / torch.bincount(labels, minlength=n_classes).clamp(min=1)[:, None].float()
     scale = feats.std(dim=0).clamp(min=1e-3)
-    return ClassFeatures(to_device(means, device), to_device(scale, device))
+    return ClassFeatures(to_device(means, device), to_device(scale, device), to_device(feats, device),
+                         to_device(labels, device))
 
 
 def class_probabilities(y: np.ndarray, n_classes: int, class_balance: float) -> np.ndarray:
@@ -354,8 +360,12 @@ def generator_step(nets: Networks, objective: losses.AdversarialLoss, config: GA
         if config.guide_weight > 0:
             g_total = g_total + config.guide_weight * losses.guidance(logits, y_gen, config.guide_confidence, keep)
         if targets is not None:
-            g_total = g_total + config.feature_match_weight * losses.class_feature_matching(
-                features.float(), y_gen, targets.means, targets.scale)
+            if config.feature_match == "nearest":
+                matching = losses.class_feature_support(features.float(), y_gen, targets.features, targets.labels,
+                                                        targets.scale)
+            else:
+                matching = losses.class_feature_matching(features.float(), y_gen, targets.means, targets.scale)
+            g_total = g_total + config.feature_match_weight * matching
     nets.opt_g.zero_grad(set_to_none=True)
     g_total.backward()
     nets.discriminator.requires_grad_(True)

@@ -94,3 +94,17 @@ def test_class_feature_matching_pulls_each_class_centroid_not_each_image():
     assert loss.item() == pytest.approx((4.0 + 1.0) / 4)
     loss.backward()
     assert torch.all(off.grad[:2] == 0) and torch.all(off.grad[2:] > 0)  # only the class that is off moves
+
+
+def test_class_feature_support_pulls_each_image_to_the_nearest_real_one_of_its_class():
+    real = torch.tensor([[0.0, 0.0], [4.0, 0.0], [10.0, 10.0]])
+    real_labels = torch.tensor([0, 0, 1])
+    scale = torch.tensor([1.0, 1.0])
+    on_support = torch.tensor([[4.0, 0.0], [10.0, 10.0]])
+    assert losses.class_feature_support(on_support, torch.tensor([0, 1]), real, real_labels, scale).item() == 0.0
+    # a class-1 fake on a class-0 image is far from its own class; a class-0 fake 1 from its nearest (4, 0)
+    fakes = torch.tensor([[5.0, 0.0], [0.0, 0.0]], requires_grad=True)
+    loss = losses.class_feature_support(fakes, torch.tensor([0, 1]), real, real_labels, scale)
+    assert loss.item() == pytest.approx(((1.0) / 2 + (100.0 + 100.0) / 2) / 2)
+    loss.backward()
+    assert fakes.grad[0, 0] > 0 and fakes.grad[1, 0] < 0 and fakes.grad[1, 1] < 0  # towards (4, 0) and (10, 10)

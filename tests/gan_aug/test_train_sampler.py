@@ -309,16 +309,21 @@ def test_class_feature_targets_are_the_judge_features_of_each_class(imbalanced_d
 def test_feature_matching_changes_the_generator_only_when_asked(imbalanced_digits, monkeypatch):
     x, y = imbalanced_digits
     calls = []
-    real_matching = gan_train.losses.class_feature_matching
-    monkeypatch.setattr(gan_train.losses, "class_feature_matching", lambda *a: (calls.append(1), real_matching(*a))[1])
+    for name in ("class_feature_matching", "class_feature_support"):
+        real = getattr(gan_train.losses, name)
+        monkeypatch.setattr(gan_train.losses, name, lambda *a, _n=name, _f=real: (calls.append(_n), _f(*a))[1])
     plain = train_conditional_gan(x, y, 4, GANConfig(steps=4, seed=0, **TINY))
     assert not calls
     matched = train_conditional_gan(x, y, 4, GANConfig(steps=4, seed=0, feature_match_weight=1.0, **TINY))
-    assert len(calls) == 4
+    assert calls == ["class_feature_matching"] * 4
     # same seed, same draws: only the extra term makes the weights differ
     differs = [not torch.equal(a, b) for a, b in zip(plain.generator.state_dict().values(),
                                                      matched.generator.state_dict().values()) if a.is_floating_point()]
     assert any(differs)
-    without_judge = train_conditional_gan(x, y, 4, GANConfig(steps=2, seed=0, guide_weight=0.0,
+    calls.clear()
+    train_conditional_gan(x, y, 4, GANConfig(steps=2, seed=0, feature_match_weight=1.0, feature_match="nearest", **TINY))
+    assert calls == ["class_feature_support"] * 2
+    calls.clear()
+    without_guide = train_conditional_gan(x, y, 4, GANConfig(steps=2, seed=0, guide_weight=0.0,
                                                               feature_match_weight=1.0, **TINY))
-    assert without_judge.judge is not None and len(calls) == 6  # matching alone still trains and uses the judge
+    assert without_guide.judge is not None and len(calls) == 2  # matching alone still trains and uses the judge
