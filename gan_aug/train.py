@@ -192,7 +192,8 @@ def train_judge(x: torch.Tensor, y: torch.Tensor, n_classes: int, config: GANCon
 class ClassFeatures(NamedTuple):
     """Per class, the mean judge features of its real images (``means: (n_classes, F)``) and the
     real features' standard deviation per dimension (``scale: (F,)``): the targets of
-    :func:`~gan_aug.losses.class_feature_matching`."""
+    :func:`~gan_aug.losses.class_feature_matching`; for :func:`~gan_aug.losses.class_feature_support`
+    also every real view's features and label (kept only for ``feature_match="nearest"``)."""
 
     means: torch.Tensor
     scale: torch.Tensor
@@ -222,6 +223,8 @@ def class_feature_targets(judge: Judge, x: torch.Tensor, y: torch.Tensor, n_clas
     means = torch.zeros(n_classes, feats.shape[1]).index_add(0, labels, feats)
     means = means / torch.bincount(labels, minlength=n_classes).clamp(min=1)[:, None].float()
     scale = feats.std(dim=0).clamp(min=1e-3)
+    if config.feature_match != "nearest":
+        return ClassFeatures(to_device(means, device), to_device(scale, device))
     return ClassFeatures(to_device(means, device), to_device(scale, device), to_device(feats, device),
                          to_device(labels, device))
 

@@ -304,6 +304,10 @@ def test_class_feature_targets_are_the_judge_features_of_each_class(imbalanced_d
         assert torch.allclose(targets.means[k], features[torch.from_numpy(y == k)].mean(0), atol=1e-5)
     assert torch.all(targets.means[4] == 0)  # a class without images pulls nothing (never drawn)
     assert torch.allclose(targets.scale, features.std(0).clamp(min=1e-3), atol=1e-5)
+    assert targets.features is None  # every image's features are kept only for the nearest-image pull
+    nearest = gan_train.class_feature_targets(judge, real, torch.from_numpy(y), 5,
+                                              GANConfig(seed=0, guide_augment=False, feature_match="nearest", **TINY))
+    assert torch.allclose(nearest.features, features, atol=1e-5) and torch.equal(nearest.labels, torch.from_numpy(y))
 
 
 def test_feature_matching_changes_the_generator_only_when_asked(imbalanced_digits, monkeypatch):

@@ -1,0 +1,67 @@
+"""One-seed probe of the conditional GAN's class judge (direction only): how well does the judge the
+generator is guided by know each minority class from its few training images?
+
+    python -m benchmarks.judge_probe colour-mnist-64 0 '{"judge_steps": 2400}'
+
+Trains :func:`gan_aug.train.train_judge` with the ``GANOverSampler`` defaults plus the JSON
+overrides of ``GANConfig`` fields (the batch scaled for the image side as a fit scales it) on the
+seed's training split of a `synthesis` benchmark setting, then prints one JSON line: seconds, the
+judge's accuracy on the validation split and, per minority class, its recall and precision there.
+Validation only: nothing here looks at the test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+import torch
+
+from benchmarks.colour import load_colour
+from benchmarks.synthesis import COLOUR_SETTINGS, SETTINGS
+from gan_aug import GANOverSampler
+from gan_aug.train import train_judge
+from pipelines.data.sources import load_dataset
+from pipelines.evaluation.compare import seed_splits
+
+
+def judge_report(predicted: np.ndarray, truth: np.ndarray, minority_idx: list[int], names) -> dict:
+    """Accuracy, and per minority class recall and precision (0 when the class is never predicted)."""
+    recall = {names[k]: round(float((predicted[truth == k] == k).mean()), 3) for k in minority_idx}
+    precision = {names[k]: round(float((truth[predicted == k] == k).mean()) if (predicted == k).any() else 0.0, 3)
+                 for k in minority_idx}
+    return {"accuracy": round(float((predicted == truth).mean()), 3), "minority_recall": recall,
+            "minority_precision": precision}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    colour = {f"{name}-{side}": (name, side, minority) for name, side, minority in COLOUR_SETTINGS}
+    parser.add_argument("data", choices=[data for data, _ in SETTINGS] + list(colour))
+    parser.add_argument("seed", type=int)
+    parser.add_argument("config", nargs="?", default="{}", help="JSON object of GANConfig fields")
+    args = parser.parse_args(argv)
+    if args.data in colour:
+        name, side, minority = colour[args.data]
+        dataset = load_colour(name, side)
+    else:
+        minority, dataset = dict(SETTINGS)[args.data], load_dataset(args.data)
+    splits, minority_idx, _ = seed_splits(dataset, dict(minority), args.seed)
+    x = splits.train.x
+    config = GANOverSampler(random_state=args.seed, **json.loads(args.config)).gan_config(len(x), x.shape[-1])
+    started = time.perf_counter()
+    judge = train_judge(torch.from_numpy(x) * 2 - 1, torch.from_numpy(splits.train.y), len(dataset.class_names), config)
+    seconds = time.perf_counter() - started
+    with torch.no_grad():
+        predicted = judge(torch.from_numpy(splits.val.x) * 2 - 1).argmax(1).numpy()
+    print(json.dumps({"data": args.data, "seed": args.seed, "config": json.loads(args.config),
+                      "judge_seconds": round(seconds), **judge_report(predicted, splits.val.y, minority_idx,
+                                                                        dataset.class_names)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
