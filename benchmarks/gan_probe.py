@@ -31,21 +31,34 @@ from pipelines.evaluation.quality import memorisation
 from pipelines.evaluation.sample_quality import SAMPLES, compare_sample_quality
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    colour = {f"{name}-{side}": (name, side, minority) for name, side, minority in COLOUR_SETTINGS}
-    parser.add_argument("data", choices=[data for data, _ in SETTINGS] + list(colour))
+COLOUR = {f"{name}-{side}": (name, side, minority) for name, side, minority in COLOUR_SETTINGS}
+
+
+def setting_parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments every probe takes: a benchmark setting, a seed and ``GANConfig`` overrides."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", choices=[data for data, _ in SETTINGS] + list(COLOUR))
     parser.add_argument("seed", type=int)
     parser.add_argument("config", nargs="?", default="{}", help="JSON object of GANConfig fields")
-    parser.add_argument("arms", nargs="?", default="ros,gan", help="comma-separated compare arms")
-    args = parser.parse_args(argv)
-    if args.data in colour:
-        name, side, minority = colour[args.data]
+    return parser
+
+
+def load_setting(data: str, seed: int):
+    """``(dataset, splits, minority_idx, targets)`` of a setting of :data:`SETTINGS` or :data:`COLOUR`."""
+    if data in COLOUR:
+        name, side, minority = COLOUR[data]
         dataset = load_colour(name, side)
     else:
-        minority, dataset = dict(SETTINGS)[args.data], load_dataset(args.data)
+        minority, dataset = dict(SETTINGS)[data], load_dataset(data)
+    return (dataset, *seed_splits(dataset, dict(minority), seed))
+
+
+def main(argv=None) -> int:
+    parser = setting_parser(__doc__)
+    parser.add_argument("arms", nargs="?", default="ros,gan", help="comma-separated compare arms")
+    args = parser.parse_args(argv)
     overrides = json.loads(args.config)
-    splits, minority_idx, targets = seed_splits(dataset, dict(minority), args.seed)
+    dataset, splits, minority_idx, targets = load_setting(args.data, args.seed)
     gan = GANOverSampler(random_state=args.seed, **overrides).fit(splits.train.x, splits.train.y)
     quality = compare_sample_quality(splits, lambda labels, s: gan.generate(labels, seed=s + 10_000), minority_idx,
                                      args.seed)

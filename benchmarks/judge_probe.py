@@ -12,7 +12,6 @@ Validation only: nothing here looks at the test split.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -20,12 +19,9 @@ import time
 import numpy as np
 import torch
 
-from benchmarks.colour import load_colour
-from benchmarks.synthesis import COLOUR_SETTINGS, SETTINGS
+from benchmarks.gan_probe import load_setting, setting_parser
 from gan_aug import GANOverSampler
 from gan_aug.train import train_judge
-from pipelines.data.sources import load_dataset
-from pipelines.evaluation.compare import seed_splits
 
 
 def judge_report(predicted: np.ndarray, truth: np.ndarray, minority_idx: list[int], names) -> dict:
@@ -38,18 +34,8 @@ def judge_report(predicted: np.ndarray, truth: np.ndarray, minority_idx: list[in
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    colour = {f"{name}-{side}": (name, side, minority) for name, side, minority in COLOUR_SETTINGS}
-    parser.add_argument("data", choices=[data for data, _ in SETTINGS] + list(colour))
-    parser.add_argument("seed", type=int)
-    parser.add_argument("config", nargs="?", default="{}", help="JSON object of GANConfig fields")
-    args = parser.parse_args(argv)
-    if args.data in colour:
-        name, side, minority = colour[args.data]
-        dataset = load_colour(name, side)
-    else:
-        minority, dataset = dict(SETTINGS)[args.data], load_dataset(args.data)
-    splits, minority_idx, _ = seed_splits(dataset, dict(minority), args.seed)
+    args = setting_parser(__doc__).parse_args(argv)
+    dataset, splits, minority_idx, _ = load_setting(args.data, args.seed)
     x = splits.train.x
     config = GANOverSampler(random_state=args.seed, **json.loads(args.config)).gan_config(len(x), x.shape[-1])
     started = time.perf_counter()
