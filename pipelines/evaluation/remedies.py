@@ -23,13 +23,13 @@ them.
 - ``gan``, ``gan+albumentations``, ``gan+mixup``, ``gan+balanced_softmax``: synthetic items from the
   GAN (see :func:`apply_arm`), alone or combined with a classic remedy. ``gan+albumentations`` and
   ``gan+mixup`` train on the ``gan`` arm's items (real, synthetic and random copies) with the
-  training of ``ros+albumentations`` (every batch augmented anew) and ``mixup``:
-  each is its classic twin with some random copies swapped for GAN images, so the pair measures
-  what the GAN's images add to the training a practitioner runs anyway. ``gan+balanced_softmax`` adds a synthetic item for every missing
-  one, weighs each synthetic item's loss by ``synthetic_weight`` (synthetic images are worth less
-  than real ones, as DiffuLT found) and trains with balanced softmax over the weighted class counts:
-  weight 1 is the balanced set with a plain loss, weight towards 0 is balanced softmax on the real
-  items alone.
+  training of ``ros+albumentations`` (every batch augmented anew) and ``mixup``: each is its
+  classic twin with some random copies swapped for GAN images, so the pair measures what the GAN's
+  images add to the training a practitioner runs anyway. ``gan+balanced_softmax`` adds a synthetic
+  item for every missing one, weighs each synthetic item's loss by ``synthetic_weight`` (synthetic
+  images are worth less than real ones, as DiffuLT found) and trains with balanced softmax over the
+  weighted class counts: weight 1 is the balanced set with a plain loss, weight towards 0 is
+  balanced softmax on the real items alone.
 
 See :mod:`pipelines.evaluation.classifier` for how the classifier carries out ``loss``, ``mixup`` and
 ``augment``.
