@@ -36,14 +36,14 @@ def judge_report(predicted: np.ndarray, truth: np.ndarray, minority_idx: list[in
 def main(argv=None) -> int:
     args = setting_parser(__doc__).parse_args(argv)
     dataset, splits, minority_idx, _ = load_setting(args.data, args.seed)
-    x = splits.train.x
-    config = GANOverSampler(random_state=args.seed, **json.loads(args.config)).gan_config(len(x), x.shape[-1])
+    x, overrides = splits.train.x, json.loads(args.config)
+    config = GANOverSampler(random_state=args.seed, **overrides).gan_config(len(x), x.shape[-1])
     started = time.perf_counter()
     judge = train_judge(torch.from_numpy(x) * 2 - 1, torch.from_numpy(splits.train.y), len(dataset.class_names), config)
     seconds = time.perf_counter() - started
     with torch.no_grad():
         predicted = judge(torch.from_numpy(splits.val.x) * 2 - 1).argmax(1).numpy()
-    print(json.dumps({"data": args.data, "seed": args.seed, "config": json.loads(args.config),
+    print(json.dumps({"data": args.data, "seed": args.seed, "config": overrides,
                       "judge_seconds": round(seconds), **judge_report(predicted, splits.val.y, minority_idx,
                                                                         dataset.class_names)}))
     return 0
