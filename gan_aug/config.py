@@ -16,7 +16,10 @@ class GANConfig(GANTrainingConfig):
     ``feature_match_weight > 0`` adds class feature matching on the judge's features to the generator
     loss: ``feature_match="mean"`` pulls each class's mean to its real images' mean, ``"nearest"``
     pulls each fake to the nearest real image of its class (off by default; docs/gan-synthesis.md,
-    round 7, has what it measured)."""
+    round 7, has what it measured). ``class_latents`` (BAGAN-style transfer, off by default) first
+    trains an autoencoder of every class for ``autoencoder_steps`` steps with the generator as its
+    decoder, then draws each class's latents from a Gaussian fitted to its images' codes, whose spread
+    a rare class borrows from the common ones (:func:`~gan_aug.train.pretrain_autoencoder`)."""
 
     steps: int = 1500
     z_dim: int = 64
@@ -33,6 +36,8 @@ class GANConfig(GANTrainingConfig):
     guide_augment: bool = True
     feature_match_weight: float = 0.0
     feature_match: str = "mean"
+    class_latents: bool = False
+    autoencoder_steps: int = 1000
     lecam_weight: float = 0.0
     memorisation_rejection: float = 0.0
     judge_steps: int = 800
@@ -53,6 +58,8 @@ class GANConfig(GANTrainingConfig):
             raise ValueError(f"feature_match must be 'mean' or 'nearest', got {self.feature_match!r}")
         if self.feature_match_weight < 0:
             raise ValueError(f"feature_match_weight must be >= 0, got {self.feature_match_weight}")
+        if self.autoencoder_steps < 1:
+            raise ValueError(f"autoencoder_steps must be >= 1, got {self.autoencoder_steps}")
         if self.guide_weight < 0 or self.judge_steps < 0 or self.filter_candidates < 1:
             raise ValueError("guide_weight and judge_steps must be >= 0 and filter_candidates >= 1")
         if not 0.0 <= self.novelty_quantile < 1.0 or self.novelty_draws < 1:

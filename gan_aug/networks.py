@@ -45,10 +45,19 @@ class Generator(nn.Module):
     """``G(z, y)``: ``z: (N, z_dim)``, ``y: (N,)`` -> images ``(N, channels, size, size)`` in [-1, 1].
 
     The class enters twice: an embedding joined to ``z`` and class-conditional BatchNorm in every block.
+    With ``class_latents`` it enters a third time, BAGAN-style: a standard normal ``z`` is first mapped
+    to the class's latent Gaussian, ``latent_mean[y] + latent_factor[y] @ z`` (buffers that
+    :func:`~gan_aug.train.pretrain_autoencoder` fills from an autoencoder of every class);
+    :meth:`decode` takes such a latent code directly.
     """
 
-    def __init__(self, n_classes: int, channels: int, size: int, z_dim: int = 64, width: int = 32) -> None:
+    def __init__(self, n_classes: int, channels: int, size: int, z_dim: int = 64, width: int = 32,
+                 class_latents: bool = False) -> None:
         super().__init__()
+        self.class_latents = class_latents
+        if class_latents:
+            self.register_buffer("latent_mean", torch.zeros(n_classes, z_dim))
+            self.register_buffer("latent_factor", torch.eye(z_dim).repeat(n_classes, 1, 1))
         self.n_classes, self.channels, self.size, self.z_dim = n_classes, channels, size, z_dim
         stages = upsampling_stages(size)
         self.base = math.ceil(size / 2**stages)
@@ -61,12 +70,40 @@ class Generator(nn.Module):
         self._first_width = widths[0]
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.class_latents:
+            z = self.latent_mean[y] + torch.bmm(self.latent_factor[y], z[:, :, None]).squeeze(2)
+        return self.decode(z, y)
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Images of latent codes ``z: (N, z_dim)`` as they are (no class prior)."""
         h = self.project(torch.cat([z, self.embed(y)], dim=1))
         h = h.view(len(z), self._first_width, self.base, self.base)
         for block in self.blocks:
             h = block(h, y)
         h = torch.tanh(self.out_conv(torch.relu(self.out_norm(h, y))))
         return center_crop(h, self.size)
+
+
+class Encoder(nn.Module):
+    """``E(x)``: images ``(N, C, size, size)`` in [-1, 1] -> latent codes ``(N, z_dim)``; the
+    discriminator's stages (stride-2 convolutions, widths capped alike) with BatchNorm instead of
+    spectral normalisation. It trains with the generator as its decoder
+    (:func:`~gan_aug.train.pretrain_autoencoder`)."""
+
+    def __init__(self, channels: int, size: int, z_dim: int = 64, width: int = 32) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(channels, width, 3, padding=1), nn.LeakyReLU(0.2)]
+        c, side = width, size
+        for _ in range(upsampling_stages(size)):
+            wider = min(2 * c, width * WIDEST)
+            layers += [nn.Conv2d(c, wider, 4, stride=2, padding=1), nn.BatchNorm2d(wider), nn.LeakyReLU(0.2)]
+            c, side = wider, side // 2
+        # the whole smallest map (at most 8x8), not its average: the decoder needs to know where things are
+        self.body = nn.Sequential(*layers, nn.Flatten())
+        self.head = nn.Linear(c * side * side, z_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
 
 
 class Discriminator(nn.Module):

@@ -100,6 +100,8 @@ class GANOverSampler(BaseOverSampler):
         "mode_seeking_weight": _NON_NEGATIVE,
         "translation": _fraction(),
         "cutout": _fraction(),
+        "class_latents": ["boolean"],
+        "autoencoder_steps": _integers_from(1),
         "lecam_weight": _NON_NEGATIVE,
         "memorisation_rejection": _fraction(),
         "judge_steps": _integers_from(0),
@@ -139,6 +141,8 @@ class GANOverSampler(BaseOverSampler):
         mode_seeking_weight: float = GANConfig.mode_seeking_weight,
         translation: float = GANConfig.translation,
         cutout: float = GANConfig.cutout,
+        class_latents: bool = GANConfig.class_latents,
+        autoencoder_steps: int = GANConfig.autoencoder_steps,
         lecam_weight: float = GANConfig.lecam_weight,
         memorisation_rejection: float = GANConfig.memorisation_rejection,
         judge_steps: int = GANConfig.judge_steps,
@@ -175,6 +179,8 @@ class GANOverSampler(BaseOverSampler):
         self.mode_seeking_weight = mode_seeking_weight
         self.translation = translation
         self.cutout = cutout
+        self.class_latents = class_latents
+        self.autoencoder_steps = autoencoder_steps
         self.lecam_weight = lecam_weight
         self.memorisation_rejection = memorisation_rejection
         self.judge_steps = judge_steps

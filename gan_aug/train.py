@@ -49,7 +49,7 @@ import torch
 
 from gan_aug import losses
 from gan_aug.config import GANConfig
-from gan_aug.networks import Discriminator, Generator, Judge
+from gan_aug.networks import ConditionalBatchNorm2d, Discriminator, Encoder, Generator, Judge
 from gan_aug.novelty import MemorisationRejection, NoveltyFilter
 from gan_core.checkpoint import fingerprint_arrays, resume, save_checkpoint, to_cpu
 from gan_core.layers import items_per_pass
@@ -108,7 +108,8 @@ class TrainedGAN:
         config = GANConfig(**state["config"])
         channels, size, _ = state["image_shape"]
         with CPU:
-            generator = Generator(state["n_classes"], channels, size, config.z_dim, config.width)
+            generator = Generator(state["n_classes"], channels, size, config.z_dim, config.width,
+                                  config.class_latents)
             # judges saved before they looked at a reduced view saw the whole image
             judge = None if state["judge"] is None else Judge(state["n_classes"], channels, size=size,
                                                              view=state.get("judge_view", size))
@@ -189,6 +190,86 @@ def train_judge(x: torch.Tensor, y: torch.Tensor, n_classes: int, config: GANCon
     return judge.eval().requires_grad_(False)
 
 
+LATENT_SHRINKAGE = 64  # a class's own latent covariance weighs n / (n + this) against the pooled one
+
+
+def pretrain_autoencoder(generator: Generator, x: torch.Tensor, y: torch.Tensor, n_classes: int, config: GANConfig,
+                         device: torch.device = CPU) -> float:
+    """BAGAN's transfer (Mariani et al. 2018; Huang & Jafari 2021 with a gradient penalty), in place
+    on ``generator`` (built with ``class_latents``): ``config.autoencoder_steps`` Adam steps of an
+    autoencoder of every real image ``x: (N, C, H, W)`` in [-1, 1] (items drawn uniformly, so the
+    common classes teach it most), with an :class:`~gan_aug.networks.Encoder` and the generator as
+    its decoder on one shared class row. Every class row of the generator's embedding and
+    conditional BatchNorm then starts from that shared row, so at the start of adversarial training
+    the class is only in the latent: each class's latents are drawn from a Gaussian fitted to its
+    images' codes (:func:`class_latent_prior`), so a class of ten images starts where its images
+    are, with the spread of the classes that have hundreds. Own seeded draws; -> the last
+    reconstruction loss (mean squared error)."""
+    channels, size = x.shape[1], x.shape[-1]
+    encoder = build_seeded(lambda: Encoder(channels, size, config.z_dim, config.width), config.seed + 3).to(
+        device, memory_format=torch.channels_last)
+    rng = torch.Generator(device=CPU).manual_seed(config.seed + 3)
+    optimiser = torch.optim.Adam([*generator.parameters(), *encoder.parameters()], lr=1e-3, betas=(0.5, 0.999))
+    generator.train()
+    encoder.train()
+    batch = min(config.batch_size, len(x))
+    shared = torch.zeros(batch, dtype=torch.long, device=device)
+    loss = torch.zeros(())
+    for step in range(config.autoencoder_steps):
+        check_stop()
+        idx = torch.randint(len(x), (batch,), generator=rng, device=rng.device)
+        images = to_device(x[idx].contiguous(memory_format=torch.channels_last), device)
+        with autocast(device):
+            restored = generator.decode(encoder(images), shared).float()
+        loss = torch.nn.functional.mse_loss(restored, images)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        if (step + 1) % max(1, config.autoencoder_steps // 5) == 0:
+            log.info("autoencoder step %d/%d reconstruction mse %.4f", step + 1, config.autoencoder_steps, loss.item())
+    with torch.no_grad():
+        generator.embed.weight.copy_(generator.embed.weight[:1].clone().expand_as(generator.embed.weight))
+        for module in generator.modules():
+            if isinstance(module, ConditionalBatchNorm2d):
+                for table in (module.gain, module.bias):
+                    table.weight.copy_(table.weight[:1].clone().expand_as(table.weight))
+        encoder.eval()
+        chunk = items_per_pass(size, 512)
+        with autocast(device):
+            codes = torch.cat([encoder(to_device(x[s : s + chunk].contiguous(memory_format=torch.channels_last),
+                                                 device)).float().cpu() for s in range(0, len(x), chunk)])
+        means, factors = class_latent_prior(codes, y, n_classes)
+        generator.latent_mean.copy_(to_device(means, device))
+        generator.latent_factor.copy_(to_device(factors, device))
+    return float(loss.item())
+
+
+def class_latent_prior(codes: torch.Tensor, y: torch.Tensor, n_classes: int,
+                       shrinkage: float = LATENT_SHRINKAGE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per class, the mean ``(n_classes, D)`` of the codes ``codes: (N, D)`` of its items and a
+    factor ``(n_classes, D, D)`` ``L`` with ``L @ L.T`` its covariance: the class's own covariance
+    (n items) shrunk towards the within-class covariance pooled over all classes,
+    ``(n * own + shrinkage * pooled) / (n + shrinkage)``. A class of ten items thus gets mostly the
+    pooled spread, one of hundreds mostly its own. Classes without items: mean 0, pooled spread."""
+    codes = codes.double()
+    dim = codes.shape[1]
+    counts = torch.bincount(y, minlength=n_classes)
+    means = torch.zeros(n_classes, dim, dtype=torch.float64).index_add(0, y, codes)
+    means = means / counts.clamp(min=1)[:, None]
+    centred = codes - means[y]
+    present = int((counts > 0).sum())
+    pooled = centred.T @ centred / max(len(codes) - present, 1)
+    factors = []
+    for k in range(n_classes):
+        own_items = centred[y == k]
+        n = len(own_items)
+        own = own_items.T @ own_items / (n - 1) if n > 1 else torch.zeros_like(pooled)
+        covariance = (n * own + shrinkage * pooled) / (n + shrinkage)
+        jitter = 1e-6 * float(torch.diagonal(covariance).mean().clamp(min=1e-12)) * torch.eye(dim, dtype=torch.float64)
+        factors.append(torch.linalg.cholesky(covariance + jitter))
+    return means.float(), torch.stack(factors).float()
+
+
 class ClassFeatures(NamedTuple):
     """Per class, the mean judge features of its real images (``means: (n_classes, F)``) and the
     real features' standard deviation per dimension (``scale: (F,)``): the targets of
@@ -242,7 +323,7 @@ class Networks:
 
     def __init__(self, n_classes: int, channels: int, size: int, config: GANConfig, device: torch.device = CPU) -> None:
         generator, discriminator = build_seeded(lambda: (
-            Generator(n_classes, channels, size, config.z_dim, config.width),
+            Generator(n_classes, channels, size, config.z_dim, config.width, config.class_latents),
             Discriminator(n_classes, channels, size, config.width)), config.seed)
         self.device = device
         # channels-last: the convolutions run 10-20% faster on the CPU (oneDNN) and on CUDA, same maths
@@ -493,6 +574,9 @@ def train_conditional_gan(
 
     real = torch.from_numpy(x) * 2.0 - 1.0
     labels = torch.from_numpy(y)
+    if config.class_latents and start_step == 0:  # a resumed run has the pretrained weights and prior
+        pretrain_autoencoder(nets.generator, real, labels, n_classes, config, device)
+        nets.ema.load_state_dict(nets.generator.state_dict())
     # data and seed fix the judge, so a resumed run trains the same judge again instead of storing it
     judge = train_judge(real, labels, n_classes, config, device) if config.uses_judge else None
     batches = Minibatches(real, labels, n_classes, config, rng, device)

@@ -331,3 +331,59 @@ def test_feature_matching_changes_the_generator_only_when_asked(imbalanced_digit
     without_guide = train_conditional_gan(x, y, 4, GANConfig(steps=2, seed=0, guide_weight=0.0,
                                                               feature_match_weight=1.0, **TINY))
     assert without_guide.judge is not None and len(calls) == 2  # matching alone still trains and uses the judge
+
+
+def test_class_latent_prior_shrinks_a_rare_class_towards_the_pooled_spread():
+    gen = torch.Generator().manual_seed(0)
+    common = torch.randn(400, 3, generator=gen) * torch.tensor([3.0, 1.0, 0.5])
+    rare = torch.randn(4, 3, generator=gen) * 0.01 + 10.0
+    codes, y = torch.cat([common, rare]), torch.tensor([0] * 400 + [1] * 4)
+    means, factors = gan_train.class_latent_prior(codes, y, 3, shrinkage=64)
+    torch.testing.assert_close(means[1], rare.mean(0))
+    covariance = factors @ factors.transpose(1, 2)
+    # the rare class's four nearly equal codes get (mostly) the common class's spread, not their own
+    pooled = torch.diag(covariance[0])
+    assert torch.all(torch.diag(covariance[1]) > 0.9 * 64 / 68 * pooled)
+    assert torch.diag(covariance[0])[0] > 8 and torch.all(means[2] == 0)  # a class without items: mean 0
+
+
+def test_class_latents_pretrain_an_autoencoder_and_start_every_class_at_its_codes(imbalanced_digits):
+    x, y = imbalanced_digits
+    real, labels = torch.from_numpy(x) * 2 - 1, torch.from_numpy(y)
+    losses = []
+    for steps in (2, 150):
+        config = GANConfig(seed=0, class_latents=True, autoencoder_steps=steps, **TINY)
+        generator = gan_train.Generator(5, 1, 8, config.z_dim, config.width, class_latents=True)
+        losses.append(gan_train.pretrain_autoencoder(generator, real, labels, 5, config))
+    assert losses[1] < 0.5 * losses[0]  # it learns to reconstruct
+    # every class shares the autoencoder's row; the class is in the latent means only
+    for table in (generator.embed.weight, generator.blocks[0].norm.gain.weight, generator.out_norm.bias.weight):
+        assert torch.equal(table, table[:1].expand_as(table))
+    assert not torch.allclose(generator.latent_mean[3], generator.latent_mean[0])
+    generator.eval()
+    with torch.no_grad():  # z = 0 draws the class's mean code
+        centre = generator(torch.zeros(4, config.z_dim), torch.arange(4))
+        torch.testing.assert_close(centre, generator.decode(generator.latent_mean[:4], torch.arange(4)))
+
+
+def test_class_latents_train_resume_and_load_with_their_prior(imbalanced_digits, tmp_path):
+    x, y = imbalanced_digits
+    settings = {**TINY, "class_latents": True, "autoencoder_steps": 5}
+    fitted = GANOverSampler({3: 40}, steps=3, **settings, random_state=2).fit(x, y)
+    assert not torch.all(fitted.gan_.generator.latent_mean == 0)
+    again = GANOverSampler.from_state_dict(load_state(save_state(fitted.state_dict(), tmp_path)))
+    np.testing.assert_array_equal(again.generate(np.array([3, 3, 1]), seed=7), fitted.generate(np.array([3, 3, 1]), seed=7))
+    # an interrupted run resumes with the checkpointed prior and ends as an uninterrupted one
+    config = GANConfig(steps=6, checkpoint_every=3, seed=1, **settings)
+    reference = train_conditional_gan(x, y, 4, config)
+
+    def stop_at_five(step, steps, metrics):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    checkpoint = tmp_path / "gan.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train_conditional_gan(x, y, 4, config, checkpoint_path=checkpoint, progress=stop_at_five, log_every=1)
+    resumed = train_conditional_gan(x, y, 4, config, checkpoint_path=checkpoint)
+    for name, tensor in reference.generator.state_dict().items():
+        torch.testing.assert_close(resumed.generator.state_dict()[name], tensor, msg=name)
