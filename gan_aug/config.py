@@ -16,10 +16,11 @@ class GANConfig(GANTrainingConfig):
     ``feature_match_weight > 0`` adds class feature matching on the judge's features to the generator
     loss: ``feature_match="mean"`` pulls each class's mean to its real images' mean, ``"nearest"``
     pulls each fake to the nearest real image of its class (off by default; docs/gan-synthesis.md,
-    round 7, has what it measured). ``class_latents`` (BAGAN-style transfer, off by default) first
-    trains an autoencoder of every class for ``autoencoder_steps`` steps with the generator as its
-    decoder, then draws each class's latents from a Gaussian fitted to its images' codes, whose spread
-    a rare class borrows from the common ones (:func:`~gan_aug.train.pretrain_autoencoder`)."""
+    round 7, has what it measured). ``class_latents`` (BAGAN-style transfer, on by default) first
+    trains an autoencoder of every class for ``autoencoder_steps`` steps (at most ``steps``) with the
+    generator as its decoder, then draws each class's latents from a Gaussian fitted to its images'
+    codes, whose spread a rare class borrows from the common ones
+    (:func:`~gan_aug.train.pretrain_autoencoder`; docs/gan-synthesis.md, round 8)."""
 
     steps: int = 1500
     z_dim: int = 64
@@ -36,7 +37,7 @@ class GANConfig(GANTrainingConfig):
     guide_augment: bool = True
     feature_match_weight: float = 0.0
     feature_match: str = "mean"
-    class_latents: bool = False
+    class_latents: bool = True
     autoencoder_steps: int = 1000
     lecam_weight: float = 0.0
     memorisation_rejection: float = 0.0

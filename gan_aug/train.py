@@ -199,7 +199,7 @@ def pretrain_autoencoder(generator: Generator, x: torch.Tensor, y: torch.Tensor,
     on ``generator`` (built with ``class_latents``): ``config.autoencoder_steps`` Adam steps of an
     autoencoder of every real image ``x: (N, C, H, W)`` in [-1, 1] (items drawn uniformly, so the
     common classes teach it most), with an :class:`~gan_aug.networks.Encoder` and the generator as
-    its decoder on one shared class row. Every class row of the generator's embedding and
+    its decoder on one shared class row (never more steps than the adversarial run's ``config.steps``). Every class row of the generator's embedding and
     conditional BatchNorm then starts from that shared row, so at the start of adversarial training
     the class is only in the latent: each class's latents are drawn from a Gaussian fitted to its
     images' codes (:func:`class_latent_prior`), so a class of ten images starts where its images
@@ -214,8 +214,9 @@ def pretrain_autoencoder(generator: Generator, x: torch.Tensor, y: torch.Tensor,
     encoder.train()
     batch = min(config.batch_size, len(x))
     shared = torch.zeros(batch, dtype=torch.long, device=device)
-    loss = torch.zeros(())
-    for step in range(config.autoencoder_steps):
+    loss = torch.zeros((), device=CPU)
+    steps = min(config.autoencoder_steps, config.steps)
+    for step in range(steps):
         check_stop()
         idx = torch.randint(len(x), (batch,), generator=rng, device=rng.device)
         images = to_device(x[idx].contiguous(memory_format=torch.channels_last), device)
@@ -225,8 +226,8 @@ def pretrain_autoencoder(generator: Generator, x: torch.Tensor, y: torch.Tensor,
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-        if (step + 1) % max(1, config.autoencoder_steps // 5) == 0:
-            log.info("autoencoder step %d/%d reconstruction mse %.4f", step + 1, config.autoencoder_steps, loss.item())
+        if (step + 1) % max(1, steps // 5) == 0:
+            log.info("autoencoder step %d/%d reconstruction mse %.4f", step + 1, steps, loss.item())
     with torch.no_grad():
         generator.embed.weight.copy_(generator.embed.weight[:1].clone().expand_as(generator.embed.weight))
         for module in generator.modules():
@@ -254,7 +255,7 @@ def class_latent_prior(codes: torch.Tensor, y: torch.Tensor, n_classes: int,
     codes = codes.double()
     dim = codes.shape[1]
     counts = torch.bincount(y, minlength=n_classes)
-    means = torch.zeros(n_classes, dim, dtype=torch.float64).index_add(0, y, codes)
+    means = codes.new_zeros(n_classes, dim).index_add(0, y, codes)
     means = means / counts.clamp(min=1)[:, None]
     centred = codes - means[y]
     present = int((counts > 0).sum())
@@ -263,9 +264,9 @@ def class_latent_prior(codes: torch.Tensor, y: torch.Tensor, n_classes: int,
     for k in range(n_classes):
         own_items = centred[y == k]
         n = len(own_items)
-        own = own_items.T @ own_items / (n - 1) if n > 1 else torch.zeros_like(pooled)
+        own = own_items.T @ own_items / (n - 1) if n > 1 else pooled.new_zeros(pooled.shape)
         covariance = (n * own + shrinkage * pooled) / (n + shrinkage)
-        jitter = 1e-6 * float(torch.diagonal(covariance).mean().clamp(min=1e-12)) * torch.eye(dim, dtype=torch.float64)
+        jitter = 1e-6 * float(torch.diagonal(covariance).mean().clamp(min=1e-12)) * torch.eye(dim, dtype=torch.float64, device=codes.device)
         factors.append(torch.linalg.cholesky(covariance + jitter))
     return means.float(), torch.stack(factors).float()
 
@@ -575,8 +576,10 @@ def train_conditional_gan(
     real = torch.from_numpy(x) * 2.0 - 1.0
     labels = torch.from_numpy(y)
     if config.class_latents and start_step == 0:  # a resumed run has the pretrained weights and prior
+        started = time.perf_counter()
         pretrain_autoencoder(nets.generator, real, labels, n_classes, config, device)
         nets.ema.load_state_dict(nets.generator.state_dict())
+        book.seconds_before += time.perf_counter() - started  # part of the GAN's training time
     # data and seed fix the judge, so a resumed run trains the same judge again instead of storing it
     judge = train_judge(real, labels, n_classes, config, device) if config.uses_judge else None
     batches = Minibatches(real, labels, n_classes, config, rng, device)

@@ -352,7 +352,7 @@ def test_class_latents_pretrain_an_autoencoder_and_start_every_class_at_its_code
     real, labels = torch.from_numpy(x) * 2 - 1, torch.from_numpy(y)
     losses = []
     for steps in (2, 150):
-        config = GANConfig(seed=0, class_latents=True, autoencoder_steps=steps, **TINY)
+        config = GANConfig(seed=0, class_latents=True, autoencoder_steps=steps, steps=150, **TINY)
         generator = gan_train.Generator(5, 1, 8, config.z_dim, config.width, class_latents=True)
         losses.append(gan_train.pretrain_autoencoder(generator, real, labels, 5, config))
     assert losses[1] < 0.5 * losses[0]  # it learns to reconstruct
