@@ -308,6 +308,7 @@ class GANOverSampler(BaseOverSampler):
         params.pop("device", None)  # the device is this host's, not the one it trained on
         # a sampler saved before the GAN settings became parameters held them in one "config" dict
         params.update({k: v for k, v in (params.pop("config", None) or {}).items() if k != "seed"})
+        params.setdefault("class_latents", False)  # saved before class latents existed: trained without
         sampler = cls(**params, device=device)
         sampler.device_ = resolve_device(device)
         sampler.gan_ = TrainedGAN.from_state_dict(state["gan"]).to(sampler.device_)

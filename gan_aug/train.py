@@ -105,7 +105,8 @@ class TrainedGAN:
     @classmethod
     def from_state_dict(cls, state: dict) -> "TrainedGAN":
         """Built on the CPU (whatever torch's default device); :meth:`to` moves it."""
-        config = GANConfig(**state["config"])
+        # a GAN saved before class latents existed was trained without them
+        config = GANConfig(**{"class_latents": False, **state["config"]})
         channels, size, _ = state["image_shape"]
         with CPU:
             generator = Generator(state["n_classes"], channels, size, config.z_dim, config.width,
@@ -197,10 +198,11 @@ def pretrain_autoencoder(generator: Generator, x: torch.Tensor, y: torch.Tensor,
                          device: torch.device = CPU) -> float:
     """BAGAN's transfer (Mariani et al. 2018; Huang & Jafari 2021 with a gradient penalty), in place
     on ``generator`` (built with ``class_latents``): ``config.autoencoder_steps`` Adam steps of an
-    autoencoder of every real image ``x: (N, C, H, W)`` in [-1, 1] (items drawn uniformly, so the
-    common classes teach it most), with an :class:`~gan_aug.networks.Encoder` and the generator as
-    its decoder on one shared class row (never more steps than the adversarial run's ``config.steps``). Every class row of the generator's embedding and
-    conditional BatchNorm then starts from that shared row, so at the start of adversarial training
+    autoencoder of every real image ``x: (N, C, H, W)`` in [-1, 1] (never more than the adversarial
+    run's ``config.steps``; items drawn uniformly, so the common classes teach it most), with an
+    :class:`~gan_aug.networks.Encoder` and the generator as its decoder on one shared class row.
+    Every class row of the generator's embedding and conditional BatchNorm then starts from that
+    shared row, so at the start of adversarial training
     the class is only in the latent: each class's latents are drawn from a Gaussian fitted to its
     images' codes (:func:`class_latent_prior`), so a class of ten images starts where its images
     are, with the spread of the classes that have hundreds. Own seeded draws; -> the last
@@ -266,8 +268,9 @@ def class_latent_prior(codes: torch.Tensor, y: torch.Tensor, n_classes: int,
         n = len(own_items)
         own = own_items.T @ own_items / (n - 1) if n > 1 else pooled.new_zeros(pooled.shape)
         covariance = (n * own + shrinkage * pooled) / (n + shrinkage)
-        jitter = 1e-6 * float(torch.diagonal(covariance).mean().clamp(min=1e-12)) * torch.eye(dim, dtype=torch.float64, device=codes.device)
-        factors.append(torch.linalg.cholesky(covariance + jitter))
+        jitter = 1e-6 * float(torch.diagonal(covariance).mean().clamp(min=1e-12))
+        factors.append(torch.linalg.cholesky(covariance + jitter * torch.eye(dim, dtype=torch.float64,
+                                                                              device=codes.device)))
     return means.float(), torch.stack(factors).float()
 
 

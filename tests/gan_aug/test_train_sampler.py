@@ -237,13 +237,25 @@ def test_state_saved_as_plain_data_generates_the_same_images(imbalanced_digits, 
 
 def test_a_state_saved_with_the_settings_in_one_config_dict_still_loads(imbalanced_digits, tmp_path):
     x, y = imbalanced_digits
-    fitted = GANOverSampler({3: 40}, steps=3, **TINY, random_state=2).fit(x, y)
+    # that format predates class latents: its GANs were trained without them
+    fitted = GANOverSampler({3: 40}, steps=3, **TINY, class_latents=False, random_state=2).fit(x, y)
     state = fitted.state_dict()
     state["params"] = {**{k: state["params"][k] for k in ("sampling_strategy", "epochs", "steps", "image_shape",
                                                           "synthetic_share", "random_state")},
                        "config": {**TINY, "seed": 9}}  # as saved before: the seed was random_state's anyway
     again = GANOverSampler.from_state_dict(load_state(save_state(state, tmp_path)))
     assert again.get_params() == fitted.get_params()
+    np.testing.assert_array_equal(again.sample(3, 5), fitted.sample(3, 5))
+
+
+def test_a_gan_saved_before_class_latents_existed_loads_without_them(imbalanced_digits, tmp_path):
+    x, y = imbalanced_digits
+    fitted = GANOverSampler({3: 40}, steps=3, **TINY, class_latents=False, random_state=2).fit(x, y)
+    state = fitted.state_dict()
+    for saved in (state["params"], state["gan"]["config"]):
+        del saved["class_latents"], saved["autoencoder_steps"]  # as saved by earlier versions
+    again = GANOverSampler.from_state_dict(load_state(save_state(state, tmp_path)))
+    assert again.class_latents is False and again.gan_.config.class_latents is False
     np.testing.assert_array_equal(again.sample(3, 5), fitted.sample(3, 5))
 
 
