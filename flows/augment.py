@@ -76,6 +76,13 @@ def train_gan(sampler: GANOverSampler, splits: Splits, run: TrackedRun | None = 
     logger = run_logger()
 
     def progress(step: int, steps: int, metrics: dict) -> None:
+        if metrics.get("phase") == "autoencoder":  # class latents: the autoencoder before the GAN steps
+            done, total = metrics["autoencoder_step"], metrics["autoencoder_steps"]
+            logger.info("GAN autoencoder steps %s  reconstruction mse %.4f",
+                        progress_bar(done, total, metrics["seconds"]), metrics["reconstruction_mse"])
+            if run is not None:
+                run.log_metrics({"reconstruction_mse": metrics["reconstruction_mse"]}, step=done, prefix="train/")
+            return
         logger.info("GAN steps %s  d_loss %.3f  g_adversarial_loss %.3f", progress_bar(step, steps, metrics["seconds"]),
                     metrics["d_loss"], metrics["g_adversarial_loss"])
         if run is not None:

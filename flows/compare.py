@@ -37,6 +37,10 @@ def train_gan_for_arms(train: ImageDataset, seed: int, steps: int, registered: R
     logger = run_logger()
 
     def progress(step: int, total: int, metrics: dict) -> None:
+        if metrics.get("phase") == "autoencoder":  # class latents: the autoencoder before the GAN steps
+            logger.info("seed %d: GAN autoencoder steps %s", seed, progress_bar(
+                metrics["autoencoder_step"], metrics["autoencoder_steps"], metrics["seconds"]))
+            return
         logger.info("seed %d: GAN steps %s", seed, progress_bar(step, total, metrics["seconds"]))
 
     sampler = GANOverSampler(**{"steps": steps, "device": device, **(settings or {}), "random_state": seed,

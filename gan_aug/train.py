@@ -195,7 +195,7 @@ LATENT_SHRINKAGE = 64  # a class's own latent covariance weighs n / (n + this) a
 
 
 def pretrain_autoencoder(generator: Generator, x: torch.Tensor, y: torch.Tensor, n_classes: int, config: GANConfig,
-                         device: torch.device = CPU) -> float:
+                         device: torch.device = CPU, report: Callable[[int, int, float], None] | None = None) -> float:
     """BAGAN's transfer (Mariani et al. 2018; Huang & Jafari 2021 with a gradient penalty), in place
     on ``generator`` (built with ``class_latents``): ``config.autoencoder_steps`` Adam steps of an
     autoencoder of every real image ``x: (N, C, H, W)`` in [-1, 1] (never more than the adversarial
@@ -206,7 +206,7 @@ def pretrain_autoencoder(generator: Generator, x: torch.Tensor, y: torch.Tensor,
     the class is only in the latent: each class's latents are drawn from a Gaussian fitted to its
     images' codes (:func:`class_latent_prior`), so a class of ten images starts where its images
     are, with the spread of the classes that have hundreds. Own seeded draws; -> the last
-    reconstruction loss (mean squared error)."""
+    reconstruction loss (mean squared error). ``report(step, steps, mse)`` is called five times."""
     channels, size = x.shape[1], x.shape[-1]
     encoder = build_seeded(lambda: Encoder(channels, size, config.z_dim, config.width), config.seed + 3).to(
         device, memory_format=torch.channels_last)
@@ -228,8 +228,8 @@ def pretrain_autoencoder(generator: Generator, x: torch.Tensor, y: torch.Tensor,
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-        if (step + 1) % max(1, steps // 5) == 0:
-            log.info("autoencoder step %d/%d reconstruction mse %.4f", step + 1, steps, loss.item())
+        if report is not None and ((step + 1) % max(1, steps // 5) == 0 or step + 1 == steps):
+            report(step + 1, steps, loss.item())
     with torch.no_grad():
         generator.embed.weight.copy_(generator.embed.weight[:1].clone().expand_as(generator.embed.weight))
         for module in generator.modules():
@@ -556,7 +556,9 @@ def train_conditional_gan(
     checkpoint (same config and data) is resumed. ``progress(step, steps, metrics)`` is called every
     ``log_every`` steps (default: a twentieth of the run) and at the end; metrics hold ``d_loss`` (the
     critic's), ``g_adversarial_loss`` (-E[D(G(z))]), ``g_total_loss`` (with the regularisers),
-    ``mode_seeking``, ``seconds`` and ``eta_seconds``.
+    ``mode_seeking``, ``seconds`` and ``eta_seconds``. With class latents, the autoencoder phase
+    before them reports as ``progress(0, steps, metrics)`` with ``metrics["phase"] == "autoencoder"``
+    (``autoencoder_step``, ``autoencoder_steps``, ``reconstruction_mse``, ``seconds``, ``eta_seconds``).
     ``preview(step, images, labels)`` is called at step 0 (a fresh run), every ``preview_every`` steps
     (default: a tenth of the run) and at the end with the EMA generator's images of the same fixed latents each time
     (:data:`PREVIEW_PER_CLASS` per class), drawn from their own seeded stream in eval mode: a run with
@@ -580,7 +582,17 @@ def train_conditional_gan(
     labels = torch.from_numpy(y)
     if config.class_latents and start_step == 0:  # a resumed run has the pretrained weights and prior
         started = time.perf_counter()
-        pretrain_autoencoder(nets.generator, real, labels, n_classes, config, device)
+
+        def report(step: int, steps: int, mse: float) -> None:
+            seconds = time.perf_counter() - started
+            metrics = {"phase": "autoencoder", "autoencoder_step": step, "autoencoder_steps": steps,
+                       "reconstruction_mse": mse, "seconds": seconds, "eta_seconds": seconds / step * (steps - step)}
+            if progress is not None:
+                progress(0, config.steps, metrics)
+            else:
+                log.info("autoencoder step %d/%d reconstruction mse %.4f", step, steps, mse)
+
+        pretrain_autoencoder(nets.generator, real, labels, n_classes, config, device, report)
         nets.ema.load_state_dict(nets.generator.state_dict())
         book.seconds_before += time.perf_counter() - started  # part of the GAN's training time
     # data and seed fix the judge, so a resumed run trains the same judge again instead of storing it

@@ -43,6 +43,8 @@ def test_augment_flow_exports_dataset_and_tracks_everything(mlflow_store, tmp_pa
     assert run.data.params["device"] == run.data.tags["device"] == str(device)
     assert run.data.params["device_name"] == run.data.tags["device_name"] == device_name(device)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/d_loss")] == [1, 2, 3, 4, 5, 6]
+    # the class latents' autoencoder (as many steps as the GAN here) reports before the GAN steps
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/reconstruction_mse")] == [1, 2, 3, 4, 5, 6]
     assert {"train/g_adversarial_loss", "train/g_total_loss", "train/seconds", "quality/label_agreement_3", "quality/near_duplicate_share_7"} <= set(run.data.metrics)
     assert "None" not in run.data.params.values()  # unset options are left out, not logged as "None"
     assert {"quality/smote/frechet_3", "quality/albumentations/coverage_7", "quality/gan/precision_3",

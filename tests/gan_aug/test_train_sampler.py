@@ -399,3 +399,16 @@ def test_class_latents_train_resume_and_load_with_their_prior(imbalanced_digits,
     resumed = train_conditional_gan(x, y, 4, config, checkpoint_path=checkpoint)
     for name, tensor in reference.generator.state_dict().items():
         torch.testing.assert_close(resumed.generator.state_dict()[name], tensor, msg=name)
+
+
+def test_the_autoencoder_phase_reports_progress_before_the_gan_steps(imbalanced_digits):
+    x, y = imbalanced_digits
+    calls = []
+    train_conditional_gan(x, y, 4, GANConfig(steps=30, autoencoder_steps=20, seed=0, **TINY),
+                          progress=lambda step, steps, metrics: calls.append((step, steps, dict(metrics))), log_every=15)
+    phases = [m.get("phase", "gan") for _, _, m in calls]
+    assert phases == ["autoencoder"] * 5 + ["gan"] * 2  # five autoencoder reports, then the GAN's own
+    assert [(step, m["autoencoder_step"], m["autoencoder_steps"]) for step, _, m in calls[:5]] == [
+        (0, 4, 20), (0, 8, 20), (0, 12, 20), (0, 16, 20), (0, 20, 20)]  # zero GAN steps done yet
+    assert [step for step, _, _ in calls[5:]] == [15, 30] and all(m["eta_seconds"] >= 0 for _, _, m in calls)
+    assert calls[4][2]["eta_seconds"] == 0 and calls[4][2]["reconstruction_mse"] > 0
