@@ -20,7 +20,10 @@ class GANConfig(GANTrainingConfig):
     trains an autoencoder of every class for ``autoencoder_steps`` steps (at most ``steps``) with the
     generator as its decoder, then draws each class's latents from a Gaussian fitted to its images'
     codes, whose spread a rare class borrows from the common ones
-    (:func:`~gan_aug.train.pretrain_autoencoder`; docs/gan-synthesis.md, round 8)."""
+    (:func:`~gan_aug.train.pretrain_autoencoder`; docs/gan-synthesis.md, round 8).
+    ``autoencoder_label_weight > 0`` makes that code also predict the label (a linear head with
+    balanced softmax, its cross-entropy weighted into the reconstruction loss), so that what varies
+    most in the pixels (colour, say) cannot crowd the class out of the code (round 9)."""
 
     steps: int = 1500
     z_dim: int = 64
@@ -39,6 +42,7 @@ class GANConfig(GANTrainingConfig):
     feature_match: str = "mean"
     class_latents: bool = True
     autoencoder_steps: int = 1000
+    autoencoder_label_weight: float = 0.0
     lecam_weight: float = 0.0
     memorisation_rejection: float = 0.0
     judge_steps: int = 800
@@ -61,6 +65,8 @@ class GANConfig(GANTrainingConfig):
             raise ValueError(f"feature_match_weight must be >= 0, got {self.feature_match_weight}")
         if self.autoencoder_steps < 1:
             raise ValueError(f"autoencoder_steps must be >= 1, got {self.autoencoder_steps}")
+        if self.autoencoder_label_weight < 0:
+            raise ValueError(f"autoencoder_label_weight must be >= 0, got {self.autoencoder_label_weight}")
         if self.guide_weight < 0 or self.judge_steps < 0 or self.filter_candidates < 1:
             raise ValueError("guide_weight and judge_steps must be >= 0 and filter_candidates >= 1")
         if not 0.0 <= self.novelty_quantile < 1.0 or self.novelty_draws < 1:

@@ -102,6 +102,7 @@ class GANOverSampler(BaseOverSampler):
         "cutout": _fraction(),
         "class_latents": ["boolean"],
         "autoencoder_steps": _integers_from(1),
+        "autoencoder_label_weight": _NON_NEGATIVE,
         "lecam_weight": _NON_NEGATIVE,
         "memorisation_rejection": _fraction(),
         "judge_steps": _integers_from(0),
@@ -143,6 +144,7 @@ class GANOverSampler(BaseOverSampler):
         cutout: float = GANConfig.cutout,
         class_latents: bool = GANConfig.class_latents,
         autoencoder_steps: int = GANConfig.autoencoder_steps,
+        autoencoder_label_weight: float = GANConfig.autoencoder_label_weight,
         lecam_weight: float = GANConfig.lecam_weight,
         memorisation_rejection: float = GANConfig.memorisation_rejection,
         judge_steps: int = GANConfig.judge_steps,
@@ -181,6 +183,7 @@ class GANOverSampler(BaseOverSampler):
         self.cutout = cutout
         self.class_latents = class_latents
         self.autoencoder_steps = autoencoder_steps
+        self.autoencoder_label_weight = autoencoder_label_weight
         self.lecam_weight = lecam_weight
         self.memorisation_rejection = memorisation_rejection
         self.judge_steps = judge_steps

@@ -210,26 +210,38 @@ def pretrain_autoencoder(generator: Generator, x: torch.Tensor, y: torch.Tensor,
     channels, size = x.shape[1], x.shape[-1]
     encoder = build_seeded(lambda: Encoder(channels, size, config.z_dim, config.width), config.seed + 3).to(
         device, memory_format=torch.channels_last)
+    # with a label weight the code must also name the class (balanced softmax: the rare classes count)
+    labelled = config.autoencoder_label_weight > 0
+    label_head = build_seeded(lambda: torch.nn.Linear(config.z_dim, n_classes), config.seed + 4).to(device) \
+        if labelled else torch.nn.Identity()
+    log_prior = to_device(torch.log(torch.bincount(y, minlength=n_classes).clamp(min=1).float() / len(y)), device)
     rng = torch.Generator(device=CPU).manual_seed(config.seed + 3)
-    optimiser = torch.optim.Adam([*generator.parameters(), *encoder.parameters()], lr=1e-3, betas=(0.5, 0.999))
+    optimiser = torch.optim.Adam([*generator.parameters(), *encoder.parameters(), *label_head.parameters()],
+                                 lr=1e-3, betas=(0.5, 0.999))
     generator.train()
     encoder.train()
     batch = min(config.batch_size, len(x))
     shared = torch.zeros(batch, dtype=torch.long, device=device)
-    loss = torch.zeros((), device=CPU)
+    mse = torch.zeros((), device=CPU)
     steps = min(config.autoencoder_steps, config.steps)
     for step in range(steps):
         check_stop()
         idx = torch.randint(len(x), (batch,), generator=rng, device=rng.device)
         images = to_device(x[idx].contiguous(memory_format=torch.channels_last), device)
         with autocast(device):
-            restored = generator.decode(encoder(images), shared).float()
-        loss = torch.nn.functional.mse_loss(restored, images)
+            codes = encoder(images)
+            restored = generator.decode(codes, shared).float()
+        mse = torch.nn.functional.mse_loss(restored, images)
+        loss = mse
+        if labelled:
+            logits = label_head(codes.float()) + log_prior
+            loss = mse + config.autoencoder_label_weight * torch.nn.functional.cross_entropy(
+                logits, to_device(y[idx], device))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
         if report is not None and ((step + 1) % max(1, steps // 5) == 0 or step + 1 == steps):
-            report(step + 1, steps, loss.item())
+            report(step + 1, steps, mse.item())
     with torch.no_grad():
         generator.embed.weight.copy_(generator.embed.weight[:1].clone().expand_as(generator.embed.weight))
         for module in generator.modules():
@@ -244,7 +256,7 @@ def pretrain_autoencoder(generator: Generator, x: torch.Tensor, y: torch.Tensor,
         means, factors = class_latent_prior(codes, y, n_classes)
         generator.latent_mean.copy_(to_device(means, device))
         generator.latent_factor.copy_(to_device(factors, device))
-    return float(loss.item())
+    return float(mse.item())
 
 
 def class_latent_prior(codes: torch.Tensor, y: torch.Tensor, n_classes: int,

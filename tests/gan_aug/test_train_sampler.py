@@ -412,3 +412,25 @@ def test_the_autoencoder_phase_reports_progress_before_the_gan_steps(imbalanced_
         (0, 4, 20), (0, 8, 20), (0, 12, 20), (0, 16, 20), (0, 20, 20)]  # zero GAN steps done yet
     assert [step for step, _, _ in calls[5:]] == [15, 30] and all(m["eta_seconds"] >= 0 for _, _, m in calls)
     assert calls[4][2]["eta_seconds"] == 0 and calls[4][2]["reconstruction_mse"] > 0
+
+
+def test_a_label_weight_keeps_the_class_in_the_autoencoder_code_when_a_nuisance_dominates_the_pixels(
+        imbalanced_digits):
+    x, y = imbalanced_digits
+    # every image gets a random brightness offset: it varies more than the strokes, as colour does
+    offsets = np.random.default_rng(0).uniform(-0.6, 0.6, size=(len(x), 1, 1, 1)).astype(np.float32)
+    real, labels = (torch.from_numpy(x) * 1.0 + torch.from_numpy(offsets)).clamp(-1, 1), torch.from_numpy(y)
+
+    def class_separation(weight: float) -> float:
+        """Between-class spread of the class latent means over the pooled within-class spread."""
+        config = GANConfig(seed=0, class_latents=True, autoencoder_steps=150, steps=150,
+                           autoencoder_label_weight=weight, **TINY)
+        generator = gan_train.Generator(4, 1, 8, config.z_dim, config.width, class_latents=True)
+        mse = gan_train.pretrain_autoencoder(generator, real, labels, 4, config)
+        assert mse < 0.2  # still an autoencoder
+        within = torch.linalg.matrix_norm(generator.latent_factor, dim=(1, 2)).pow(2).mean()
+        return float(generator.latent_mean.var(dim=0).sum() / within)
+
+    assert class_separation(1.0) > 2 * class_separation(0.0)
+    with pytest.raises(ValueError, match="autoencoder_label_weight"):
+        GANConfig(autoencoder_label_weight=-1.0)
