@@ -211,13 +211,15 @@ def pretrain_autoencoder(generator: Generator, x: torch.Tensor, y: torch.Tensor,
     encoder = build_seeded(lambda: Encoder(channels, size, config.z_dim, config.width), config.seed + 3).to(
         device, memory_format=torch.channels_last)
     # with a label weight the code must also name the class (balanced softmax: the rare classes count)
+    trained = [*generator.parameters(), *encoder.parameters()]
     labelled = config.autoencoder_label_weight > 0
-    label_head = build_seeded(lambda: torch.nn.Linear(config.z_dim, n_classes), config.seed + 4).to(device) \
-        if labelled else torch.nn.Identity()
-    log_prior = to_device(torch.log(torch.bincount(y, minlength=n_classes).clamp(min=1).float() / len(y)), device)
+    if labelled:
+        label_head = build_seeded(lambda: torch.nn.Linear(config.z_dim, n_classes), config.seed + 4).to(device)
+        trained += label_head.parameters()
+        log_prior = to_device(torch.log(torch.bincount(y, minlength=n_classes).clamp(min=1).float() / len(y)),
+                              device)
     rng = torch.Generator(device=CPU).manual_seed(config.seed + 3)
-    optimiser = torch.optim.Adam([*generator.parameters(), *encoder.parameters(), *label_head.parameters()],
-                                 lr=1e-3, betas=(0.5, 0.999))
+    optimiser = torch.optim.Adam(trained, lr=1e-3, betas=(0.5, 0.999))
     generator.train()
     encoder.train()
     batch = min(config.batch_size, len(x))

@@ -419,7 +419,7 @@ def test_a_label_weight_keeps_the_class_in_the_autoencoder_code_when_a_nuisance_
     x, y = imbalanced_digits
     # every image gets a random brightness offset: it varies more than the strokes, as colour does
     offsets = np.random.default_rng(0).uniform(-0.6, 0.6, size=(len(x), 1, 1, 1)).astype(np.float32)
-    real, labels = (torch.from_numpy(x) * 1.0 + torch.from_numpy(offsets)).clamp(-1, 1), torch.from_numpy(y)
+    real, labels = (torch.from_numpy(x) + torch.from_numpy(offsets)).clamp(-1, 1), torch.from_numpy(y)
 
     def class_separation(weight: float) -> float:
         """Between-class spread of the class latent means over the pooled within-class spread."""
