@@ -44,3 +44,17 @@ def test_a_cached_seed_is_reused_only_by_the_code_that_made_it(tmp_path, monkeyp
     assert first == regimes.code_key()
     monkeypatch.setattr(regimes, "ARMS", (*regimes.ARMS, "another"))
     assert regimes.code_key() != first
+
+
+def test_a_cell_gets_confirmation_seeds_only_where_a_gan_arm_differs_significantly_on_the_primary_metric():
+    import pandas as pd
+
+    from benchmarks.regimes import PRIMARY, SIGNIFICANCE, significant
+
+    def verdicts(p_primary: float, p_other: float) -> pd.DataFrame:
+        return pd.DataFrame([{"arm": "gan", "metric": PRIMARY, "p_value": p_primary},
+                             {"arm": "gan", "metric": "balanced_accuracy", "p_value": p_other}])
+
+    assert significant(verdicts(SIGNIFICANCE / 2, 0.9))
+    assert not significant(verdicts(SIGNIFICANCE, 0.9))
+    assert not significant(verdicts(0.5, 0.001))  # balanced accuracy alone does not extend a cell
