@@ -197,7 +197,7 @@ class ScoreParams(DeviceParams):
     batch_id: str | None = Field(None, description="id of the batch; unset: a digest of its content")
     chunk_size: int = Field(4096, ge=1, description="items read and scored at a time (memory grows with it)")
     maps: Literal["flagged", "all", "none"] = Field(
-        "flagged", description="anomaly maps to write (maps/<item>.png overlays and maps.npz) for the flagged "
+        "flagged", description="anomaly maps to write (maps/<id>_<crc32>.png overlays and maps.npz) for the flagged "
                                "items, for all items, or none")
     allow_roots: str | None = Field(None, description="folders a CSV batch may also point into, separated by "
                                                       f"'{os.pathsep}'; unset: only the CSV's own folder")
