@@ -42,3 +42,27 @@ def test_soft_labels_are_two_copies_whose_weights_are_the_judges_top_two_probabi
     with torch.no_grad():
         proba = torch.softmax(gan.gan_.judge(torch.from_numpy(x[first] * 2 - 1)), dim=1).numpy()
     assert np.array_equal(y[first], proba.argmax(axis=1))
+
+
+def test_freezed_gan_freezes_the_early_critic_and_draws_only_the_minority_then_and_restores_the_loop():
+    from gan_aug import train
+
+    splits, minority, _ = cell_splits(load_dataset("digits"), DATA["digits"], 10, seed=0)
+    shipped = (train.Minibatches.__init__, train.Bookkeeping.after_step)
+    seen = {}
+    critic_step = train.critic_step
+
+    def watch(nets, objective, batches, *args, **kwargs):
+        frozen = [not p.requires_grad for p in nets.discriminator.features.parameters()]
+        seen.setdefault(any(frozen), (frozen, batches.class_p.clone()))
+        return critic_step(nets, objective, batches, *args, **kwargs)
+
+    train.critic_step = watch
+    try:
+        arm_probe.freezed_gan(splits, minority, 0, True, steps=12, autoencoder_steps=2, judge_steps=2)
+    finally:
+        train.critic_step = critic_step
+    assert (train.Minibatches.__init__, train.Bookkeeping.after_step) == shipped
+    (before, p_before), (after, p_after) = seen[False], seen[True]
+    assert not any(before) and after == [True] * 4 + [False] * (len(after) - 4)  # two convolutions: weights, biases
+    assert (p_before > 0).all() and set(np.flatnonzero(p_after.numpy() > 0)) == set(minority)
