@@ -82,6 +82,14 @@ def variant_arm(gan: GANOverSampler):
     return arm
 
 
+def report(cell, seed: int, gan_seconds, rows: list[dict]) -> list[dict]:
+    """Print one cell and seed's rows as a JSON line (floats to 3 places); -> the rows."""
+    print(json.dumps({"cell": str(cell), "seed": seed, "gan_seconds": gan_seconds,
+                      "rows": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]}),
+          flush=True)
+    return rows
+
+
 FREEZE_FROM = 2 / 3  # the share of the steps after which the critic's early layers are frozen
 FROZEN_MODULES = 4  # the critic's first two convolutions and their activations
 
@@ -125,10 +133,7 @@ def run_freeze_seed(dataset, data: str, cell, seed: int) -> list[dict]:
         row, = evaluate_arms(splits, minority_idx, targets, [BASE], "cnn", 15, seed, gan.generate)
         out.append({"cell": str(cell), "seed": seed, "arm": name, "val": row["val_minority_recall"],
                     "test": row["minority_recall"], "synthetic_share": row["synthetic_share"]})
-    print(json.dumps({"cell": str(cell), "seed": seed, "gan_seconds": seconds,
-                      "rows": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in out]}),
-          flush=True)
-    return out
+    return report(cell, seed, seconds, out)
 
 
 def run_seed(dataset, data: str, cell, seed: int) -> list[dict]:
@@ -148,10 +153,7 @@ def run_seed(dataset, data: str, cell, seed: int) -> list[dict]:
     out = [{"cell": str(cell), "seed": seed, "arm": r["arm"], "val": r["val_minority_recall"],
             "test": r["minority_recall"], **{k: r[k] for k in ("synthetic_share", "synthetic_weight", "soft")
                                              if k in r}} for r in rows]
-    print(json.dumps({"cell": str(cell), "seed": seed, "gan_seconds": round(gan.gan_.seconds),
-                      "rows": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in out]}),
-          flush=True)
-    return out
+    return report(cell, seed, round(gan.gan_.seconds), out)
 
 
 def main(argv=None) -> int:
