@@ -141,7 +141,7 @@ def run_seed(dataset, data: str, cell, seed: int) -> list[dict]:
     gan = GANOverSampler(random_state=seed).fit(splits.train.x, splits.train.y)
     rows = evaluate_arms(splits, minority_idx, targets, ["balanced_softmax", "ros+albumentations", BASE], "cnn", 15,
                          seed, gan.generate)
-    shipped_apply, shipped_choices = compare.apply_arm, dict(compare.CHOICES)
+    shipped_apply, shipped_choices = compare.apply_arm, compare.CHOICES[BASE]
     try:
         compare.apply_arm = variant_arm(gan)
         for variant, choices in VARIANTS.items():
@@ -149,7 +149,7 @@ def run_seed(dataset, data: str, cell, seed: int) -> list[dict]:
             row, = evaluate_arms(splits, minority_idx, targets, [BASE], "cnn", 15, seed, gan.generate)
             rows.append({**row, "arm": variant})
     finally:
-        compare.apply_arm, compare.CHOICES = shipped_apply, shipped_choices
+        compare.apply_arm, compare.CHOICES[BASE] = shipped_apply, shipped_choices  # in place: others hold this dict
     out = [{"cell": str(cell), "seed": seed, "arm": r["arm"], "val": r["val_minority_recall"],
             "test": r["minority_recall"], **{k: r[k] for k in ("synthetic_share", "synthetic_weight", "soft")
                                              if k in r}} for r in rows]
