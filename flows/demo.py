@@ -26,8 +26,8 @@ def demo_flow(params: DemoParams = DemoParams()) -> dict:
     classifier with and without them against the classic remedies (compare). Compare reuses the
     registered generator for seed 0, whose training split is the one augment trained it on."""
     settings = QUICK if params.quick else FULL
-    base = CompareParams(**settings, out=f"{params.out}/compare")
-    augment = AugmentParams(data=base.data, minority=base.minority, steps=base.gan_steps, seed=0,
+    base = CompareParams(**settings, device=params.device, out=f"{params.out}/compare")
+    augment = AugmentParams(data=base.data, minority=base.minority, steps=base.gan_steps, seed=0, device=params.device,
                             out=f"{params.out}/augment", model_name="ganpipe-demo-cgan", gain_check_epochs=base.epochs)
     augmented = augment_flow(augment)
     compare = base.model_copy(update={"generator": f"models:/ganpipe-demo-cgan/{augmented['model_version']}"})

@@ -60,7 +60,7 @@ class DoctorParams(DeviceParams):
     """
 
 
-class DemoParams(JobParams):
+class DemoParams(DeviceParams):
     """Run augment + compare end to end on an embedded dataset.
 
     The main job on a small problem: train the default conditional GAN on scikit-learn's 8x8 digits

@@ -59,6 +59,32 @@ def test_version_names_the_installed_package(capsys):
     assert capsys.readouterr().out.strip() == f"ganpipe {version('ganpipe')}"
 
 
+def test_doctor_names_the_device_auto_picks_and_why(capsys, monkeypatch, tmp_path):
+    import torch
+
+    from pipelines.devices import pick_device
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    assert main(["doctor"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    device, why = pick_device("auto")
+    assert f"torch {torch.__version__}" in lines[0]
+    assert f"device: {device} (--device auto: {why})" in lines
+    assert f"MLflow tracking: sqlite:///{tmp_path}/mlflow.db" in lines
+    assert main(["doctor", "--device", "cpu"]) == 0
+    assert "device: cpu (--device cpu: asked for)" in capsys.readouterr().out.splitlines()
+
+
+def test_doctor_says_in_one_line_when_the_device_asked_for_is_not_there(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    assert main(["doctor", "--device", "cuda:0"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--device cuda:0: no CUDA GPU is available" in err
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -10,7 +10,7 @@ from flows.cli import main
 def test_demo_quick_end_to_end_under_prefect(prefect_harness, mlflow_store, capsys, tmp_path):
     """`ganpipe demo --quick`: real Prefect flow runs (augment and compare as subflows), a real
     SQLite MLflow store, the tables printed, the runs linked to their Prefect flow runs."""
-    assert main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 0
+    assert main(["demo", "--quick", "--device", "cpu", "--out", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
     assert "== augment: digits" in out and "== compare: 2 seeds" in out
     assert "| arm | seeds | minority_recall |" in out and "Best arm on minority_recall" in out
@@ -29,6 +29,7 @@ def test_demo_quick_end_to_end_under_prefect(prefect_harness, mlflow_store, caps
     for run_id, name in ((augment_id, "augment-digits-seed0"), (compare_id, "compare-digits-seeds2")):
         run = client.get_run(run_id)
         assert run.info.status == "FINISHED" and run.info.run_name == name
+        assert run.data.params["device"] == "cpu"  # --device reaches both jobs
         with get_client(sync_client=True) as prefect:
             flow_run = prefect.read_flow_run(run.data.tags["prefect.flow_run_id"])
             assert flow_run.state.is_completed() and flow_run.name == name  # named after the job, not random words

@@ -44,6 +44,14 @@ def test_large_colour_images_go_through_every_job(side, colour_folder, mlflow_st
     with np.load(tmp_path / "aug" / "synthetic.npz") as npz:
         assert npz["x"].shape == (6 - 4, 3, side, side)
     assert augmented["to_make"] == {"scratched": 2}
+    # the sample sheets stay colour, in the output folder and in MLflow (the first row: real blue images)
+    from mlflow import MlflowClient
+    from PIL import Image
+
+    logged = MlflowClient().download_artifacts(augmented["run_id"], "figures/samples_scratched.png", str(tmp_path))
+    for sheet in (tmp_path / "aug" / "samples_scratched.png", logged):
+        pixels = np.asarray(Image.open(sheet).convert("RGB")).astype(int)
+        assert ((pixels[..., 2] - pixels[..., 0]) > 80).mean() > 0.01, sheet
 
     trained = train_detector_flow.fn(TrainDetectorParams(data=data, image_size=size, normal="plain", epochs=0.5,
                                                          out=str(tmp_path / "det"), name=f"large-{side}", device="cpu"))

@@ -60,6 +60,14 @@ def test_tile_images_enlarges_small_images_and_keeps_their_pixels():
     assert (picture[36:68, 36:68] == 255).all()  # the empty cell stays blank (white)
 
 
+def test_tile_images_keeps_each_colour_channel_where_it_was():
+    x = np.zeros((2, 3, 4, 4), np.float32)
+    x[0, 0] = 1.0  # a red tile
+    x[1, 2] = 1.0  # a blue tile
+    picture = tile_images(x, ncols=2, min_side=4, gap=1)
+    assert (picture[1:5, 1:5] == [255, 0, 0]).all() and (picture[1:5, 6:10] == [0, 0, 255]).all()
+
+
 def test_with_the_seeds_the_axis_spans_the_data_and_each_seed_is_a_dot():
     metrics = ["minority_recall", "balanced_accuracy"]
     table = summary(metrics)
