@@ -319,7 +319,7 @@ def class_feature_targets(judge: Judge, x: torch.Tensor, y: torch.Tensor, n_clas
                 feats.append(judge.features(to_device(batch, device)).float().cpu())
             labels.append(y[start : start + chunk])
     feats, labels = torch.cat(feats), torch.cat(labels)
-    means = torch.zeros(n_classes, feats.shape[1]).index_add(0, labels, feats)
+    means = torch.zeros(n_classes, feats.shape[1], device=CPU).index_add(0, labels, feats)
     means = means / torch.bincount(labels, minlength=n_classes).clamp(min=1)[:, None].float()
     scale = feats.std(dim=0).clamp(min=1e-3)
     if config.feature_match != "nearest":

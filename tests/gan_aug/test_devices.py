@@ -67,14 +67,19 @@ def tensors_in(state) -> list[torch.Tensor]:
     return []
 
 
-@pytest.mark.parametrize("loss", ["hinge", "wgan-gp"])
-def test_nothing_is_made_on_the_default_device_when_another_is_asked_for(digits, networks, loss, tmp_path):
+# the optional terms that are off by default: the class feature pulls and the class-aware autoencoder code
+OPTIONAL = {"feature_match_weight": 1.0, "feature_match": "nearest", "autoencoder_label_weight": 1.0}
+
+
+@pytest.mark.parametrize("loss, options", [("hinge", {}), ("wgan-gp", {}), ("hinge", OPTIONAL),
+                                           ("hinge", {**OPTIONAL, "feature_match": "mean"})])
+def test_nothing_is_made_on_the_default_device_when_another_is_asked_for(digits, networks, loss, options, tmp_path):
     x, y = digits
     previews = []
     before = torch.get_default_device()
     torch.set_default_device("meta")  # a tensor made without device= lands here and cannot be computed with
     try:
-        sampler = GANOverSampler(device="cpu", steps=3, loss=loss, **TINY, **EVERYTHING, random_state=0,
+        sampler = GANOverSampler(device="cpu", steps=3, loss=loss, **TINY, **EVERYTHING, **options, random_state=0,
                                  checkpoint_path=tmp_path / "gan.pt",
                                  preview=lambda step, images, labels: previews.append(images))
         x_res, y_res = sampler.fit_resample(x, y)
