@@ -34,7 +34,7 @@ import pandas as pd
 from gan_aug import GANConfig, GANOverSampler
 from pipelines.data.sources import ImageDataset, load_dataset
 from pipelines.data.splits import Splits, make_imbalanced, stratified_split
-from pipelines.evaluation.arms import ARMS, GAN_ARMS, NON_GAN_ARMS
+from pipelines.evaluation.arms import ARMS, NON_GAN_ARMS
 from pipelines.evaluation.compare import (PRIMARY, SIGNIFICANCE, evaluate_arms, regime_text, seed_splits,
                                           summarise_comparison)
 from pipelines.text import markdown_table
@@ -131,24 +131,13 @@ def run(data: str, quick: bool = False) -> str:
             comparison = summarise_comparison(rows)
         gan_seconds += seconds
         regimes[str(cell)] = regime_text(comparison.results)
-        verdicts.append(comparison.verdicts.assign(cell=str(cell), seeds=comparison.results["seed"].nunique(),
-                                                   chosen=comparison.verdicts["arm"] == chosen_gan_arm(comparison.results)))
+        verdicts.append(comparison.verdicts.assign(cell=str(cell), seeds=comparison.results["seed"].nunique()))
         means.append(comparison.summary.set_index("arm")[PRIMARY].rename(str(cell)))
     verdict = pd.concat(verdicts, ignore_index=True)
     figure = figures / f"regimes-{data}.png"
     save_gain_figure(verdict, figure, data)
     return section(data, cells, seeds, steps, epochs, verdict, pd.concat(means, axis=1), regimes, gan_seconds,
                    figure)
-
-
-def chosen_gan_arm(results: pd.DataFrame) -> str | None:
-    """The GAN arm with the best mean :data:`PRIMARY` on the validation split of a cell: chosen the
-    way the best non-GAN arm is (never on test), so the two sides of the comparison are alike."""
-    present = [a for a in GAN_ARMS if a in set(results["arm"])]
-    if not present:
-        return None
-    means = results.groupby("arm")[f"val_{PRIMARY}"].mean()
-    return max(present, key=lambda a: means[a])
 
 
 def target_counts(primary: pd.DataFrame) -> tuple[list[str], list[str]]:

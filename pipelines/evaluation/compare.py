@@ -189,10 +189,23 @@ def best_baseline(results: pd.DataFrame, metric: str) -> str | None:
     return max(baselines, key=lambda a: means[a])
 
 
+def best_gan_arm(results: pd.DataFrame, metric: str) -> str | None:
+    """The GAN arm with the best mean ``metric`` on the validation split, chosen by the rule that
+    chooses the best non-GAN arm (:func:`best_baseline`), so both sides of a verdict are chosen
+    alike. ``None`` when no GAN arm ran."""
+    present = [a for a in GAN_ARMS if a in set(results["arm"])]
+    if not present:
+        return None
+    means = results.groupby("arm")[f"val_{metric}"].mean()
+    return max(present, key=lambda a: means[a])
+
+
 def gan_verdicts(results: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Each GAN arm against the best non-GAN arm (chosen on validation), paired by seed on test."""
+    """Each GAN arm against the best non-GAN arm (chosen on validation), paired by seed on test;
+    ``chosen`` marks the GAN arm validation prefers (:func:`best_gan_arm`)."""
     present = set(results["arm"])
     best = best_baseline(results, metric)
+    chosen = best_gan_arm(results, metric)
     rows = []
     if best is None:
         return pd.DataFrame(rows)
@@ -200,7 +213,7 @@ def gan_verdicts(results: pd.DataFrame, metric: str) -> pd.DataFrame:
     for arm in (a for a in GAN_ARMS if a in present):
         values = results[results.arm == arm].set_index("seed")[metric]
         seeds = sorted(set(values.index) & set(reference.index))
-        rows.append({"arm": arm, "versus": best, "metric": metric,
+        rows.append({"arm": arm, "versus": best, "metric": metric, "chosen": arm == chosen,
                      **paired_difference(values.loc[seeds].to_numpy(), reference.loc[seeds].to_numpy(), bounds=(-1.0, 1.0))})
     return pd.DataFrame(rows)
 
@@ -220,9 +233,10 @@ def verdict_text(summary: pd.DataFrame, verdicts: pd.DataFrame, regime: str | No
     for row in (verdicts[verdicts.metric == PRIMARY].to_dict("records") if len(verdicts) else []):
         better = "better" if row["difference"] > 0 else "worse"
         significant = "significant" if row["p_value"] < SIGNIFICANCE else "not significant"
-        lines.append(f"{row['arm']} vs best non-GAN arm {row['versus']} (chosen on validation): {row['difference']:+.3f} "
-                     f"[{row['low']:+.3f}, {row['high']:+.3f}], paired t-test p={row['p_value']:.3g}: "
-                     f"{better}, {significant} at {SIGNIFICANCE}.")
+        preferred = " (the GAN arm validation prefers)" if row.get("chosen") else ""
+        lines.append(f"{row['arm']}{preferred} vs best non-GAN arm {row['versus']} (chosen on validation): "
+                     f"{row['difference']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}], paired t-test "
+                     f"p={row['p_value']:.3g}: {better}, {significant} at {SIGNIFICANCE}.")
     return "\n".join(lines)
 
 

@@ -116,7 +116,8 @@ def answer_tags(comparison: Comparison) -> dict[str, str]:
     highest mean primary metric on the test split of the headline), ``best_non_gan_arm`` (chosen on
     validation, the arm the GAN arms are tested against), and for the ``gan`` arm (else the first GAN
     arm) its paired difference from that arm on the primary metric, ``gan_gain``, and whether it is
-    significant at :data:`SIGNIFICANCE`, ``gan_significant`` (``true``/``false``)."""
+    significant at :data:`SIGNIFICANCE`, ``gan_significant`` (``true``/``false``); the GAN arm chosen
+    on validation, ``chosen_gan_arm``, and its difference, ``chosen_gan_gain``."""
     results = comparison.results
     if comparison.by_count:
         results = results[results["count"] == comparison.headline_count]
@@ -130,6 +131,10 @@ def answer_tags(comparison: Comparison) -> dict[str, str]:
         gan = next((v for v in primary if v["arm"] == "gan"), primary[0])
         tags["gan_gain"] = f"{gan['difference']:+.3f}"
         tags["gan_significant"] = "true" if gan["p_value"] < SIGNIFICANCE else "false"
+        chosen = next((v for v in primary if v.get("chosen")), None)
+        if chosen is not None:  # the GAN arm validation prefers, and its difference on test
+            tags["chosen_gan_arm"] = chosen["arm"]
+            tags["chosen_gan_gain"] = f"{chosen['difference']:+.3f}"
     return tags
 
 

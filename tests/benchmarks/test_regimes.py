@@ -60,19 +60,6 @@ def test_a_cell_gets_confirmation_seeds_only_where_a_gan_arm_differs_significant
     assert not significant(verdicts(0.5, 0.001))  # balanced accuracy alone does not extend a cell
 
 
-def test_the_chosen_gan_arm_is_the_best_on_validation_whatever_test_says():
-    import pandas as pd
-
-    from benchmarks.regimes import PRIMARY, chosen_gan_arm
-
-    rows = [{"arm": arm, "seed": seed, f"val_{PRIMARY}": val + 0.01 * seed, PRIMARY: test}
-            for seed in (0, 1, 2)
-            for arm, val, test in (("gan", 0.80, 0.95), ("gan+albumentations", 0.85, 0.70),
-                                   ("gan+mixup", 0.84, 0.99), ("balanced_softmax", 0.99, 0.50))]
-    assert chosen_gan_arm(pd.DataFrame(rows)) == "gan+albumentations"  # not the non-GAN arm, not the test's best
-    assert chosen_gan_arm(pd.DataFrame([r for r in rows if r["arm"] == "balanced_softmax"])) is None
-
-
 def test_the_targets_count_significantly_worse_cells_and_significant_gains_of_at_least_the_stated_size():
     import pandas as pd
 

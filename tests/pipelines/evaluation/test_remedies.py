@@ -7,7 +7,7 @@ from scipy import stats
 
 from pipelines.data.sources import ImageDataset
 from pipelines.errors import GanpipeError
-from pipelines.evaluation.compare import gan_verdicts
+from pipelines.evaluation.compare import best_gan_arm, gan_verdicts, verdict_text
 from pipelines.evaluation.arms import ARMS, NON_GAN_ARMS, parse_arms
 from pipelines.evaluation.remedies import MIXUP_ALPHA, TRAINING, apply_arm
 from pipelines.evaluation.statistics import mean_interval, paired_difference, summarise
@@ -54,6 +54,21 @@ def test_verdict_compares_each_gan_arm_with_the_baseline_best_on_validation():
     # the choice follows validation even where test would pick another arm: test never chooses
     results.loc[results.arm == "none", "val_minority_recall"] = 0.9
     assert gan_verdicts(results, "minority_recall").iloc[0]["versus"] == "none"
+
+
+def test_the_gan_arm_validation_prefers_is_marked_whatever_test_says():
+    rows = [{"arm": arm, "seed": seed, "val_minority_recall": val + 0.01 * seed, "minority_recall": test + 0.01 * seed}
+            for seed in (0, 1, 2)
+            for arm, val, test in (("gan", 0.80, 0.95), ("gan+albumentations", 0.85, 0.70),
+                                   ("gan+mixup", 0.84, 0.99), ("balanced_softmax", 0.99, 0.50))]
+    results = pd.DataFrame(rows)
+    assert best_gan_arm(results, "minority_recall") == "gan+albumentations"  # not the test's best, not a non-GAN arm
+    assert best_gan_arm(results[results.arm == "balanced_softmax"], "minority_recall") is None
+    verdicts = gan_verdicts(results, "minority_recall")
+    assert verdicts.set_index("arm")["chosen"].to_dict() == {"gan": False, "gan+albumentations": True, "gan+mixup": False}
+    text = verdict_text(summarise(results, ["minority_recall"]), verdicts)
+    assert "gan+albumentations (the GAN arm validation prefers) vs best non-GAN arm balanced_softmax" in text
+    assert text.count("validation prefers") == 1
 
 
 def test_intervals_of_bounded_metrics_stay_in_range():
