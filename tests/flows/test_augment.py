@@ -85,6 +85,8 @@ def test_augment_flow_exports_dataset_and_tracks_everything(mlflow_store, tmp_pa
     assert gain.low <= gain.difference <= gain.high and gain.best in gain.classic and len(gain.classic) == 7
     assert run.data.metrics["validation/gain"] == pytest.approx(gain.difference)
     assert "validation/ros_albumentations_minority_recall" in run.data.metrics
+    assert run.data.metrics["validation/synthetic_with_on_the_fly_augmentation_minority_recall"] == pytest.approx(
+        gain.uses["with on-the-fly augmentation"]) and run.data.metrics["validation/gan_minority_recall"] == pytest.approx(gain.gan)
     assert description.startswith("**Validated gain:")
     assert str(client.get_model_version_by_alias("ganpipe-cgan", "current").version) == result["model_version"]
     model = mlflow.pyfunc.load_model(f"models:/ganpipe-cgan/{result['model_version']}")

@@ -8,7 +8,7 @@ import pytest
 from pipelines.data.sources import load_dataset
 from pipelines.evaluation import validated_gain as module
 from pipelines.evaluation.compare import seed_splits
-from pipelines.evaluation.validated_gain import CLASSIC, paired_bootstrap, validated_gain
+from pipelines.evaluation.validated_gain import CLASSIC, USES, paired_bootstrap, validated_gain
 
 
 def test_paired_bootstrap_on_known_cases():
@@ -45,13 +45,15 @@ def test_the_verdict_is_made_on_validation_never_test_and_each_arm_sees_only_tra
 
     monkeypatch.setattr(module, "make_classifier", spy)
     gain = validated_gain(splits, minority, synthetic, "logreg", seed=0)
-    assert all(x is splits.val.x for x in predicted) and len(predicted) == 1 + len(CLASSIC)
+    assert all(x is splits.val.x for x in predicted) and len(predicted) == len(USES) + len(CLASSIC)
     test_items = {item.tobytes() for item in splits.test.x}
     train_items = {item.tobytes() for item in splits.train.x} | {item.tobytes() for item in synthetic[0]}
-    first_x, first_y, _ = fitted[0]  # the synthetic set: the real training items and the exported ones
-    assert len(first_x) == len(splits.train) + 40 and np.bincount(first_y)[minority].tolist() == [25, 25]
-    assert {item.tobytes() for item in first_x} <= train_items
-    for x, y, options in fitted[1:]:
+    for (first_x, first_y, options), use in zip(fitted, USES):  # the synthetic set in each way: real training items and the exported ones
+        assert len(first_x) == len(splits.train) + 40 and np.bincount(first_y)[minority].tolist() == [25, 25]
+        assert {item.tobytes() for item in first_x} <= train_items
+        assert options.get("augment", False) == bool(USES[use].get("augment"))
+    assert set(gain.uses) == set(USES) and gain.gan == gain.uses[gain.use] == max(gain.uses.values())
+    for x, y, options in fitted[len(USES):]:
         assert not {item.tobytes() for item in x} & test_items
         assert len(x) == len(splits.train) or np.bincount(y)[minority].tolist() == [25, 25]  # the same counts
     assert {o.get("loss") for _, _, o in fitted} >= {"balanced_softmax"}
@@ -60,3 +62,4 @@ def test_the_verdict_is_made_on_validation_never_test_and_each_arm_sees_only_tra
     assert gain.verdict == ("gain" if gain.low > 0 else "loss" if gain.high < 0 else "no clear difference")
     assert gain.items == int(np.isin(splits.val.y, minority).sum())
     assert gain.tag().startswith(f"{gain.difference:+.3f} [") and gain.best in gain.text()
+    assert f"(synthetic set {gain.use})" in gain.tag() and f"best used {gain.use}" in gain.text()
