@@ -41,9 +41,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from benchmarks.regimes import DATA, cell_splits, cells_of
+from benchmarks.regimes import DATA, cell_splits, cells_of, dataset_of
 from gan_aug import GANOverSampler
-from pipelines.data.sources import load_dataset
 from pipelines.evaluation import compare
 from pipelines.evaluation.compare import evaluate_arms
 from pipelines.evaluation.remedies import apply_arm
@@ -163,7 +162,7 @@ def main(argv=None) -> int:
     parser.add_argument("--cells", default=None, help="comma-separated cells (default: every cell of the grid)")
     parser.add_argument("--freeze", action="store_true", help="the FreezeD variants instead (see above)")
     args = parser.parse_args(argv)
-    dataset = load_dataset(args.data)
+    dataset = dataset_of(args.data)
     cells = cells_of(dataset)
     if args.cells:
         cells = [c for c in cells if str(c) in args.cells.split(",")]

@@ -73,3 +73,12 @@ def test_the_targets_count_significantly_worse_cells_and_significant_gains_of_at
         {"cell": "100", "difference": 2 * GAIN, "p_value": SIGNIFICANCE},  # large but not significant
     ])
     assert target_counts(primary) == (["5"], ["25"])
+
+
+def test_the_colour_set_of_the_grid_is_colour_and_has_its_minority_classes():
+    from benchmarks.regimes import COLOUR, DATA, dataset_of
+
+    for data in COLOUR:
+        dataset = dataset_of(data)
+        assert dataset.x.shape[1] == 3 and set(DATA[data]) <= set(dataset.class_names)
+        assert cells_of(dataset)[:3] == [5, 10, 25]
