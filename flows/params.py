@@ -96,7 +96,8 @@ class AugmentParams(DeviceParams):
     model_name: str = Field("ganpipe-cgan", min_length=1, description="name of the registered generator")
     gan: dict[str, Any] = Field(default_factory=dict, description="further GAN settings (GANOverSampler parameters), e.g. {'loss': 'wgan-gp'}")
     gain_check: bool = Field(True, description="end with a quick comparison on the validation split: does the synthetic "
-                                             "set beat the best classic remedy? (8 classifier trainings; the verdict "
+                                             "set, alone or under on-the-fly augmentation, beat the best classic remedy? "
+                                             "(9 classifier trainings; the verdict "
                                              "tags the registered generator as validated_gain)")
     gain_check_epochs: int = Field(15, ge=1, le=500, description="epochs of each classifier of that comparison")
 

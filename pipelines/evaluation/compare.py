@@ -193,16 +193,18 @@ def best_gan_arm(results: pd.DataFrame, metric: str) -> str | None:
     """The GAN arm with the best mean ``metric`` on the validation split, chosen by the rule that
     chooses the best non-GAN arm (:func:`best_baseline`), so both sides of a verdict are chosen
     alike. ``None`` when no GAN arm ran."""
-    present = [a for a in GAN_ARMS if a in set(results["arm"])]
-    if not present:
+    column = f"val_{metric}"
+    if column not in results:
         return None
-    means = results.groupby("arm")[f"val_{metric}"].mean()
-    return max(present, key=lambda a: means[a])
+    means = results.groupby("arm")[column].mean().dropna()
+    present = [a for a in GAN_ARMS if a in means.index]
+    return max(present, key=lambda a: means[a]) if present else None  # the first arm wins ties
 
 
 def gan_verdicts(results: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Each GAN arm against the best non-GAN arm (chosen on validation), paired by seed on test;
-    ``chosen`` marks the GAN arm validation prefers (:func:`best_gan_arm`)."""
+    ``chosen`` marks the GAN arm validation prefers on ``metric`` (:func:`best_gan_arm`; the rows of
+    another metric may mark another arm)."""
     present = set(results["arm"])
     best = best_baseline(results, metric)
     chosen = best_gan_arm(results, metric)

@@ -8,8 +8,8 @@ gain over it comes with a 95% interval from a paired bootstrap over validation i
 within each class, so every class keeps its count).
 
 The synthetic set is tried in each way of :data:`USES` (alone, and under the classifier's
-on-the-fly augmentation: the regime grids of issue 22 found the GAN's images pay, when they do,
-beside a classic remedy rather than alone), and the best way on validation is the one compared.
+on-the-fly augmentation: on issue 22's digits grid the GAN arm validation chose always paired the images
+with a classic remedy, never used them alone), and the best way on validation is the one compared.
 
 Both sides are chosen on the same items the gain is measured on, the synthetic set's use from
 :data:`USES` and the classic remedy from seven: the classic side has more winner's luck in its
@@ -55,7 +55,8 @@ class ValidatedGain:
     uses: dict[str, float] = field(default_factory=dict)
 
     def tag(self) -> str:
-        """``"+0.031 [-0.010, +0.072] vs ros on validation minority recall: no clear difference"``."""
+        """``"+0.031 [-0.010, +0.072] (synthetic set alone) vs ros on validation minority recall: no clear
+        difference"``."""
         return (f"{self.difference:+.3f} [{self.low:+.3f}, {self.high:+.3f}] (synthetic set {self.use}) vs {self.best} "
                 f"on validation minority recall: {self.verdict}")
 

@@ -117,7 +117,8 @@ def answer_tags(comparison: Comparison) -> dict[str, str]:
     validation, the arm the GAN arms are tested against), and for the ``gan`` arm (else the first GAN
     arm) its paired difference from that arm on the primary metric, ``gan_gain``, and whether it is
     significant at :data:`SIGNIFICANCE`, ``gan_significant`` (``true``/``false``); the GAN arm chosen
-    on validation, ``chosen_gan_arm``, and its difference, ``chosen_gan_gain``."""
+    on validation, ``chosen_gan_arm``, its difference, ``chosen_gan_gain``, and
+    ``chosen_gan_significant``."""
     results = comparison.results
     if comparison.by_count:
         results = results[results["count"] == comparison.headline_count]
@@ -135,6 +136,7 @@ def answer_tags(comparison: Comparison) -> dict[str, str]:
         if chosen is not None:  # the GAN arm validation prefers, and its difference on test
             tags["chosen_gan_arm"] = chosen["arm"]
             tags["chosen_gan_gain"] = f"{chosen['difference']:+.3f}"
+            tags["chosen_gan_significant"] = "true" if chosen["p_value"] < SIGNIFICANCE else "false"
     return tags
 
 

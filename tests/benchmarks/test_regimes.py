@@ -75,10 +75,12 @@ def test_the_targets_count_significantly_worse_cells_and_significant_gains_of_at
     assert target_counts(primary) == (["5"], ["25"])
 
 
-def test_the_colour_set_of_the_grid_is_colour_and_has_its_minority_classes():
-    from benchmarks.regimes import COLOUR, DATA, dataset_of
+def test_the_grid_builds_each_data_set_the_colour_one_in_colour_with_its_minority_classes():
+    from benchmarks.regimes import COLOUR, COUNTS, DATA, dataset_of
 
-    for data in COLOUR:
-        dataset = dataset_of(data)
-        assert dataset.x.shape[1] == 3 and set(DATA[data]) <= set(dataset.class_names)
-        assert cells_of(dataset)[:3] == [5, 10, 25]
+    assert set(COLOUR) == {"photo-crops-32"} and set(COLOUR) < set(DATA)
+    crops = dataset_of("photo-crops-32")
+    assert crops.x.shape[1:] == (3, 32, 32) and set(DATA["photo-crops-32"]) <= set(crops.class_names)
+    assert cells_of(crops) == [*COUNTS, LONG_TAIL]  # 400 crops a class: every step count fits
+    digits = dataset_of("digits")
+    assert digits.x.shape[1] == 1 and digits.source == load_dataset("digits").source

@@ -62,14 +62,16 @@ def test_version_names_the_installed_package(capsys):
 def test_doctor_names_the_device_auto_picks_and_why(capsys, monkeypatch, tmp_path):
     import torch
 
-    from pipelines.devices import pick_device
+    from pipelines.devices import device_name, pick_device
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     assert main(["doctor"]) == 0
     lines = capsys.readouterr().out.splitlines()
     device, why = pick_device("auto")
     assert f"torch {torch.__version__}" in lines[0]
-    assert f"device: {device} (--device auto: {why})" in lines
+    assert f"device: {device_name(device)} (--device auto: {why})" in lines
+    if not torch.cuda.is_available() and not torch.backends.mps.is_available():
+        assert "device: cpu (--device auto: no CUDA GPU and no Apple MPS)" in lines
     assert f"MLflow tracking: sqlite:///{tmp_path}/mlflow.db" in lines
     assert main(["doctor", "--device", "cpu"]) == 0
     assert "device: cpu (--device cpu: asked for)" in capsys.readouterr().out.splitlines()

@@ -59,6 +59,7 @@ def test_the_verdict_is_made_on_validation_never_test_and_each_arm_sees_only_tra
     assert {o.get("loss") for _, _, o in fitted} >= {"balanced_softmax"}
     assert set(gain.classic) == set(CLASSIC) and gain.classic[gain.best] == max(gain.classic.values())
     assert gain.low <= gain.difference <= gain.high
+    assert gain.difference == pytest.approx(gain.gan - gain.classic[gain.best])  # the chosen way's hits were compared
     assert gain.verdict == ("gain" if gain.low > 0 else "loss" if gain.high < 0 else "no clear difference")
     assert gain.items == int(np.isin(splits.val.y, minority).sum())
     assert gain.tag().startswith(f"{gain.difference:+.3f} [") and gain.best in gain.text()

@@ -70,6 +70,7 @@ def test_compare_parent_carries_per_arm_metrics_the_answer_and_the_table(mlflow_
     chosen = max(("gan", "gan+albumentations"), key=lambda a: val_means[a])  # the GAN arm validation prefers
     verdict = result.headline_verdicts.query("arm == @chosen and metric == @compare.PRIMARY").iloc[0]
     assert tags["chosen_gan_arm"] == chosen and tags["chosen_gan_gain"] == f"{verdict['difference']:+.3f}"
+    assert tags["chosen_gan_significant"] == ("true" if verdict["p_value"] < 0.05 else "false")
 
     # the description: the verdict, then the summary table, a cell per metric: mean at 3 decimals (interval)
     description = tags["mlflow.note.content"]
