@@ -179,26 +179,24 @@ def run_seed(dataset: ImageDataset, counts: Mapping[str, int], arms: Sequence[st
     return rows
 
 
+def best_on_validation(results: pd.DataFrame, metric: str, arms: Sequence[str]) -> str | None:
+    """The arm of ``arms`` with the best mean ``metric`` on the validation split (``val_<metric>``;
+    arms whose mean is undefined are passed over, the first of ``arms`` wins ties): the choice never
+    sees the test split. ``None`` when none of them ran."""
+    means = results[results["arm"].isin(arms)].groupby("arm")[f"val_{metric}"].mean().dropna()
+    present = [a for a in arms if a in means.index]
+    return max(present, key=lambda a: means[a]) if present else None
+
+
 def best_baseline(results: pd.DataFrame, metric: str) -> str | None:
-    """The non-GAN arm with the best mean ``metric`` on the validation split (``val_<metric>``): the
-    choice never sees the test split. ``None`` when no non-GAN arm ran."""
-    baselines = [a for a in NON_GAN_ARMS if a in set(results["arm"])]
-    if not baselines:
-        return None
-    means = results.groupby("arm")[f"val_{metric}"].mean()
-    return max(baselines, key=lambda a: means[a])
+    """The non-GAN arm with the best validation mean (:func:`best_on_validation`)."""
+    return best_on_validation(results, metric, NON_GAN_ARMS)
 
 
 def best_gan_arm(results: pd.DataFrame, metric: str) -> str | None:
-    """The GAN arm with the best mean ``metric`` on the validation split, chosen by the rule that
-    chooses the best non-GAN arm (:func:`best_baseline`), so both sides of a verdict are chosen
-    alike. ``None`` when no GAN arm ran."""
-    column = f"val_{metric}"
-    if column not in results:
-        return None
-    means = results.groupby("arm")[column].mean().dropna()
-    present = [a for a in GAN_ARMS if a in means.index]
-    return max(present, key=lambda a: means[a]) if present else None  # the first arm wins ties
+    """The GAN arm with the best validation mean, chosen by the rule that chooses the best non-GAN
+    arm (:func:`best_baseline`), so both sides of a verdict are chosen alike."""
+    return best_on_validation(results, metric, GAN_ARMS)
 
 
 def gan_verdicts(results: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -207,10 +205,10 @@ def gan_verdicts(results: pd.DataFrame, metric: str) -> pd.DataFrame:
     another metric may mark another arm)."""
     present = set(results["arm"])
     best = best_baseline(results, metric)
-    chosen = best_gan_arm(results, metric)
     rows = []
     if best is None:
         return pd.DataFrame(rows)
+    chosen = best_gan_arm(results, metric)
     reference = results[results.arm == best].set_index("seed")[metric]
     for arm in (a for a in GAN_ARMS if a in present):
         values = results[results.arm == arm].set_index("seed")[metric]
