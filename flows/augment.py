@@ -187,8 +187,7 @@ def augment_flow(params: AugmentParams = AugmentParams()) -> dict:
         if gain is not None:
             run.log_metrics({"gain": gain.difference, "gain_low": gain.low, "gain_high": gain.high,
                              "gan_minority_recall": gain.gan,
-                             **{f"synthetic_{use.replace(' ', '_').replace('-', '_')}_minority_recall": v
-                                for use, v in gain.uses.items()},
+                             **{f"synthetic_{arm_key(use)}_minority_recall": v for use, v in gain.uses.items()},
                              **{f"{arm_key(arm)}_minority_recall": v for arm, v in gain.classic.items()}},
                             prefix="validation/")
             run.set_tags({"validated_gain": gain.tag(), "validated_gain_verdict": gain.verdict})

@@ -19,7 +19,7 @@ number, so the verdict errs against the GAN.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -51,8 +51,8 @@ class ValidatedGain:
     high: float
     verdict: str
     items: int  # validation items of the minority classes
-    use: str = "alone"
-    uses: dict[str, float] = field(default_factory=dict)
+    use: str
+    uses: dict[str, float]
 
     def tag(self) -> str:
         """``"+0.031 [-0.010, +0.072] (synthetic set alone) vs ros on validation minority recall: no clear

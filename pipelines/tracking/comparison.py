@@ -7,6 +7,7 @@ the verdict with the summary table as the run's description."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
@@ -99,8 +100,9 @@ def description_table(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def arm_key(arm: str) -> str:
-    """``arm`` as a part of an MLflow name, which allows no ``+``: ``gan+albumentations`` -> ``gan_albumentations``."""
-    return arm.replace("+", "_")
+    """``arm`` (or any label) as a part of an MLflow name, every character but letters, digits and
+    ``_`` made ``_``: ``gan+albumentations`` -> ``gan_albumentations``."""
+    return re.sub(r"[^0-9A-Za-z_]", "_", arm)
 
 
 def arm_metrics(headline: pd.DataFrame) -> dict[str, float]:
@@ -130,13 +132,13 @@ def answer_tags(comparison: Comparison) -> dict[str, str]:
     primary = verdicts[verdicts["metric"] == PRIMARY].to_dict("records") if len(verdicts) else []
     if primary:
         gan = next((v for v in primary if v["arm"] == "gan"), primary[0])
-        tags["gan_gain"] = f"{gan['difference']:+.3f}"
-        tags["gan_significant"] = "true" if gan["p_value"] < SIGNIFICANCE else "false"
-        chosen = next((v for v in primary if v.get("chosen")), None)
-        if chosen is not None:  # the GAN arm validation prefers, and its difference on test
+        chosen = next((v for v in primary if v.get("chosen")), None)  # the GAN arm validation prefers
+        for prefix, row in (("gan", gan), ("chosen_gan", chosen)):
+            if row is not None:
+                tags[f"{prefix}_gain"] = f"{row['difference']:+.3f}"
+                tags[f"{prefix}_significant"] = "true" if row["p_value"] < SIGNIFICANCE else "false"
+        if chosen is not None:
             tags["chosen_gan_arm"] = chosen["arm"]
-            tags["chosen_gan_gain"] = f"{chosen['difference']:+.3f}"
-            tags["chosen_gan_significant"] = "true" if chosen["p_value"] < SIGNIFICANCE else "false"
     return tags
 
 
