@@ -23,6 +23,7 @@ Validation chooses, test reports.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import tempfile
 import time
@@ -83,14 +84,30 @@ def cell_splits(dataset: ImageDataset, minority: tuple[str, ...], cell: int | st
     return splits, minority_idx, {k: keep[names[0]] for k in minority_idx}
 
 
+def source_digest(source: str) -> str:
+    """The code of a module without its comments, docstrings and layout (its syntax tree with every
+    docstring dropped): an edit of wording or line breaks leaves it, any change of what runs moves it."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False, include_attributes=False)
+
+
 def code_key() -> str:
     """A digest of the arms and of the code that trains and scores them (the GAN, the classifiers,
-    the remedies): a cached seed is reused only by the code that made it."""
+    the remedies): a cached seed is reused only by the code that made it. Comments and docstrings
+    do not count (:func:`source_digest`): the grid is hours of cache that a wording edit should not
+    throw away."""
     root = Path(__file__).resolve().parents[1]
     digest = hashlib.sha1(",".join(ARMS).encode())
     for folder in ("gan_aug", "gan_core", "pipelines/evaluation", "pipelines/data"):
         for path in sorted((root / folder).rglob("*.py")):
-            digest.update(path.read_bytes())
+            digest.update(path.relative_to(root).as_posix().encode())
+            digest.update(source_digest(path.read_text()).encode())
     return digest.hexdigest()[:10]
 
 

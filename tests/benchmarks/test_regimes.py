@@ -46,6 +46,18 @@ def test_a_cached_seed_is_reused_only_by_the_code_that_made_it(tmp_path, monkeyp
     assert regimes.code_key() != first
 
 
+def test_the_cache_key_ignores_comments_and_docstrings_but_not_code():
+    from benchmarks.regimes import source_digest
+
+    plain = 'def f(x):\n    return x + 1\n'
+    worded = '"""A module."""\n\n\ndef f(x):\n    """Adds one."""\n    # a comment\n    return x + 1  # why\n'
+    assert source_digest(plain) == source_digest(worded)
+    assert source_digest(plain) != source_digest(plain.replace("+ 1", "+ 2"))
+    assert source_digest(plain) != source_digest(plain.replace("return x + 1", "return 'x + 1'"))
+    only_doc = 'def f(x):\n    """Only a docstring."""\n'
+    assert source_digest(only_doc) == source_digest('def f(x):\n    pass\n')
+
+
 def test_a_cell_gets_confirmation_seeds_only_where_a_gan_arm_differs_significantly_on_the_primary_metric():
     import pandas as pd
 
