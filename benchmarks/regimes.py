@@ -118,8 +118,9 @@ def run_cell(dataset: ImageDataset, minority: tuple[str, ...], cell: int | str, 
     same settings and code (:func:`code_key`) takes it instead of training again (the grid is hours
     long: it resumes)."""
     rows, seconds = [], []
+    key = None if cache is None else code_key()  # parses every module of the key: once per cell
     for seed in seeds:
-        kept = None if cache is None else cache / f"{dataset.source}-{cell}-seed{seed}-{steps}steps-{epochs}epochs-{code_key()}.csv"
+        kept = None if cache is None else cache / f"{dataset.source}-{cell}-seed{seed}-{steps}steps-{epochs}epochs-{key}.csv"
         if kept is not None and kept.is_file():
             table = pd.read_csv(kept, keep_default_na=True)
             rows += table.drop(columns="gan_seconds").to_dict("records")
