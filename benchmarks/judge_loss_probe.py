@@ -56,20 +56,13 @@ def judge_loss(name: str):
 
 
 def judge_only(data: str, seed: int, loss: str) -> dict:
-    from benchmarks.gan_probe import load_setting
-    from benchmarks.judge_probe import judge_report
-    from gan_aug import GANOverSampler
+    from benchmarks.judge_probe import probe
 
-    dataset, splits, minority_idx, _ = load_setting(data, seed)
-    config = GANOverSampler(random_state=seed).gan_config(len(splits.train.x), splits.train.x.shape[-1])
-    x, y = torch.from_numpy(splits.train.x) * 2 - 1, torch.from_numpy(splits.train.y)
     with judge_loss(loss):
-        judge = train.train_judge(x, y, len(dataset.class_names), config)
+        report, judge, real, splits = probe(data, seed, {}, train=train.train_judge)
     with torch.no_grad():
-        val = judge(torch.from_numpy(splits.val.x) * 2 - 1).argmax(1).numpy()
-        own = judge(x).argmax(1).numpy()
-    return {"data": data, "seed": seed, "judge_loss": loss,
-            **judge_report(val, splits.val.y, minority_idx, dataset.class_names),
+        own = judge(real).argmax(1).numpy()
+    return {"data": data, "seed": seed, "judge_loss": loss, **report,
             "train_split_accuracy": round(float((own == splits.train.y).mean()), 3)}
 
 

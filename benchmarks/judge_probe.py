@@ -33,19 +33,29 @@ def judge_report(predicted: np.ndarray, truth: np.ndarray, minority_idx: list[in
             "minority_precision": precision}
 
 
-def main(argv=None) -> int:
-    args = setting_parser(__doc__).parse_args(argv)
-    dataset, splits, minority_idx, _ = load_setting(args.data, args.seed)
-    x, overrides = splits.train.x, json.loads(args.config)
-    config = GANOverSampler(random_state=args.seed, **overrides).gan_config(len(x), x.shape[-1])
+def probe(data: str, seed: int, overrides: dict, train=None) -> tuple[dict, torch.nn.Module, torch.Tensor, object]:
+    """Train the judge of ``data``'s seed split (``train``: the training function, by default
+    :func:`gan_aug.train.train_judge`) -> (its validation report with the seconds, the judge, the
+    training images in [-1, 1], the splits)."""
+    dataset, splits, minority_idx, _ = load_setting(data, seed)
+    x = splits.train.x
+    config = GANOverSampler(random_state=seed, **overrides).gan_config(len(x), x.shape[-1])
     started = time.perf_counter()
-    judge = train_judge(torch.from_numpy(x) * 2 - 1, torch.from_numpy(splits.train.y), len(dataset.class_names), config)
+    real = torch.from_numpy(x) * 2 - 1
+    judge = (train or train_judge)(real, torch.from_numpy(splits.train.y), len(dataset.class_names), config)
     seconds = time.perf_counter() - started
     with torch.no_grad():
         predicted = judge(torch.from_numpy(splits.val.x) * 2 - 1).argmax(1).numpy()
-    print(json.dumps({"data": args.data, "seed": args.seed, "config": overrides,
-                      "judge_seconds": round(seconds), **judge_report(predicted, splits.val.y, minority_idx,
-                                                                        dataset.class_names)}))
+    report = {"judge_seconds": round(seconds), **judge_report(predicted, splits.val.y, minority_idx,
+                                                                dataset.class_names)}
+    return report, judge, real, splits
+
+
+def main(argv=None) -> int:
+    args = setting_parser(__doc__).parse_args(argv)
+    overrides = json.loads(args.config)
+    report, *_ = probe(args.data, args.seed, overrides)
+    print(json.dumps({"data": args.data, "seed": args.seed, "config": overrides, **report}))
     return 0
 
 
