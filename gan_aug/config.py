@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from gan_core.config import GANTrainingConfig
 
+JUDGE_LOSSES = ("weighted", "balanced_softmax")
+
 
 @dataclass(frozen=True)
 class GANConfig(GANTrainingConfig):
@@ -23,7 +25,10 @@ class GANConfig(GANTrainingConfig):
     (:func:`~gan_aug.train.pretrain_autoencoder`; docs/gan-synthesis.md, round 8).
     ``autoencoder_label_weight > 0`` makes that code also predict the label (a linear head with
     balanced softmax, its cross-entropy weighted into the reconstruction loss), so that what varies
-    most in the pixels (colour, say) cannot crowd the class out of the code (round 9)."""
+    most in the pixels (colour, say) cannot crowd the class out of the code (round 9).
+    ``judge_loss`` is the class judge's training loss: ``"weighted"`` (cross-entropy weighted by
+    n / (K n_c)) or ``"balanced_softmax"`` (the log class shares added to its logits in training, no
+    weights; docs/gan-synthesis.md, round 11)."""
 
     steps: int = 1500
     z_dim: int = 64
@@ -46,6 +51,7 @@ class GANConfig(GANTrainingConfig):
     lecam_weight: float = 0.0
     memorisation_rejection: float = 0.0
     judge_steps: int = 800
+    judge_loss: str = "weighted"
     filter_candidates: int = 1
     novelty_quantile: float = 0.05
     novelty_draws: int = 10
@@ -67,6 +73,8 @@ class GANConfig(GANTrainingConfig):
             raise ValueError(f"autoencoder_steps must be >= 1, got {self.autoencoder_steps}")
         if self.autoencoder_label_weight < 0:
             raise ValueError(f"autoencoder_label_weight must be >= 0, got {self.autoencoder_label_weight}")
+        if self.judge_loss not in JUDGE_LOSSES:
+            raise ValueError(f"judge_loss must be one of {', '.join(map(repr, JUDGE_LOSSES))}, got {self.judge_loss!r}")
         if self.guide_weight < 0 or self.judge_steps < 0 or self.filter_candidates < 1:
             raise ValueError("guide_weight and judge_steps must be >= 0 and filter_candidates >= 1")
         if not 0.0 <= self.novelty_quantile < 1.0 or self.novelty_draws < 1:

@@ -24,7 +24,7 @@ import numpy as np
 from imblearn.over_sampling.base import BaseOverSampler
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from gan_aug.config import GANConfig
+from gan_aug.config import JUDGE_LOSSES, GANConfig
 from gan_aug.train import Preview, Progress, TrainedGAN, train_conditional_gan
 from gan_core.config import FULL_BATCH_SIDE, batch_for_side, steps_for_epochs
 from pipelines.devices import device_constraint, resolve_device
@@ -106,6 +106,7 @@ class GANOverSampler(BaseOverSampler):
         "lecam_weight": _NON_NEGATIVE,
         "memorisation_rejection": _fraction(),
         "judge_steps": _integers_from(0),
+        "judge_loss": [StrOptions(set(JUDGE_LOSSES))],
         "guide_weight": _NON_NEGATIVE,
         "guide_confidence": _fraction(closed="left"),
         "guide_augment": ["boolean"],
@@ -148,6 +149,7 @@ class GANOverSampler(BaseOverSampler):
         lecam_weight: float = GANConfig.lecam_weight,
         memorisation_rejection: float = GANConfig.memorisation_rejection,
         judge_steps: int = GANConfig.judge_steps,
+        judge_loss: str = GANConfig.judge_loss,
         guide_weight: float = GANConfig.guide_weight,
         guide_confidence: float = GANConfig.guide_confidence,
         guide_augment: bool = GANConfig.guide_augment,
@@ -187,6 +189,7 @@ class GANOverSampler(BaseOverSampler):
         self.lecam_weight = lecam_weight
         self.memorisation_rejection = memorisation_rejection
         self.judge_steps = judge_steps
+        self.judge_loss = judge_loss
         self.guide_weight = guide_weight
         self.guide_confidence = guide_confidence
         self.guide_augment = guide_augment

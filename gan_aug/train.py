@@ -168,15 +168,23 @@ class TrainedGAN:
 
 def train_judge(x: torch.Tensor, y: torch.Tensor, n_classes: int, config: GANConfig,
                 device: torch.device = CPU) -> Judge:
-    """The class judge: ``config.judge_steps`` Adam steps of class-weighted cross-entropy on the real
-    images ``x: (N, C, H, W)`` in [-1, 1] with random translations; deterministic for a seed.
-    ``x`` and ``y`` stay where they are (the CPU); each minibatch is moved to ``device``, where the
-    judge trains."""
+    """The class judge: ``config.judge_steps`` Adam steps on the real images ``x: (N, C, H, W)`` in
+    [-1, 1] with random translations; deterministic for a seed. Its loss (``config.judge_loss``):
+    cross-entropy weighted by n / (K n_c), or balanced softmax (cross-entropy of the logits plus the
+    log class shares, unweighted; the judge predicts with the bare logits, so every class keeps an
+    equal prior). ``x`` and ``y`` stay where they are (the CPU); each minibatch is moved to
+    ``device``, where the judge trains."""
     judge = build_seeded(lambda: Judge(n_classes, x.shape[1], size=x.shape[2]), config.seed + 1).to(
         device, memory_format=torch.channels_last)
     rng = torch.Generator(device=CPU).manual_seed(config.seed + 1)
     counts = torch.bincount(y, minlength=n_classes).double()
-    weight = to_device(torch.where(counts > 0, counts.sum() / (n_classes * counts.clamp(min=1)), 0.0).float(), device)
+    weight, shift = None, 0.0
+    if config.judge_loss == "balanced_softmax":
+        # a class with no image gets a share of 1/N^2: far below every present class, and finite
+        shift = to_device(torch.log(torch.where(counts > 0, counts, 1.0 / len(y)) / len(y)).float(), device)
+    else:
+        weight = to_device(torch.where(counts > 0, counts.sum() / (n_classes * counts.clamp(min=1)), 0.0).float(),
+                           device)
     optimiser = torch.optim.Adam(judge.parameters(), lr=1e-3)
     judge.train()
     for _ in range(config.judge_steps):
@@ -184,7 +192,7 @@ def train_judge(x: torch.Tensor, y: torch.Tensor, n_classes: int, config: GANCon
         idx = torch.randint(len(x), (min(config.batch_size, len(x)),), generator=rng, device=rng.device)
         with autocast(device):
             logits = judge(diff_augment(to_device(x[idx], device), rng, config.translation, 0.0))
-        loss = torch.nn.functional.cross_entropy(logits.float(), to_device(y[idx], device), weight=weight)
+        loss = torch.nn.functional.cross_entropy(logits.float() + shift, to_device(y[idx], device), weight=weight)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()

@@ -1,36 +1,18 @@
 from __future__ import annotations
 
-import math
+import json
 
-import torch
-
-import gan_aug.train as train
 from benchmarks import judge_loss_probe
 
 
-def test_balanced_softmax_adds_the_log_class_shares_and_drops_the_weights():
-    counts = torch.tensor([90.0, 10.0])
-    weight = counts.sum() / (2 * counts)  # what train_judge passes
-    logits, y = torch.tensor([[0.3, 0.1]]), torch.tensor([1])
-    shares = (counts / counts.sum()).log()
-    expected = torch.nn.functional.cross_entropy(logits + shares, y)
-    assert math.isclose(judge_loss_probe._balanced_softmax(logits, y, weight).item(), expected.item(), rel_tol=1e-6)
+def test_the_gan_probe_gets_the_loss_as_a_setting_beside_the_others():
+    data, seed, config, arms = judge_loss_probe.gan_arguments(
+        ["gan", "digits", "1", "balanced_softmax", '{"steps": 5}', "gan,ros"])
+    assert (data, seed, arms) == ("digits", "1", "gan,ros")
+    assert json.loads(config) == {"steps": 5, "judge_loss": "balanced_softmax"}
+    assert json.loads(judge_loss_probe.gan_arguments(["gan", "digits", "0", "weighted"])[2]) == {"judge_loss": "weighted"}
 
 
-def test_only_the_judge_trains_with_the_other_loss_and_everything_is_restored(monkeypatch):
-    seen = []
-
-    def fake_train_judge(*args, **kwargs):
-        seen.append(torch.nn.functional.cross_entropy)
-        return "judge"
-
-    monkeypatch.setattr(train, "train_judge", fake_train_judge)
-    original = train.train_judge
-    with judge_loss_probe.judge_loss("balanced_softmax"):
-        assert train.train_judge is not original
-        assert train.train_judge() == "judge"
-        assert torch.nn.functional.cross_entropy is judge_loss_probe._cross_entropy  # outside the judge: untouched
-    assert seen == [judge_loss_probe._balanced_softmax]
-    assert train.train_judge is original and torch.nn.functional.cross_entropy is judge_loss_probe._cross_entropy
-    with judge_loss_probe.judge_loss("weighted"):
-        assert train.train_judge is original
+def test_an_unknown_loss_prints_the_usage(capsys):
+    assert judge_loss_probe.main(["gan", "digits", "0", "focal"]) == 2
+    assert "judge_loss_probe judge" in capsys.readouterr().out

@@ -71,6 +71,7 @@ def test_every_gan_setting_is_a_parameter_with_its_config_default():
     ({"steps": 0}, "'steps' parameter of GANOverSampler must be an int in the range [1, inf)"),
     ({"loss": "lsgan"}, "'loss' parameter of GANOverSampler must be a str among"),
     ({"novelty_quantile": 1.0}, "'novelty_quantile' parameter of GANOverSampler must be a float in the range [0.0, 1.0)"),
+    ({"judge_loss": "focal"}, "'judge_loss' parameter of GANOverSampler must be a str among"),
     ({"guide_augment": "yes"}, "'guide_augment' parameter of GANOverSampler must be an instance of 'bool'"),
     ({"random_state": None}, "'random_state' parameter of GANOverSampler must be an int in the range [0, inf)"),
 ])
@@ -186,6 +187,25 @@ def test_hinge_loss_trains_the_critic_with_hinge_only(imbalanced_digits, monkeyp
 def test_bad_config_is_refused():
     with pytest.raises(ValueError, match="loss must be"):
         GANConfig(loss="lsgan")
+    with pytest.raises(ValueError, match="judge_loss must be one of 'weighted', 'balanced_softmax', got 'focal'"):
+        GANConfig(judge_loss="focal")
+
+
+@pytest.mark.parametrize("loss", ["weighted", "balanced_softmax"])
+def test_either_judge_loss_keeps_a_rare_class_as_likely_as_a_common_one_where_the_image_says_nothing(
+        loss, monkeypatch):
+    # noise images, one in ten labelled 1: plain cross-entropy would learn the 9:1 prior (about 0.9 / 0.1)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(1000, 1, 8, 8, generator=generator) * 2 - 1
+    y = (torch.arange(1000) % 10 == 0).long()
+    weights, cross_entropy = [], torch.nn.functional.cross_entropy
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy",
+                        lambda *a, **k: (weights.append(k.get("weight")), cross_entropy(*a, **k))[1])
+    judge = gan_train.train_judge(x, y, 2, GANConfig(seed=0, **{**TINY, "judge_steps": 200}, judge_loss=loss))
+    with torch.no_grad():
+        rare = torch.softmax(judge(torch.rand(500, 1, 8, 8, generator=generator) * 2 - 1), 1)[:, 1].mean()
+    assert abs(float(rare) - 0.5) < 0.15
+    assert len(weights) == 200 and all((w is None) == (loss == "balanced_softmax") for w in weights)
 
 
 def test_judge_learns_from_the_training_images_only_and_filtering_keeps_its_favourites(imbalanced_digits, monkeypatch):
