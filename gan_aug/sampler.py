@@ -315,6 +315,7 @@ class GANOverSampler(BaseOverSampler):
         # a sampler saved before the GAN settings became parameters held them in one "config" dict
         params.update({k: v for k, v in (params.pop("config", None) or {}).items() if k != "seed"})
         params.setdefault("class_latents", False)  # saved before class latents existed: trained without
+        params.setdefault("judge_loss", "weighted")  # saved before the judge's loss was a setting
         sampler = cls(**params, device=device)
         sampler.device_ = resolve_device(device)
         sampler.gan_ = TrainedGAN.from_state_dict(state["gan"]).to(sampler.device_)

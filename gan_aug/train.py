@@ -105,8 +105,8 @@ class TrainedGAN:
     @classmethod
     def from_state_dict(cls, state: dict) -> "TrainedGAN":
         """Built on the CPU (whatever torch's default device); :meth:`to` moves it."""
-        # a GAN saved before class latents existed was trained without them
-        config = GANConfig(**{"class_latents": False, **state["config"]})
+        # a GAN saved before class latents (or the judge's loss) existed was trained without them
+        config = GANConfig(**{"class_latents": False, "judge_loss": "weighted", **state["config"]})
         channels, size, _ = state["image_shape"]
         with CPU:
             generator = Generator(state["n_classes"], channels, size, config.z_dim, config.width,

@@ -85,7 +85,8 @@ def test_nothing_is_made_on_the_default_device_when_another_is_asked_for(digits,
         x_res, y_res = sampler.fit_resample(x, y)
         again = GANOverSampler.from_state_dict(sampler.state_dict(), device="cpu").generate([3, 3, 0], seed=1)
     finally:
-        torch.set_default_device(before)
+        # None when it was the CPU: setting "cpu" would leave a device mode on for every later test
+        torch.set_default_device(None if before == torch.device("cpu") else before)
     assert sampler.device_ == torch.device("cpu")
     assert devices_of(sampler, networks) == {"cpu"} and len(networks) == 1
     assert np.isfinite(x_res).all() and np.bincount(y_res).tolist() == [30] * 4
