@@ -54,33 +54,50 @@ def run_colour(setting: tuple[str, int, dict[str, int]], quick: bool = False) ->
     """The sections of one ``(set, side, minority)`` setting of :data:`COLOUR_SETTINGS`; its sample
     sheet goes to ``docs/figures/``."""
     name, side, minority = setting
+    from benchmarks.regimes import CONFIRM_SEEDS
+
     seeds, steps, epochs = ([0, 1], 40, 2) if quick else ([0, 1, 2], GANConfig.steps, 15)
     figures = Path(tempfile.gettempdir()) if quick else FIGURES  # a quick run leaves docs/ alone
     return run_setting(load_colour(name, side), minority, seeds, steps, epochs,
-                       sheet=figures / f"samples-{name}-{side}.png", issue=20, cache=None if quick else CACHE)
+                       sheet=figures / f"samples-{name}-{side}.png", issue=20, cache=None if quick else CACHE,
+                       confirm=[] if quick else CONFIRM_SEEDS)
 
 
 def run_setting(data: str | ImageDataset, minority: dict[str, int], seeds: list[int], steps: int, epochs: int,
-                sheet: Path | None = None, issue: int = 9, cache: Path | None = None) -> str:
+                sheet: Path | None = None, issue: int = 9, cache: Path | None = None,
+                confirm: list[int] | None = None) -> str:
     """One conditional GAN per seed on the training split: its samples scored beside SMOTE and
     classic augmentation, and the classifier trained under every arm. ``sheet``: where to save real
     and GAN images of the minority classes of the first seed. With ``cache`` (a folder) each finished
     seed is kept there and a later run with the same setting and code (:func:`benchmarks.regimes.code_key`)
-    takes it instead of training again (a colour seed is about half an hour: a stopped run resumes)."""
+    takes it instead of training again (a colour seed is about half an hour: a stopped run resumes).
+    Where a GAN arm's difference from the best non-GAN arm is significant over ``seeds``, the seeds
+    of ``confirm`` are run too and everything is reported over all of them (the regime grid's rule,
+    issue 22: at least 5 seeds where a significant difference is claimed)."""
+    from benchmarks.regimes import significant
+
     dataset = load_dataset(data) if isinstance(data, str) else data
     data = dataset.source
     quality_tables, rows, gan_seconds, augment_seconds, judge_accuracy = [], [], [], [], {}
-    for seed in seeds:
+
+    def take(seed: int) -> None:
         found = _cached_seed(dataset, minority, seed, steps, epochs, seed == seeds[0] and sheet is not None, cache)
         if sheet is not None and seed == seeds[0]:
             sheet.parent.mkdir(parents=True, exist_ok=True)
             sheet.write_bytes(found["sheet"])
         quality_tables.append(pd.DataFrame(found["quality"]))
-        rows += found["rows"]
+        rows.extend(found["rows"])
         gan_seconds.append(found["gan_seconds"])
         augment_seconds.append(found["augment_seconds"])
         for name, value in found["judge_accuracy"].items():
             judge_accuracy.setdefault(name, []).append(value)
+
+    for seed in seeds:
+        take(seed)
+    if confirm and significant(summarise_comparison(rows).verdicts):
+        for seed in confirm:
+            take(seed)
+        seeds = [*seeds, *confirm]
     cut = ", ".join(f"{k} cut to {n}" for k, n in minority.items())
     shape = "x".join(str(d) for d in dataset.x.shape[1:])
     return _augment_section(data, cut, seeds, steps, pd.concat(quality_tables), gan_seconds, augment_seconds,

@@ -28,7 +28,7 @@ class GANConfig(GANTrainingConfig):
     most in the pixels (colour, say) cannot crowd the class out of the code (round 9).
     ``judge_loss`` is the class judge's training loss: ``"balanced_softmax"`` (the default: the log
     class shares added to its logits in training, no weights) or ``"weighted"`` (cross-entropy
-    weighted by n / (K n_c), the default before round 11 of docs/gan-synthesis.md: at 10 images
+    weighted by n / (K n_c), the default before round 12 of docs/gan-synthesis.md: at 10 images
     against 270 it did not fit colour digits)."""
 
     steps: int = 1500

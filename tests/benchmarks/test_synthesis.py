@@ -45,3 +45,25 @@ def test_uncut_judge_agreement_scores_the_samples_with_the_judge_given(monkeypat
 
     agreement, accuracy = synthesis.uncut_judge_agreement(dataset, splits, minority_idx, Gan(), 0, Judge())
     assert agreement == {"3": 1.0, "8": 0.0} and accuracy == {"3": 1.0, "8": 0.0}
+
+
+def test_confirmation_seeds_run_only_where_a_gan_arm_is_significant_and_all_seeds_are_reported(monkeypatch):
+    import benchmarks.regimes as regimes
+
+    dataset = load_dataset("digits")
+    for found_significant, expected in ((True, [0, 1, 2, 3, 4]), (False, [0, 1, 2])):
+        trained, reported, judged = [], [], []
+        monkeypatch.setattr(synthesis, "_cached_seed", lambda ds, minority, seed, *a: (trained.append(seed), {
+            "quality": [{"seed": seed}], "rows": [{"seed": seed}], "gan_seconds": 1.0, "augment_seconds": 2.0,
+            "judge_accuracy": {}, "sheet": None})[1])
+        monkeypatch.setattr(synthesis, "summarise_comparison", lambda rows: type("C", (), {"verdicts": [r["seed"] for r in rows]}))
+        monkeypatch.setattr(regimes, "significant", lambda verdicts, _s=found_significant: (judged.append(list(verdicts)), _s)[1])
+        monkeypatch.setattr(synthesis, "_augment_section", lambda data, cut, seeds, *a: reported.append(seeds) or "")
+        monkeypatch.setattr(synthesis, "_compare_section", lambda data, cut, seeds, epochs, steps, comparison, issue:
+                            reported.append(comparison.verdicts) or "")
+        synthesis.run_setting(dataset, {"3": 5}, [0, 1, 2], 40, 2, confirm=[3, 4])
+        assert trained == expected and judged == [[0, 1, 2]]  # judged once, on the first seeds only
+        assert reported == [expected, expected]
+    trained.clear()
+    synthesis.run_setting(dataset, {"3": 5}, [0, 1, 2], 40, 2)  # no confirmation seeds given: none run
+    assert trained == [0, 1, 2]
