@@ -33,16 +33,15 @@ def judge_report(predicted: np.ndarray, truth: np.ndarray, minority_idx: list[in
             "minority_precision": precision}
 
 
-def probe(data: str, seed: int, overrides: dict, train=None) -> tuple[dict, torch.nn.Module, torch.Tensor, object]:
-    """Train the judge of ``data``'s seed split (``train``: the training function, by default
-    :func:`gan_aug.train.train_judge`) -> (its validation report with the seconds, the judge, the
-    training images in [-1, 1], the splits)."""
+def probe(data: str, seed: int, overrides: dict) -> tuple[dict, torch.nn.Module, torch.Tensor, object]:
+    """Train the judge of ``data``'s seed split (:func:`gan_aug.train.train_judge`) -> (its
+    validation report with the seconds, the judge, the training images in [-1, 1], the splits)."""
     dataset, splits, minority_idx, _ = load_setting(data, seed)
     x = splits.train.x
     config = GANOverSampler(random_state=seed, **overrides).gan_config(len(x), x.shape[-1])
     started = time.perf_counter()
     real = torch.from_numpy(x) * 2 - 1
-    judge = (train or train_judge)(real, torch.from_numpy(splits.train.y), len(dataset.class_names), config)
+    judge = train_judge(real, torch.from_numpy(splits.train.y), len(dataset.class_names), config)
     seconds = time.perf_counter() - started
     with torch.no_grad():
         predicted = judge(torch.from_numpy(splits.val.x) * 2 - 1).argmax(1).numpy()
