@@ -2,6 +2,7 @@
 generator is guided by know each minority class from its few training images?
 
     python -m benchmarks.judge_probe colour-mnist-64 0 '{"judge_steps": 2400}'
+    python -m benchmarks.judge_probe photo-crops-32 0 '{}' --colour   # the judge with DiffAugment's colour op
 
 Trains :func:`gan_aug.train.train_judge` with the ``GANOverSampler`` defaults plus the JSON
 overrides of ``GANConfig`` fields (the batch scaled for the image side as a fit scales it) on the
@@ -33,7 +34,7 @@ def judge_report(predicted: np.ndarray, truth: np.ndarray, minority_idx: list[in
             "minority_precision": precision}
 
 
-def probe(data: str, seed: int, overrides: dict) -> tuple[dict, torch.nn.Module, torch.Tensor, object]:
+def probe(data: str, seed: int, overrides: dict, colour: bool = False) -> tuple[dict, torch.nn.Module, torch.Tensor, object]:
     """Train the judge of ``data``'s seed split (:func:`gan_aug.train.train_judge`) -> (its
     validation report with the seconds, the judge, the training images in [-1, 1], the splits)."""
     dataset, splits, minority_idx, _ = load_setting(data, seed)
@@ -41,7 +42,7 @@ def probe(data: str, seed: int, overrides: dict) -> tuple[dict, torch.nn.Module,
     config = GANOverSampler(random_state=seed, **overrides).gan_config(len(x), x.shape[-1])
     started = time.perf_counter()
     real = torch.from_numpy(x) * 2 - 1
-    judge = train_judge(real, torch.from_numpy(splits.train.y), len(dataset.class_names), config)
+    judge = train_judge(real, torch.from_numpy(splits.train.y), len(dataset.class_names), config, colour=colour)
     seconds = time.perf_counter() - started
     with torch.no_grad():
         predicted = judge(torch.from_numpy(splits.val.x) * 2 - 1).argmax(1).numpy()
@@ -51,10 +52,12 @@ def probe(data: str, seed: int, overrides: dict) -> tuple[dict, torch.nn.Module,
 
 
 def main(argv=None) -> int:
-    args = setting_parser(__doc__).parse_args(argv)
+    parser = setting_parser(__doc__)
+    parser.add_argument("--colour", action="store_true", help="train the judge with DiffAugment's colour op")
+    args = parser.parse_args(argv)
     overrides = json.loads(args.config)
-    report, *_ = probe(args.data, args.seed, overrides)
-    print(json.dumps({"data": args.data, "seed": args.seed, "config": overrides, **report}))
+    report, *_ = probe(args.data, args.seed, overrides, args.colour)
+    print(json.dumps({"data": args.data, "seed": args.seed, "config": overrides, "colour": args.colour, **report}))
     return 0
 
 

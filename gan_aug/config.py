@@ -29,7 +29,11 @@ class GANConfig(GANTrainingConfig):
     ``judge_loss`` is the class judge's training loss: ``"balanced_softmax"`` (the default: the log
     class shares added to its logits in training, no weights) or ``"weighted"`` (cross-entropy
     weighted by n / (K n_c), the default before round 12 of docs/gan-synthesis.md: at 10 images
-    against 270 it did not fit colour digits)."""
+    against 270 it did not fit colour digits).
+    ``colour_jitter`` adds DiffAugment's colour op (brightness, saturation, contrast) to the
+    critic's views of real and fake images only; the judge and its view of the fakes keep colour
+    as it is (it is a class cue; with the op the judge knew the minority classes less well, round
+    14 of docs/gan-synthesis.md)."""
 
     steps: int = 1500
     z_dim: int = 64
@@ -41,6 +45,7 @@ class GANConfig(GANTrainingConfig):
     mode_seeking_weight: float = 0.1
     translation: float = 0.125
     cutout: float = 0.25
+    colour_jitter: bool = False
     guide_weight: float = 1.0
     guide_confidence: float = 0.0
     guide_augment: bool = True

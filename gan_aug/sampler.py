@@ -100,6 +100,7 @@ class GANOverSampler(BaseOverSampler):
         "mode_seeking_weight": _NON_NEGATIVE,
         "translation": _fraction(),
         "cutout": _fraction(),
+        "colour_jitter": ["boolean"],
         "class_latents": ["boolean"],
         "autoencoder_steps": _integers_from(1),
         "autoencoder_label_weight": _NON_NEGATIVE,
@@ -143,6 +144,7 @@ class GANOverSampler(BaseOverSampler):
         mode_seeking_weight: float = GANConfig.mode_seeking_weight,
         translation: float = GANConfig.translation,
         cutout: float = GANConfig.cutout,
+        colour_jitter: bool = GANConfig.colour_jitter,
         class_latents: bool = GANConfig.class_latents,
         autoencoder_steps: int = GANConfig.autoencoder_steps,
         autoencoder_label_weight: float = GANConfig.autoencoder_label_weight,
@@ -183,6 +185,7 @@ class GANOverSampler(BaseOverSampler):
         self.mode_seeking_weight = mode_seeking_weight
         self.translation = translation
         self.cutout = cutout
+        self.colour_jitter = colour_jitter
         self.class_latents = class_latents
         self.autoencoder_steps = autoencoder_steps
         self.autoencoder_label_weight = autoencoder_label_weight

@@ -167,13 +167,15 @@ class TrainedGAN:
 
 
 def train_judge(x: torch.Tensor, y: torch.Tensor, n_classes: int, config: GANConfig,
-                device: torch.device = CPU) -> Judge:
+                device: torch.device = CPU, colour: bool = False) -> Judge:
     """The class judge: ``config.judge_steps`` Adam steps on the real images ``x: (N, C, H, W)`` in
     [-1, 1] with random translations; deterministic for a seed. Its loss (``config.judge_loss``):
     cross-entropy weighted by n / (K n_c), or balanced softmax (cross-entropy of the logits plus the
     log class shares, unweighted; the judge predicts with the bare logits, so every class keeps an
     equal prior). ``x`` and ``y`` stay where they are (the CPU); each minibatch is moved to
-    ``device``, where the judge trains."""
+    ``device``, where the judge trains. ``colour`` adds DiffAugment's colour op to its views (never
+    in a GAN fit: :mod:`benchmarks.judge_probe` measured what it costs, round 14 of
+    docs/gan-synthesis.md)."""
     judge = build_seeded(lambda: Judge(n_classes, x.shape[1], size=x.shape[2]), config.seed + 1).to(
         device, memory_format=torch.channels_last)
     rng = torch.Generator(device=CPU).manual_seed(config.seed + 1)
@@ -191,7 +193,7 @@ def train_judge(x: torch.Tensor, y: torch.Tensor, n_classes: int, config: GANCon
         check_stop()
         idx = torch.randint(len(x), (min(config.batch_size, len(x)),), generator=rng, device=rng.device)
         with autocast(device):
-            logits = judge(diff_augment(to_device(x[idx], device), rng, config.translation, 0.0))
+            logits = judge(diff_augment(to_device(x[idx], device), rng, config.translation, 0.0, colour))
         loss = torch.nn.functional.cross_entropy(logits.float() + shift, to_device(y[idx], device), weight=weight)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -379,6 +381,7 @@ class Minibatches:
         self.members = [torch.from_numpy(np.flatnonzero(labels.numpy() == k)) for k in range(n_classes)]
         self.class_p = torch.from_numpy(class_probabilities(labels.numpy(), n_classes, config.class_balance))
         self.z_dim, self.translation, self.cutout = config.z_dim, config.translation, config.cutout
+        self.colour = config.colour_jitter
 
     def _classes(self, n: int) -> torch.Tensor:
         return torch.multinomial(self.class_p, n, replacement=True, generator=self.rng)
@@ -398,8 +401,10 @@ class Minibatches:
     def latents(self, n: int) -> torch.Tensor:
         return to_device(torch.randn(n, self.z_dim, generator=self.rng, device=self.rng.device), self.device)
 
-    def augment(self, images: torch.Tensor) -> torch.Tensor:
-        return diff_augment(images, self.rng, self.translation, self.cutout)
+    def augment(self, images: torch.Tensor, colour: bool | None = None) -> torch.Tensor:
+        """DiffAugment of ``images``; the colour op when ``colour`` (default: the config's
+        ``colour_jitter``, which only the critic's views use)."""
+        return diff_augment(images, self.rng, self.translation, self.cutout, self.colour if colour is None else colour)
 
 
 class GeneratorLosses(NamedTuple):
@@ -465,7 +470,7 @@ def generator_step(nets: Networks, objective: losses.AdversarialLoss, config: GA
     g_total = adversarial + config.mode_seeking_weight * ms
     if guide is not None:
         with autocast(nets.device):
-            features = guide.features(batches.augment(images) if config.guide_augment else images)
+            features = guide.features(batches.augment(images, colour=False) if config.guide_augment else images)
             logits = guide.head(features).float()
         if config.guide_weight > 0:
             g_total = g_total + config.guide_weight * losses.guidance(logits, y_gen, config.guide_confidence, keep)

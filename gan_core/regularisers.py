@@ -20,14 +20,26 @@ def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, generator: 
         return ((grad.flatten(1).norm(dim=1) - 1.0) ** 2).mean()
 
 
-def diff_augment(x: torch.Tensor, generator: torch.Generator, translation: float = 0.125, cutout: float = 0.5) -> torch.Tensor:
+def diff_augment(x: torch.Tensor, generator: torch.Generator, translation: float = 0.125, cutout: float = 0.5,
+                 colour: bool = False) -> torch.Tensor:
     """Random translation (up to ``translation`` of the side, zero fill) and one square cutout
-    (``cutout`` of the side) per image, differentiable in ``x`` (Zhao et al. 2020)."""
+    (``cutout`` of the side) per image, differentiable in ``x`` (Zhao et al. 2020). With ``colour``
+    first the paper's colour op on ``x`` in [-1, 1], per image: brightness (add U(-0.5, 0.5)),
+    saturation (each pixel's distance from its channel mean times U(0, 2)) and contrast (the
+    distance from the image mean times U(0.5, 1.5)). On one channel saturation changes nothing."""
     n, _, h, w = x.shape
     device = x.device
 
     def draw(low: int, high: int) -> torch.Tensor:  # (n, 1, 1) on the generator's device, then on x's
         return torch.randint(low, high, (n, 1, 1), generator=generator, device=generator.device).to(device)
+
+    if colour:
+        u = torch.rand(n, 3, 1, 1, generator=generator, device=generator.device).to(device, x.dtype)
+        x = x + (u[:, :1] - 0.5)
+        pixel_mean = x.mean(dim=1, keepdim=True)
+        x = (x - pixel_mean) * (u[:, 1:2] * 2.0) + pixel_mean
+        image_mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (x - image_mean) * (u[:, 2:] + 0.5) + image_mean
 
     if translation > 0:
         shift_h, shift_w = max(1, int(h * translation + 0.5)), max(1, int(w * translation + 0.5))

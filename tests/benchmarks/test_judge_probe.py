@@ -21,3 +21,12 @@ def test_the_probe_trains_the_judge_with_the_settings_given(capsys):
     line = json.loads(capsys.readouterr().out)
     assert line["config"] == {"judge_steps": 5} and set(line["minority_recall"]) == {"3", "8"}
     assert 0.0 <= line["accuracy"] <= 1.0
+
+
+def test_colour_trains_a_different_judge_on_the_same_split(capsys):
+    lines = []
+    for extra in ([], ["--colour"]):
+        assert judge_probe.main(["digits", "0", '{"judge_steps": 20}', *extra]) == 0
+        lines.append(json.loads(capsys.readouterr().out))
+    assert [line["colour"] for line in lines] == [False, True]
+    assert lines[0]["minority_recall"] != lines[1]["minority_recall"] or lines[0]["accuracy"] != lines[1]["accuracy"]

@@ -229,6 +229,17 @@ def test_judge_learns_from_the_training_images_only_and_filtering_keeps_its_favo
     assert fit(filtered) > fit(unfiltered)
 
 
+def test_colour_jitter_changes_what_the_critic_sees_and_leaves_the_judge_alone(imbalanced_digits):
+    x, y = imbalanced_digits
+    x = np.repeat(x, 3, axis=1) * np.array([1.0, 0.6, 0.3], np.float32)[None, :, None, None]  # colour images
+    plain, jittered = (train_conditional_gan(x, y, 4, GANConfig(steps=4, seed=0, **TINY, colour_jitter=c))
+                       for c in (False, True))
+    for name, value in plain.judge.state_dict().items():  # the judge is trained before, and apart from, the critic
+        torch.testing.assert_close(jittered.judge.state_dict()[name], value)
+    labels = np.arange(4).repeat(4)
+    assert not np.allclose(plain.sample(labels, seed=1), jittered.sample(labels, seed=1))
+
+
 def test_synthetic_share_mixes_random_copies_of_real_items(imbalanced_digits):
     x, y = imbalanced_digits
     x_res, y_res = GANOverSampler({3: 40}, steps=3, **TINY, synthetic_share=0.5, random_state=0).fit_resample(x, y)

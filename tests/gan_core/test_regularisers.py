@@ -26,6 +26,22 @@ def test_diff_augment_is_differentiable_seeded_and_shape_preserving():
     assert torch.equal(unchanged, x)
 
 
+def test_diff_augment_colour_changes_brightness_saturation_and_contrast_per_image():
+    x = torch.rand(64, 3, 8, 8) * 2 - 1
+    plain = diff_augment(x, torch.Generator().manual_seed(2), translation=0, cutout=0)
+    jittered = diff_augment(x, torch.Generator().manual_seed(2), translation=0, cutout=0, colour=True)
+    assert torch.equal(plain, x) and not torch.allclose(jittered, x)
+    shift = (jittered - x).mean(dim=(1, 2, 3))
+    assert shift.std() > 0.1  # each image its own brightness, within the op's range
+    assert shift.abs().max() < 1.5
+    # on one channel the saturation step changes nothing: only brightness and contrast act
+    grey = torch.linspace(-1, 1, 16).view(1, 1, 4, 4)
+    out = diff_augment(grey, torch.Generator().manual_seed(3), translation=0, cutout=0, colour=True)
+    contrast = out.std() / grey.std()
+    assert 0.5 - 1e-5 <= contrast <= 1.5 + 1e-5
+    torch.testing.assert_close((out - out.mean()) / contrast, grey - grey.mean())
+
+
 def test_ema_update_moves_weights_towards_the_model_and_copies_buffers():
     model = torch.nn.BatchNorm1d(3)
     ema = copy.deepcopy(model)
