@@ -7,9 +7,9 @@ more surely than it reads the class's real images.)
 Per seed, on the seed's uncut training split (:func:`pipelines.data.splits.stratified_split`, before
 any class is cut), three judges: ``cnn10`` (the synthesis bench's uncut judge,
 :func:`benchmarks.synthesis.uncut_judge`: ``FEATURE_NET``'s 10 epochs), ``cnn30`` (the same CNN,
-30 epochs) and ``svm`` (an RBF
-SVM on standardised pixels, class-balanced, as issue 20's probe used). One JSON line per seed and
-judge: seconds, accuracy and per-class recall on validation and on test.
+30 epochs) and ``svm`` (an RBF SVM on standardised pixels, class-balanced, as issue 20's probe
+used). One JSON line per seed and judge: seconds, accuracy and per-class recall on validation and
+on test.
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ def recall_report(predicted: np.ndarray, truth: np.ndarray, names) -> dict:
 def train_judge(name: str, dataset, seed: int):
     """One judge of the module docstring, trained on ``dataset``'s uncut training split for ``seed``
     -> its ``predict(images)``."""
-    train = stratified_split(dataset, seed=seed).train
     if name == "cnn10":
         return uncut_judge(dataset, seed).predict
+    train = stratified_split(dataset, seed=seed).train
     if name == "cnn30":
         judge = CNNClassifier(**{**FEATURE_NET, "epochs": 30}, class_weight="balanced", random_state=seed + 7)
         return judge.fit(train.x, train.y, n_classes=len(train.class_names)).predict
