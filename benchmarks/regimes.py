@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -49,7 +50,7 @@ DATA = {"digits": ("3", "8"), "mnist5k": ("2", "5", "8"),
 COLOUR = {"photo-crops-32": ("photo-crops", 32)}  # the colour sets among DATA (benchmarks.colour), at their side
 FIGURES = Path(__file__).resolve().parents[1] / "docs" / "figures"
 # finished (data, cell, seed) results of a full run, so a stopped grid resumes (keyed by code_key)
-CACHE = Path(__file__).resolve().parents[1] / "out" / "bench" / "regimes"
+CACHE = Path(__file__).resolve().parent / "cache" / "regimes"
 GAIN = 0.03  # the gain the issue asks for in at least two cells, with p < SIGNIFICANCE
 SEEDS = [0, 1, 2]  # every cell
 CONFIRM_SEEDS = [3, 4]  # added to a cell where a GAN arm's difference is significant over SEEDS
@@ -111,6 +112,12 @@ def code_key() -> str:
     return digest.hexdigest()[:10]
 
 
+def cache_name(source: str, cell: int | str, seed: int, steps: int, epochs: int, key: str) -> str:
+    """The file of one cached seed: letters, digits, ``@``, ``.`` and ``-`` only (the cache is committed,
+    and a clone on any file system must hold it: no ``:`` or spaces from the long-tail cell's name)."""
+    return re.sub(r"[^A-Za-z0-9@.-]+", "-", f"{source}-{cell}-seed{seed}-{steps}steps-{epochs}epochs-{key}") + ".csv"
+
+
 def run_cell(dataset: ImageDataset, minority: tuple[str, ...], cell: int | str, seeds: list[int], steps: int,
              epochs: int, cache: Path | None = None) -> tuple[list[dict], list[float]]:
     """Every arm for every seed of one cell: the public columns of :func:`evaluate_arms`'s rows and the
@@ -120,7 +127,7 @@ def run_cell(dataset: ImageDataset, minority: tuple[str, ...], cell: int | str, 
     rows, seconds = [], []
     key = None if cache is None else code_key()  # parses every module of the key: once per cell
     for seed in seeds:
-        kept = None if cache is None else cache / f"{dataset.source}-{cell}-seed{seed}-{steps}steps-{epochs}epochs-{key}.csv"
+        kept = None if cache is None else cache / cache_name(dataset.source, cell, seed, steps, epochs, key)
         if kept is not None and kept.is_file():
             table = pd.read_csv(kept, keep_default_na=True)
             rows += table.drop(columns="gan_seconds").to_dict("records")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.regimes import LONG_TAIL, LONG_TAIL_RATIO, cell_splits, cells_of
+import re
+
+from benchmarks.regimes import LONG_TAIL, LONG_TAIL_RATIO, cache_name, cell_splits, cells_of
 from pipelines.data.sources import load_dataset
 from pipelines.data.splits import stratified_split
 
@@ -44,6 +46,14 @@ def test_a_cached_seed_is_reused_only_by_the_code_that_made_it(tmp_path, monkeyp
     assert first == regimes.code_key()
     monkeypatch.setattr(regimes, "ARMS", (*regimes.ARMS, "another"))
     assert regimes.code_key() != first
+
+
+def test_cached_seed_files_are_portable_names_one_per_cell_and_seed():
+    names = {cache_name("photo-crops@32", cell, seed, 1500, 15, "0123abcdef") for cell in (5, 50, LONG_TAIL)
+             for seed in (0, 1)}
+    assert len(names) == 6
+    assert all(re.fullmatch(r"[A-Za-z0-9@.-]+\.csv", name) for name in names)  # no ':' or spaces (committed)
+    assert cache_name("digits", LONG_TAIL, 0, 1500, 15, "k") == f"digits-long-tail-{LONG_TAIL_RATIO}-1-seed0-1500steps-15epochs-k.csv"
 
 
 def test_the_cache_key_ignores_comments_and_docstrings_but_not_code():
