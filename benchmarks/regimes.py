@@ -149,6 +149,76 @@ def run_cell(dataset: ImageDataset, minority: tuple[str, ...], cell: int | str, 
     return rows, seconds
 
 
+def measure_cell(dataset: ImageDataset, minority: tuple[str, ...], cell: int | str, seeds: list[int], steps: int,
+                 epochs: int, confirm: bool = True, cache: Path | None = CACHE):
+    """One cell as the bench measures it: ``seeds``, then :data:`CONFIRM_SEEDS` too when ``confirm``
+    and a GAN arm's difference is significant over those (:func:`significant`). The comparison of
+    every seed run and the GAN seconds."""
+    rows, seconds = run_cell(dataset, minority, cell, seeds, steps, epochs, cache)
+    comparison = summarise_comparison(rows)
+    if confirm and significant(comparison.verdicts):
+        more, extra = run_cell(dataset, minority, cell, CONFIRM_SEEDS, steps, epochs, cache)
+        rows, seconds = rows + more, seconds + extra
+        comparison = summarise_comparison(rows)
+    return comparison, seconds
+
+
+def cached_rows(data: str, key: str, cache: Path = CACHE, steps: int = GANConfig.steps,
+                epochs: int = 15) -> dict[str, list[dict]]:
+    """The rows of every cell of ``data`` with seeds cached at ``key`` (a :func:`code_key`), by cell,
+    in the grid's cell order: what a stopped grid has measured so far."""
+    dataset = dataset_of(data)
+    found = {}
+    for cell in cells_of(dataset):
+        rows = []
+        for seed in SEEDS + CONFIRM_SEEDS:
+            kept = cache / cache_name(dataset.source, cell, seed, steps, epochs, key)
+            if kept.is_file():
+                rows += pd.read_csv(kept, keep_default_na=True).drop(columns="gan_seconds").to_dict("records")
+        if rows:
+            found[str(cell)] = rows
+    return found
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m benchmarks.regimes DATA``: what the cache holds of a grid, per cell (means on
+    test and each GAN arm against validation's best non-GAN arm, as the section will show them);
+    ``--run CELLS`` first measures those cells (comma-separated, e.g. ``100,long tail 50:1``) into
+    the cache, in that order, as ``benchmarks.run`` would: the bench then takes them from there."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.regimes",
+        description="What the cache (benchmarks/cache/regimes/) holds of a regime grid, per cell: mean minority "
+                    "recall on test per arm and each GAN arm against validation's best non-GAN arm, as "
+                    "`python -m benchmarks.run --only regimes-DATA` will show them once every cell is done.")
+    parser.add_argument("data", choices=sorted(DATA))
+    parser.add_argument("--key", help="the code key of the seeds to read (default: this code's)")
+    parser.add_argument("--run", metavar="CELLS",
+                        help="first measure these cells into the cache, in this order, as the bench would "
+                             "(comma-separated, e.g. '100,long tail 50:1')")
+    args = parser.parse_args(argv)
+    dataset = dataset_of(args.data)
+    if args.run:
+        names = {str(cell): cell for cell in cells_of(dataset)}
+        asked = [name.strip() for name in args.run.split(",")]
+        for name in asked:  # every cell checked before the first trains
+            if name not in names:
+                parser.error(f"--run: no cell {name!r} in {args.data} (cells: {', '.join(names)})")
+        for name in asked:
+            measure_cell(dataset, DATA[args.data], names[name], SEEDS, GANConfig.steps, 15, cache=CACHE)
+    key = args.key or code_key()
+    found = cached_rows(args.data, key, cache=CACHE)
+    if not found:
+        print(f"no cached seeds of {args.data} at key {key} in {CACHE}")
+    for cell, rows in found.items():
+        comparison = summarise_comparison(rows)
+        primary = comparison.verdicts[comparison.verdicts["metric"] == PRIMARY]
+        print(f"\n{args.data} cell {cell}: seeds {sorted(comparison.results['seed'].unique().tolist())} (key {key})")
+        print(markdown_table(comparison.summary.set_index("arm")[[PRIMARY]].T.round(3).reset_index(names="mean on test")))
+        print(markdown_table(primary.drop(columns="metric").round(3)))
+
+
 def run(data: str, quick: bool = False) -> str:
     """The section of one data set of :data:`DATA`; its figure goes to ``docs/figures/``."""
     dataset = dataset_of(data)
@@ -159,12 +229,8 @@ def run(data: str, quick: bool = False) -> str:
     figures = Path(tempfile.gettempdir()) if quick else FIGURES  # a quick run leaves docs/ alone
     verdicts, means, regimes, gan_seconds = [], [], {}, []
     for cell in cells:
-        rows, seconds = run_cell(dataset, DATA[data], cell, seeds, steps, epochs, None if quick else CACHE)
-        comparison = summarise_comparison(rows)
-        if not quick and significant(comparison.verdicts):
-            more, extra = run_cell(dataset, DATA[data], cell, CONFIRM_SEEDS, steps, epochs, CACHE)
-            rows, seconds = rows + more, seconds + extra
-            comparison = summarise_comparison(rows)
+        comparison, seconds = measure_cell(dataset, DATA[data], cell, seeds, steps, epochs, confirm=not quick,
+                                           cache=None if quick else CACHE)
         gan_seconds += seconds
         regimes[str(cell)] = regime_text(comparison.results)
         verdicts.append(comparison.verdicts.assign(cell=str(cell), seeds=comparison.results["seed"].nunique()))
@@ -246,3 +312,7 @@ def section(data: str, cells, seeds, steps, epochs, verdicts: pd.DataFrame, mean
         f"Mean {PRIMARY} on test per cell and arm:\n",
         markdown_table(shown),
     ])
+
+
+if __name__ == "__main__":
+    main()

@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 import re
+import shutil
+from pathlib import Path
 
+import pytest
 from benchmarks.regimes import LONG_TAIL, LONG_TAIL_RATIO, cache_name, cell_splits, cells_of
 from pipelines.data.sources import load_dataset
 from pipelines.data.splits import stratified_split
@@ -106,3 +109,64 @@ def test_the_grid_builds_each_data_set_the_colour_one_in_colour_with_its_minorit
     assert cells_of(crops) == [*COUNTS, LONG_TAIL]  # 400 crops a class: every step count fits
     digits = dataset_of("digits")
     assert digits.x.shape[1] == 1 and digits.source == load_dataset("digits").source
+
+
+def _cache_with(tmp_path: Path, files: dict[str, str]) -> Path:
+    """A cache folder holding committed digits seeds (key 4d8613b948) under other names."""
+    from benchmarks import regimes
+
+    for source, target in files.items():
+        shutil.copy(regimes.CACHE / f"digits-{source}-1500steps-15epochs-4d8613b948.csv", tmp_path / target)
+    return tmp_path
+
+
+def test_cached_rows_are_those_of_the_key_by_cell_in_grid_order(tmp_path):
+    from benchmarks.regimes import cached_rows
+
+    cache = _cache_with(tmp_path, {
+        "long-tail-50-1-seed0": "digits-long-tail-50-1-seed0-1500steps-15epochs-k1.csv",
+        "5-seed0": "digits-5-seed0-1500steps-15epochs-k1.csv",
+        "5-seed1": "digits-5-seed3-1500steps-15epochs-k1.csv",
+        "10-seed0": "digits-10-seed0-1500steps-15epochs-k2.csv"})
+    found = cached_rows("digits", "k1", cache=cache)
+    assert list(found) == ["5", LONG_TAIL]  # cell 10 is cached at another key only
+    assert sorted({row["seed"] for row in found["5"]}) == [0, 1]  # what the files hold, whatever their name
+    assert len(found["5"]) == 2 * len(found[LONG_TAIL])
+
+
+def test_the_summary_command_prints_each_cached_cell_and_rejects_an_unknown_cell_before_training(
+        tmp_path, monkeypatch, capsys):
+    from benchmarks import regimes
+
+    cache = _cache_with(tmp_path, {"5-seed0": "digits-5-seed0-1500steps-15epochs-k1.csv",
+                                   "5-seed1": "digits-5-seed1-1500steps-15epochs-k1.csv"})
+    monkeypatch.setattr(regimes, "CACHE", cache)
+    regimes.main(["digits", "--key", "k1"])
+    out = capsys.readouterr().out
+    assert "digits cell 5: seeds [0, 1] (key k1)" in out and "| gan+albumentations |" in out
+    regimes.main(["digits", "--key", "nothing"])
+    assert "no cached seeds of digits at key nothing" in capsys.readouterr().out
+    monkeypatch.setattr(regimes, "measure_cell", lambda *a, **k: pytest.fail("trained before checking the cells"))
+    with pytest.raises(SystemExit):
+        regimes.main(["digits", "--run", "5,7"])
+    assert "no cell '7' in digits" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("differs, confirm, runs", [(True, True, 2), (False, True, 1), (True, False, 1)])
+def test_a_measured_cell_takes_the_confirmation_seeds_only_when_asked_and_significant(monkeypatch, differs,
+                                                                                       confirm, runs):
+    from benchmarks import regimes
+
+    rows = regimes.cached_rows("digits", "4d8613b948")["5"]  # five committed seeds of a real cell
+    calls = []
+
+    def run_cell(dataset, minority, cell, seeds, *args):
+        calls.append(seeds)
+        return [row for row in rows if row["seed"] in seeds], [30.0] * len(seeds)
+
+    monkeypatch.setattr(regimes, "run_cell", run_cell)
+    monkeypatch.setattr(regimes, "significant", lambda verdicts: differs)
+    comparison, seconds = regimes.measure_cell(None, ("3", "8"), 5, regimes.SEEDS, 1500, 15, confirm=confirm)
+    assert calls == [regimes.SEEDS, regimes.CONFIRM_SEEDS][:runs]
+    assert sorted(comparison.results["seed"].unique()) == sorted(sum(calls, []))
+    assert len(seconds) == len(sum(calls, []))
