@@ -64,10 +64,25 @@ def _commit() -> str:
     return head + ("+changes" if dirty else "")
 
 
+def _cpu() -> str:
+    """The processor and the kernels torch picked for it (e.g. ``AMD EPYC, AVX512 kernels``): two hosts
+    of one cloud type can differ in both, and with them in speed and in the last bits of every
+    float a GAN's training amplifies (round 15 of docs/gan-synthesis.md)."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {torch.backends.cpu.get_cpu_capability()} kernels"
+
+
 def _section(name: str, body: str, quick: bool) -> str:
     command = f"python -m benchmarks.run --only {name}" + (" --quick" if quick else "")
     stamp = (f"_Produced by `{command}` at commit {_commit()} on {dt.date.today().isoformat()}: "
-             f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}._")
+             f"{platform.machine()} ({_cpu()}), {torch.get_num_threads()} torch threads, torch {torch.__version__}._")
     warning = "\n**Quick mode**: tiny settings that only check the machinery; the numbers mean little.\n" if quick else ""
     return f"<!-- bench:{name} -->\n{body.strip()}\n\n{stamp}\n{warning}<!-- /bench:{name} -->"
 
