@@ -212,6 +212,12 @@ def main(argv: list[str] | None = None) -> None:
     if not found:
         print(f"no cached seeds of {args.data} at key {key} in {CACHE}")
     for cell, rows in found.items():
+        seeds = sorted({row["seed"] for row in rows})
+        if len(seeds) < 2:  # a cell the grid has just begun: its means, no interval yet
+            means = pd.DataFrame(rows).groupby("arm", sort=False)[[PRIMARY]].mean()
+            print(f"\n{args.data} cell {cell}: seeds {seeds} (key {key}; one seed: no interval or test yet)")
+            print(markdown_table(means.T.round(3).reset_index(names="mean on test")))
+            continue
         comparison = summarise_comparison(rows)
         primary = comparison.verdicts[comparison.verdicts["metric"] == PRIMARY]
         print(f"\n{args.data} cell {cell}: seeds {sorted(comparison.results['seed'].unique().tolist())} (key {key})")

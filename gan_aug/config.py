@@ -33,7 +33,10 @@ class GANConfig(GANTrainingConfig):
     ``colour_jitter`` adds DiffAugment's colour op (brightness, saturation, contrast) to the
     critic's views of real and fake images only; the judge and its view of the fakes keep colour
     as it is (it is a class cue; with the op the judge knew the minority classes less well, round
-    14 of docs/gan-synthesis.md)."""
+    14 of docs/gan-synthesis.md).
+    ``adc_weight > 0`` gives the critic a classifier head over real and fake of every class (ADC-GAN,
+    Hou et al. 2022) that trains with it, and adds the generator's side of that loss with this
+    weight: a class guide that keeps learning, where the judge is frozen (off by default; round 16)."""
 
     steps: int = 1500
     z_dim: int = 64
@@ -55,6 +58,7 @@ class GANConfig(GANTrainingConfig):
     autoencoder_steps: int = 1000
     autoencoder_label_weight: float = 0.0
     lecam_weight: float = 0.0
+    adc_weight: float = 0.0
     memorisation_rejection: float = 0.0
     judge_steps: int = 800
     judge_loss: str = "balanced_softmax"
@@ -77,6 +81,8 @@ class GANConfig(GANTrainingConfig):
             raise ValueError(f"feature_match_weight must be >= 0, got {self.feature_match_weight}")
         if self.autoencoder_steps < 1:
             raise ValueError(f"autoencoder_steps must be >= 1, got {self.autoencoder_steps}")
+        if self.adc_weight < 0:
+            raise ValueError(f"adc_weight must be >= 0, got {self.adc_weight}")
         if self.autoencoder_label_weight < 0:
             raise ValueError(f"autoencoder_label_weight must be >= 0, got {self.autoencoder_label_weight}")
         if self.judge_loss not in JUDGE_LOSSES:

@@ -66,6 +66,23 @@ def mode_seeking(fake_a: torch.Tensor, fake_b: torch.Tensor, z_a: torch.Tensor, 
     return 1.0 / ((image_gap / latent_gap).mean() + 1e-5)
 
 
+def adc_critic(real_logits: torch.Tensor, real_labels: torch.Tensor, fake_logits: torch.Tensor,
+               fake_labels: torch.Tensor) -> torch.Tensor:
+    """The critic's classifier loss of ADC-GAN (Hou et al. 2022): ``2K`` classes, real images of
+    class ``k`` are ``2k``, fakes asked for ``k`` are ``2k + 1``. ``*_logits: (B, 2K)``, ``*_labels: (B,)``."""
+    return F.cross_entropy(real_logits, 2 * real_labels) + F.cross_entropy(fake_logits, 2 * fake_labels + 1)
+
+
+def adc_generator(fake_logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The generator's side of ADC-GAN: look like a real image of the asked class (``2k``) and unlike
+    a fake of it (``2k + 1``), as the critic's classifier head reads it now. Unlike a frozen judge the
+    head keeps learning which fakes give themselves away, so it cannot be fooled once for good.
+    ``weights: (B,)`` as in :func:`adversarial_generator_loss`."""
+    real = F.cross_entropy(fake_logits, 2 * labels, reduction="none")
+    fake = F.cross_entropy(fake_logits, 2 * labels + 1, reduction="none")
+    return _weighted_mean(real - fake, weights)
+
+
 def guidance(logits: torch.Tensor, labels: torch.Tensor, confidence: float = 0.0,
              weights: torch.Tensor | None = None) -> torch.Tensor:
     """The judge's cross-entropy of the asked class, only above ``-log(confidence)``: an image the

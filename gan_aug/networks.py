@@ -112,7 +112,7 @@ class Discriminator(nn.Module):
     ``D(x, y) = psi(phi(x)) + <embed(y), phi(x)>``, one unbounded score per image.
     """
 
-    def __init__(self, n_classes: int, channels: int, size: int, width: int = 32) -> None:
+    def __init__(self, n_classes: int, channels: int, size: int, width: int = 32, classifier: bool = False) -> None:
         super().__init__()
         stages = upsampling_stages(size)
         layers: list[nn.Module] = [spectral_norm(nn.Conv2d(channels, width, 3, padding=1)), nn.LeakyReLU(0.2)]
@@ -125,10 +125,19 @@ class Discriminator(nn.Module):
         self.features = nn.Sequential(*layers)
         self.linear = spectral_norm(nn.Linear(c, 1))
         self.embed = spectral_norm(nn.Embedding(n_classes, c))
+        # built last, so that the layers above draw the same initial weights with or without it
+        self.classify = spectral_norm(nn.Linear(c, 2 * n_classes)) if classifier else None
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.scores(x, y)[0]
+
+    def scores(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(D(x, y): (N,), logits: (N, 2 * n_classes) or None)``: with the classifier head (ADC-GAN,
+        Hou et al. 2022), logits over "real of class k" (``2k``) and "fake of class k" (``2k + 1``)
+        from the same pooled features."""
         h = self.features(x).sum(dim=(2, 3))
-        return self.linear(h).squeeze(1) + (self.embed(y) * h).sum(dim=1)
+        score = self.linear(h).squeeze(1) + (self.embed(y) * h).sum(dim=1)
+        return score, (self.classify(h) if self.classify is not None else None)
 
 
 

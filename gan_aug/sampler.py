@@ -105,6 +105,7 @@ class GANOverSampler(BaseOverSampler):
         "autoencoder_steps": _integers_from(1),
         "autoencoder_label_weight": _NON_NEGATIVE,
         "lecam_weight": _NON_NEGATIVE,
+        "adc_weight": _NON_NEGATIVE,
         "memorisation_rejection": _fraction(),
         "judge_steps": _integers_from(0),
         "judge_loss": [StrOptions(set(JUDGE_LOSSES))],
@@ -149,6 +150,7 @@ class GANOverSampler(BaseOverSampler):
         autoencoder_steps: int = GANConfig.autoencoder_steps,
         autoencoder_label_weight: float = GANConfig.autoencoder_label_weight,
         lecam_weight: float = GANConfig.lecam_weight,
+        adc_weight: float = GANConfig.adc_weight,
         memorisation_rejection: float = GANConfig.memorisation_rejection,
         judge_steps: int = GANConfig.judge_steps,
         judge_loss: str = GANConfig.judge_loss,
@@ -190,6 +192,7 @@ class GANOverSampler(BaseOverSampler):
         self.autoencoder_steps = autoencoder_steps
         self.autoencoder_label_weight = autoencoder_label_weight
         self.lecam_weight = lecam_weight
+        self.adc_weight = adc_weight
         self.memorisation_rejection = memorisation_rejection
         self.judge_steps = judge_steps
         self.judge_loss = judge_loss

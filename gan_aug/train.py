@@ -352,7 +352,7 @@ class Networks:
     def __init__(self, n_classes: int, channels: int, size: int, config: GANConfig, device: torch.device = CPU) -> None:
         generator, discriminator = build_seeded(lambda: (
             Generator(n_classes, channels, size, config.z_dim, config.width, config.class_latents),
-            Discriminator(n_classes, channels, size, config.width)), config.seed)
+            Discriminator(n_classes, channels, size, config.width, classifier=config.adc_weight > 0)), config.seed)
         self.device = device
         # channels-last: the convolutions run 10-20% faster on the CPU (oneDNN) and on CUDA, same maths
         self.generator = generator.to(device, memory_format=torch.channels_last)
@@ -438,11 +438,14 @@ def critic_step(nets: Networks, objective: losses.AdversarialLoss, batches: Mini
         attached = nets.generator(z, y_fake).float()
     x_fake = attached.detach()
     with autocast(nets.device):
-        real_scores = nets.discriminator(batches.augment(x_real), y_real).float()
-        fake_scores = nets.discriminator(batches.augment(x_fake), y_fake).float()
+        real_scores, real_logits = nets.discriminator.scores(batches.augment(x_real), y_real)
+        fake_scores, fake_logits = nets.discriminator.scores(batches.augment(x_fake), y_fake)
+    real_scores, fake_scores = real_scores.float(), fake_scores.float()
     # losses and the gradient penalty: float32, outside autocast
     d_loss = objective.critic(real_scores, fake_scores,
                               lambda: gradient_penalty(nets.discriminator, x_real, x_fake, batches.rng, y_real))
+    if config.adc_weight > 0:
+        d_loss = d_loss + config.adc_weight * losses.adc_critic(real_logits.float(), y_real, fake_logits.float(), y_fake)
     if config.lecam_weight > 0:
         d_loss = d_loss + config.lecam_weight * losses.lecam(real_scores, fake_scores, lecam_anchors)
     nets.opt_d.zero_grad(set_to_none=True)
@@ -464,10 +467,12 @@ def generator_step(nets: Networks, objective: losses.AdversarialLoss, config: GA
     # the critic's weights get no gradient here: backward goes through it to the images only
     nets.discriminator.requires_grad_(False)
     with autocast(nets.device):
-        fake_scores = nets.discriminator(batches.augment(images), y_gen).float()
-    adversarial = objective.generator(fake_scores, keep)
+        fake_scores, fake_logits = nets.discriminator.scores(batches.augment(images), y_gen)
+    adversarial = objective.generator(fake_scores.float(), keep)
     ms = losses.mode_seeking(images[:half], images[half:], z[:half], z[half:])
     g_total = adversarial + config.mode_seeking_weight * ms
+    if config.adc_weight > 0:
+        g_total = g_total + config.adc_weight * losses.adc_generator(fake_logits.float(), y_gen, keep)
     if guide is not None:
         with autocast(nets.device):
             features = guide.features(batches.augment(images, colour=False) if config.guide_augment else images)

@@ -139,11 +139,15 @@ def test_the_summary_command_prints_each_cached_cell_and_rejects_an_unknown_cell
     from benchmarks import regimes
 
     cache = _cache_with(tmp_path, {"5-seed0": "digits-5-seed0-1500steps-15epochs-k1.csv",
-                                   "5-seed1": "digits-5-seed1-1500steps-15epochs-k1.csv"})
+                                   "5-seed1": "digits-5-seed1-1500steps-15epochs-k1.csv",
+                                   "10-seed0": "digits-10-seed0-1500steps-15epochs-k1.csv"})
     monkeypatch.setattr(regimes, "CACHE", cache)
     regimes.main(["digits", "--key", "k1"])
     out = capsys.readouterr().out
     assert "digits cell 5: seeds [0, 1] (key k1)" in out and "| gan+albumentations |" in out
+    # a cell with one seed so far (the grid has just begun it) prints its means without an interval
+    assert "digits cell 10: seeds [0] (key k1; one seed: no interval or test yet)" in out
+    assert out.count("| minority_recall |") == 2
     regimes.main(["digits", "--key", "nothing"])
     assert "no cached seeds of digits at key nothing" in capsys.readouterr().out
     monkeypatch.setattr(regimes, "measure_cell", lambda *a, **k: pytest.fail("trained before checking the cells"))

@@ -108,3 +108,33 @@ def test_class_feature_support_pulls_each_image_to_the_nearest_real_one_of_its_c
     assert loss.item() == pytest.approx(((1.0) / 2 + (100.0 + 100.0) / 2) / 2)
     loss.backward()
     assert fakes.grad[0, 0] > 0 and fakes.grad[1, 0] < 0 and fakes.grad[1, 1] < 0  # towards (4, 0) and (10, 10)
+
+
+def test_adc_losses_read_real_of_class_k_as_2k_and_fake_as_2k_plus_1():
+    labels = torch.tensor([0, 2])
+    as_real = torch.full((2, 6), -10.0)
+    as_real[torch.arange(2), 2 * labels] = 10.0  # the head says "real image of its class"
+    as_fake = torch.full((2, 6), -10.0)
+    as_fake[torch.arange(2), 2 * labels + 1] = 10.0  # "fake of its class"
+    assert losses.adc_critic(as_real, labels, as_fake, labels) < 1e-6  # a critic that is right pays nothing
+    assert losses.adc_critic(as_fake, labels, as_real, labels) > 10
+    # the generator gains when its fakes read as real images of the asked class, and loses otherwise
+    assert losses.adc_generator(as_real, labels) < -10 < 10 < losses.adc_generator(as_fake, labels)
+    # weight-0 fakes count for nothing
+    assert losses.adc_generator(torch.cat([as_real, as_fake]), labels.repeat(2), torch.tensor([1.0, 1, 0, 0])) < -10
+
+
+def test_the_classifier_head_is_built_last_and_shares_the_critic_features():
+    torch.manual_seed(0)
+    plain = Discriminator(n_classes=3, channels=3, size=16, width=8)
+    torch.manual_seed(0)
+    headed = Discriminator(n_classes=3, channels=3, size=16, width=8, classifier=True)
+    assert plain.classify is None and not any(k.startswith("classify") for k in plain.state_dict())
+    for name, value in plain.state_dict().items():  # the same initial weights with or without the head
+        torch.testing.assert_close(headed.state_dict()[name], value)
+    plain.eval(), headed.eval()  # (spectral norm's power iteration would step on every forward in training)
+    x, y = torch.randn(5, 3, 16, 16), torch.tensor([0, 1, 2, 0, 1])
+    score, logits = headed.scores(x, y)
+    assert logits.shape == (5, 6) and plain.scores(x, y)[1] is None
+    torch.testing.assert_close(score, plain(x, y))
+    torch.testing.assert_close(headed(x, y), plain(x, y))

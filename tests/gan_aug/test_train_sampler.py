@@ -184,11 +184,36 @@ def test_hinge_loss_trains_the_critic_with_hinge_only(imbalanced_digits, monkeyp
     assert calls["gp"] == 2 and calls["hinge"] == 2
 
 
+def test_adc_option_trains_the_critic_head_and_steers_the_generator(imbalanced_digits, monkeypatch):
+    """``adc_weight`` adds the classifier head's loss to every critic and generator step; without it
+    no head exists and neither loss is computed (the default trains as before)."""
+    x, y = imbalanced_digits
+    calls = {"adc_critic": 0, "adc_generator": 0}
+    for name in calls:
+        real = getattr(gan_train.losses, name)
+        monkeypatch.setattr(gan_train.losses, name, lambda *a, _real=real, _key=name, **k:
+                            calls.__setitem__(_key, calls[_key] + 1) or _real(*a, **k))
+    critics = []
+    networks = gan_train.Networks
+    monkeypatch.setattr(gan_train, "Networks", lambda *a, **k: (critics.append(networks(*a, **k)), critics[-1])[1])
+    plain = train_conditional_gan(x, y, 4, GANConfig(steps=3, seed=0, **TINY))
+    assert calls == {"adc_critic": 0, "adc_generator": 0}
+    headed = train_conditional_gan(x, y, 4, GANConfig(steps=3, seed=0, adc_weight=1.0, **TINY))
+    assert calls == {"adc_critic": 3, "adc_generator": 3}
+    assert critics[0].discriminator.classify is None
+    head = critics[1].discriminator.classify
+    assert head is not None and head.weight_orig.grad is not None  # it trained with the critic
+    labels = np.arange(4).repeat(4)
+    assert not np.allclose(plain.sample(labels, seed=1), headed.sample(labels, seed=1))
+
+
 def test_bad_config_is_refused():
     with pytest.raises(ValueError, match="loss must be"):
         GANConfig(loss="lsgan")
     with pytest.raises(ValueError, match="judge_loss must be one of 'weighted', 'balanced_softmax', got 'focal'"):
         GANConfig(judge_loss="focal")
+    with pytest.raises(ValueError, match="adc_weight must be >= 0"):
+        GANConfig(adc_weight=-1.0)
 
 
 @pytest.mark.parametrize("loss", ["weighted", "balanced_softmax"])
