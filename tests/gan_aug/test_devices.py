@@ -16,8 +16,8 @@ TINY = {"width": 8, "z_dim": 16, "batch_size": 16, "judge_steps": 3}
 CUDA = torch.cuda.is_available()
 # every part that touches a tensor: judge, guidance, label filter, memorisation rejection, LeCam, ADC head,
 # the novelty filter, previews, checkpoints; the two objectives (the gradient penalty is WGAN-GP's)
-EVERYTHING = {"guide_weight": 1.0, "filter_candidates": 2, "memorisation_rejection": 0.1, "lecam_weight": 0.1, "adc_weight": 0.5,
-              "novelty_quantile": 0.1, "checkpoint_every": 2}
+EVERYTHING = {"guide_weight": 1.0, "filter_candidates": 2, "memorisation_rejection": 0.1, "lecam_weight": 0.1,
+              "adc_weight": 0.5, "novelty_quantile": 0.1, "checkpoint_every": 2}
 
 
 @pytest.fixture(scope="module")
