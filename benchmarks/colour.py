@@ -73,7 +73,16 @@ def photo_crops(side: int = 32, seed: int = 0, per_class: int = CROPS_PER_CLASS)
                         class_names=tuple(names), item_ids=tuple(ids), source=f"photo-crops@{side}")
 
 
-SETS = {"colour-mnist": colour_mnist, "photo-crops": photo_crops}
+def grey_mnist(side: int = 32, seed: int = 0) -> ImageDataset:
+    """mnist5k as it is (grey) at ``side x side``: the control that tells a failure of colour from one
+    of size in the colour-mnist probes (``(5000, 1, side, side)``)."""
+    grey = load_dataset("mnist5k")
+    x = grey.x if side == grey.x.shape[-1] else resize_images(grey.x, side)
+    return ImageDataset(x=x, y=grey.y, class_names=grey.class_names, item_ids=grey.item_ids,
+                        source=f"grey-mnist@{side}")
+
+
+SETS = {"colour-mnist": colour_mnist, "photo-crops": photo_crops, "grey-mnist": grey_mnist}
 
 
 def load_colour(name: str, side: int) -> ImageDataset:

@@ -3,6 +3,8 @@
     python -m benchmarks.gan_probe digits 0 '{"guide_confidence": 0.5}'
     python -m benchmarks.gan_probe mnist5k 0 '{}' ros,gan
     python -m benchmarks.gan_probe photo-crops-32 0 '{}' ''     # a colour setting; '' runs no arms
+    python -m benchmarks.gan_probe grey-mnist-64 0 '{}' ''      # colour-mnist-64's digits in grey
+    python -m benchmarks.gan_probe colour-mnist-32 0 '{}' '' --oracle-judge   # a diagnostic (round 17)
 
 Trains one GAN (`GANOverSampler` defaults plus the JSON overrides of `GANConfig` fields) on the
 seed's training split of the `synthesis` benchmark setting, then prints one JSON line: GAN seconds,
@@ -26,12 +28,17 @@ from benchmarks.colour import load_colour
 from benchmarks.synthesis import COLOUR_SETTINGS, SETTINGS, uncut_judge, uncut_judge_agreement
 from gan_aug import GANOverSampler
 from pipelines.data.sources import load_dataset
+from pipelines.data.splits import stratified_split
 from pipelines.evaluation.compare import evaluate_arms, seed_splits
 from pipelines.evaluation.quality import memorisation
 from pipelines.evaluation.sample_quality import SAMPLES, compare_sample_quality
 
 
 COLOUR = {f"{name}-{side}": (name, side, minority) for name, side, minority in COLOUR_SETTINGS}
+# probe-only settings that split colour-mnist-64's failure into one of colour and one of size: the
+# same digits and minority cut, in colour at 32 px and in grey at 64 px
+COLOUR.update({"colour-mnist-32": ("colour-mnist", 32, COLOUR["colour-mnist-64"][2]),
+               "grey-mnist-64": ("grey-mnist", 64, COLOUR["colour-mnist-64"][2])})
 
 
 def setting_parser(doc: str) -> argparse.ArgumentParser:
@@ -53,12 +60,35 @@ def load_setting(data: str, seed: int):
     return (dataset, *seed_splits(dataset, dict(minority), seed))
 
 
+def use_uncut_judge(dataset, seed: int) -> None:
+    """Make every GAN fit of this process train its class judge on the seed's uncut training split
+    (the same images, before the minority classes were cut) instead of the data it is given."""
+    import torch
+
+    from gan_aug import train
+
+    uncut = stratified_split(dataset, seed=seed).train
+    x, y = torch.from_numpy(uncut.x) * 2.0 - 1.0, torch.from_numpy(np.asarray(uncut.y, dtype=np.int64))
+    given = train.train_judge
+
+    def oracle(_x, _y, n_classes, config, device, *args, **kwargs):
+        return given(x, y, n_classes, config, device, *args, **kwargs)
+
+    train.train_judge = oracle
+
+
 def main(argv=None) -> int:
     parser = setting_parser(__doc__)
     parser.add_argument("arms", nargs="?", default="ros,gan", help="comma-separated compare arms")
+    parser.add_argument("--oracle-judge", action="store_true",
+                        help="diagnostic only: the GAN's class judge trains on the uncut training split "
+                             "(every image of the minority classes), which no real fit can do; it tells a "
+                             "generator that cannot draw the class from a guide that does not know it")
     args = parser.parse_args(argv)
     overrides = json.loads(args.config)
     dataset, splits, minority_idx, targets = load_setting(args.data, args.seed)
+    if args.oracle_judge:
+        use_uncut_judge(dataset, args.seed)
     gan = GANOverSampler(random_state=args.seed, **overrides).fit(splits.train.x, splits.train.y)
     quality = compare_sample_quality(splits, lambda labels, s: gan.generate(labels, seed=s + 10_000), minority_idx,
                                      args.seed)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.colour import MIN_COLOUR_DISTANCE, colour_mnist, photo_crops
+from benchmarks.colour import MIN_COLOUR_DISTANCE, colour_mnist, grey_mnist, photo_crops
+from pipelines.data.sources import load_dataset
 
 
 def test_recoloured_digits_keep_the_labels_and_vary_the_colour():
@@ -27,3 +28,15 @@ def test_photo_crops_are_eight_balanced_classes_of_distinct_texture():
     means = np.stack([crops.x[crops.y == k].mean(axis=(0, 2, 3)) for k in range(8)])
     assert len({tuple(np.round(m, 2)) for m in means}) == 8  # every class has its own mean colour
     assert np.array_equal(photo_crops(16, per_class=20).x, crops.x)
+
+
+def test_grey_mnist_is_mnist5k_resized_the_control_for_colour():
+    grey, mnist = grey_mnist(64), load_dataset("mnist5k")
+    assert grey.x.shape == (5000, 1, 64, 64) and np.array_equal(grey.y, mnist.y)
+    # the same digits: each resized image is closer to its own original than to the next one
+    from pipelines.data.images import resize_images
+    back = resize_images(grey.x[:50], 28)
+    own = np.abs(back - mnist.x[:50]).mean(axis=(1, 2, 3))
+    other = np.abs(back - np.roll(mnist.x[:50], 1, axis=0)).mean(axis=(1, 2, 3))
+    assert (own < other).all()
+    assert np.array_equal(grey_mnist(28).x, mnist.x)  # at its own side, unchanged
