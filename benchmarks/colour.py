@@ -73,7 +73,7 @@ def photo_crops(side: int = 32, seed: int = 0, per_class: int = CROPS_PER_CLASS)
                         class_names=tuple(names), item_ids=tuple(ids), source=f"photo-crops@{side}")
 
 
-def grey_mnist(side: int = 32, seed: int = 0) -> ImageDataset:
+def grey_mnist(side: int = 32) -> ImageDataset:
     """mnist5k as it is (grey) at ``side x side``: the control that tells a failure of colour from one
     of size in the colour-mnist probes (``(5000, 1, side, side)``)."""
     grey = load_dataset("mnist5k")

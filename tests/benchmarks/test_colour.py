@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.colour import MIN_COLOUR_DISTANCE, colour_mnist, grey_mnist, photo_crops
+from pipelines.data.images import resize_images
 from pipelines.data.sources import load_dataset
 
 
@@ -34,7 +35,6 @@ def test_grey_mnist_is_mnist5k_resized_the_control_for_colour():
     grey, mnist = grey_mnist(64), load_dataset("mnist5k")
     assert grey.x.shape == (5000, 1, 64, 64) and np.array_equal(grey.y, mnist.y)
     # the same digits: each resized image is closer to its own original than to the next one
-    from pipelines.data.images import resize_images
     back = resize_images(grey.x[:50], 28)
     own = np.abs(back - mnist.x[:50]).mean(axis=(1, 2, 3))
     other = np.abs(back - np.roll(mnist.x[:50], 1, axis=0)).mean(axis=(1, 2, 3))
