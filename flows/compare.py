@@ -33,7 +33,7 @@ def train_gan_for_arms(train: ImageDataset, seed: int, steps: int, registered: R
     generator, when it was trained on exactly this training split (same digest), so it has seen no
     item of this seed's validation or test split."""
     if registered is not None and dataset_digest(train.x, train.y) == registered.train_digest:
-        return registered
+        return registered.on(device)
     logger = run_logger()
 
     def progress(step: int, total: int, metrics: dict) -> None:
@@ -58,8 +58,21 @@ class Registered:
             raise GanpipeError(f"{uri} has no train_digest tag (register it with ganpipe augment)")
         self.sampler = load_estimator(self.source)
 
-    def __call__(self, labels, seed: int):
-        return self.sampler.generate(labels, seed=seed)
+    def on(self, device: str) -> Synthesise:
+        """The synthesise function ``(labels, seed) -> images`` of this generator, sampling on ``device``
+        (resolved here, where the seed runs: a Dask worker's own GPU, or the CPU ``--device cpu`` asks
+        for even on a GPU host)."""
+        self.sampler.device_ = resolve_device(device)
+        self.sampler.gan_.to(self.sampler.device_)
+        return self.sampler.generate
+
+    def __getstate__(self) -> dict:
+        # to a Dask worker as plain CPU data (the sampler's state dict), so a worker without the
+        # parent's GPU loads it; the worker places it on its own device (:meth:`on`)
+        return {**self.__dict__, "sampler": self.sampler.state_dict()}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, sampler=GANOverSampler.from_state_dict(state["sampler"], device="cpu"))
 
 
 @dataclass(frozen=True)

@@ -89,13 +89,25 @@ def device_name(device: torch.device) -> str:
     return str(device)
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on a CUDA device that supports bf16 (convolutions and matmuls in bf16, losses,
-    reductions and normalisations in float32, with no loss scaling needed); nothing elsewhere. The
-    CPU path stays float32, so its numbers do not change."""
+def native_bf16(device: torch.device) -> bool:
+    """Whether the CUDA GPU ``device`` computes in bf16 natively: compute capability 8.0 or later
+    (Ampere, Ada, Hopper and on); ROCm answers for itself. Not ``torch.cuda.is_bf16_supported()``
+    alone: it also says yes where bf16 is only emulated (a V100 or T4: slower than float32), and
+    it asks about the current GPU, not ``device``."""
     import torch
 
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+    if torch.version.hip:
+        return torch.cuda.is_bf16_supported()
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on a CUDA device with native bf16 (:func:`native_bf16`; convolutions and matmuls
+    in bf16, losses, reductions and normalisations in float32, with no loss scaling needed); nothing
+    elsewhere: an older GPU and the CPU run float32, so the CPU's numbers do not change."""
+    import torch
+
+    if device.type == "cuda" and native_bf16(device):
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return nullcontext()
 

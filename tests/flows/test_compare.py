@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import pickle
 import re
 from urllib.parse import parse_qs, urlparse
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -13,9 +15,11 @@ import pipelines.evaluation.compare as experiment
 from flows.cli import main
 from pipelines.errors import GanpipeError
 from flows.params import CompareParams
+from gan_aug import GANOverSampler
 from pipelines.data.sources import load_dataset
 from pipelines.data.splits import stratified_split
 from pipelines.evaluation.arms import ARMS
+from pipelines.tracking.runs import dataset_digest
 from pipelines.tracking.views import view_state
 
 # a short class judge (800 steps by default): the GAN arms' GAN settings reach the GAN (see the device test)
@@ -151,3 +155,23 @@ def test_the_device_reaches_every_seeds_classifier_and_gan(mlflow_store, tmp_pat
     assert sorted((k["judge_steps"], k["steps"], k["random_state"]) for k in trained) == [(20, 3, 0), (20, 3, 1)]
     params = MlflowClient(tracking_uri=mlflow_store).get_run(result["run_id"]).data.params
     assert params["device"] == "cpu" and params["device_name"] == "cpu" and params["gan.judge_steps"] == "20"
+
+
+def test_a_registered_generator_travels_to_workers_as_plain_cpu_data_and_samples_where_the_seed_runs():
+    train = stratified_split(load_dataset("digits"), seed=0).train
+    registered = compare.Registered.__new__(compare.Registered)  # what __init__ reads from the registry
+    registered.source, registered.train_digest = "models:/g/1", dataset_digest(train.x, train.y)
+    registered.sampler = GANOverSampler(steps=4, width=4, z_dim=8, batch_size=16, judge_steps=2, novelty_draws=1,
+                                        autoencoder_steps=2, device="cpu", random_state=0).fit(train.x, train.y)
+    labels = np.array([3, 8, 3])
+    expected = compare.train_gan_for_arms(train, seed=0, steps=4, registered=registered, device="cpu")(labels, 7)
+
+    state = registered.__getstate__()
+    assert isinstance(state["sampler"], dict) and not isinstance(state["sampler"], GANOverSampler)
+    tensors = [v for v in state["sampler"]["gan"]["generator"].values() if isinstance(v, torch.Tensor)]
+    assert tensors and all(t.device.type == "cpu" for t in tensors)
+    worker = pickle.loads(pickle.dumps(registered))  # what a Dask worker receives
+    assert (worker.source, worker.train_digest) == (registered.source, registered.train_digest)
+    synthesise = compare.train_gan_for_arms(train, seed=0, steps=4, registered=worker, device="cpu")
+    assert worker.sampler.device_ == torch.device("cpu")
+    np.testing.assert_array_equal(synthesise(labels, 7), expected)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
 
-from pipelines.devices import autocast, check_device_spec, pick_device, resolve_device, to_device
+from pipelines.devices import autocast, check_device_spec, native_bf16, pick_device, resolve_device, to_device
 from pipelines.errors import GanpipeError
 
 NO_CUDA = not torch.cuda.is_available()
@@ -65,7 +66,22 @@ def test_cuda_batches_arrive_on_the_gpu_in_bf16_under_autocast():
     x = to_device(torch.ones(4, 4), device)
     assert x.device.type == "cuda"
     with autocast(device):
-        assert (x @ x).dtype == (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32)
+        assert (x @ x).dtype == (torch.bfloat16 if native_bf16(device) else torch.float32)
+
+
+@pytest.mark.parametrize("capability, dtype", [((7, 0), torch.float32), ((7, 5), torch.float32),
+                                               ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)])
+def test_bf16_autocast_only_where_the_gpu_has_it_natively(monkeypatch, capability, dtype):
+    # a V100 (7.0) or T4 (7.5) emulates bf16 (torch.cuda.is_bf16_supported() still says yes): float32
+    # there; the capability asked is that of the device given
+    asked = []
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: asked.append(device) or capability)
+    with warnings.catch_warnings():  # no CUDA here: torch disables the context it builds, with a warning
+        warnings.simplefilter("ignore")
+        context = autocast(torch.device("cuda:1"))
+    assert asked == [torch.device("cuda:1")]
+    assert getattr(context, "fast_dtype", torch.float32) == dtype
 
 
 def test_local_dask_workers_spread_over_several_gpus():
