@@ -184,10 +184,12 @@ class _Bookkeeping:
 
     def done(self, stage: str, metrics: dict) -> None:
         """Count one update; record it every ``log_every`` steps and at the end of each stage, and
-        checkpoint every ``checkpoint_every`` steps and at the end."""
+        checkpoint every ``checkpoint_every`` steps and at the end. ``metrics`` are 0-d tensors, read
+        (a wait for the GPU) only when recorded."""
         self.step += 1
         step, total = self.step, self.total
         if step % self.log_every == 0 or step in (self.config.gan_steps, total):
+            metrics = {key: float(value) for key, value in metrics.items()}
             record = {"stage": stage, "step": step, **metrics, "seconds": self.seconds()}
             self.history.append(record)
             if self.progress is not None:
@@ -210,7 +212,7 @@ def _critic_step(run: _Run, real: torch.Tensor, fake: torch.Tensor, rng: torch.G
     run.opt_c.zero_grad(set_to_none=True)
     (loss + gp_weight * penalty).backward()
     run.opt_c.step()
-    return {"critic_loss": loss.item(), "gradient_penalty": penalty.item()}
+    return {"critic_loss": loss.detach(), "gradient_penalty": penalty.detach()}
 
 
 def _generator_step(run: _Run, z: torch.Tensor) -> dict:
@@ -221,7 +223,7 @@ def _generator_step(run: _Run, z: torch.Tensor) -> dict:
     run.opt_g.zero_grad(set_to_none=True)
     loss.backward()
     run.opt_g.step()
-    return {"generator_loss": loss.item()}
+    return {"generator_loss": loss.detach()}
 
 
 def _encoder_step(run: _Run, real: torch.Tensor, kappa: float) -> dict:
@@ -230,8 +232,8 @@ def _encoder_step(run: _Run, real: torch.Tensor, kappa: float) -> dict:
     run.opt_e.zero_grad(set_to_none=True)
     loss.backward()
     run.opt_e.step()
-    return {"encoder_loss": loss.item(), "image_residual": image_residual.item(),
-            "feature_residual": feature_residual.item()}
+    return {"encoder_loss": loss.detach(), "image_residual": image_residual.detach(),
+            "feature_residual": feature_residual.detach()}
 
 
 def _train_gan(run: _Run, draws: _Draws, config: FAnoGANConfig, book: _Bookkeeping) -> None:

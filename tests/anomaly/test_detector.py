@@ -300,3 +300,17 @@ def test_held_out_fpr_scores_calibration_images_against_a_threshold_they_did_not
     assert 0.04 <= detector.held_out_fpr() <= 0.06
     detector.calibration_scores_ = {DEFAULT_SCORE: np.full(40, 2.0)}  # ties: nothing strictly above
     assert detector.held_out_fpr() == 0.0
+
+
+def test_training_records_plain_numbers_at_the_log_steps_only():
+    # the updates hand back tensors (no wait for a GPU each step); what is recorded are Python floats
+    config = FAnoGANConfig(gan_steps=4, encoder_steps=3, critic_steps=2, width=4, latent_dim=4, batch_size=8, seed=0)
+    seen = []
+    model = train_fanogan(blobs(20, 0), config, progress=lambda stage, step, total, record: seen.append(step),
+                          log_every=2)
+    assert seen == [2, 4, 6, 7] and [r["step"] for r in model.history] == seen
+    gan, encoder = model.history[1], model.history[-1]
+    assert set(gan) == {"stage", "step", "critic_loss", "gradient_penalty", "generator_loss", "seconds"}
+    assert set(encoder) == {"stage", "step", "encoder_loss", "image_residual", "feature_residual", "seconds"}
+    assert all(type(value) is float for record in model.history for key, value in record.items()
+               if key not in ("stage", "step"))
