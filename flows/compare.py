@@ -58,13 +58,16 @@ class Registered:
             raise GanpipeError(f"{uri} has no train_digest tag (register it with ganpipe augment)")
         self.sampler = load_estimator(self.source)
 
-    def on(self, device: str) -> Synthesise:
-        """The synthesise function ``(labels, seed) -> images`` of this generator, sampling on ``device``
+    def on(self, device: str) -> Registered:
+        """This generator as the synthesise function ``(labels, seed) -> images``, sampling on ``device``
         (resolved here, where the seed runs: a Dask worker's own GPU, or the CPU ``--device cpu`` asks
-        for even on a GPU host)."""
+        for even on a GPU host). It keeps its ``source``, so the rows of the seeds it served name it."""
         self.sampler.device_ = resolve_device(device)
         self.sampler.gan_.to(self.sampler.device_)
-        return self.sampler.generate
+        return self
+
+    def __call__(self, labels, seed: int):
+        return self.sampler.generate(labels, seed=seed)
 
     def __getstate__(self) -> dict:
         # to a Dask worker as plain CPU data (the sampler's state dict), so a worker without the

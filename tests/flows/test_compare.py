@@ -174,4 +174,5 @@ def test_a_registered_generator_travels_to_workers_as_plain_cpu_data_and_samples
     assert (worker.source, worker.train_digest) == (registered.source, registered.train_digest)
     synthesise = compare.train_gan_for_arms(train, seed=0, steps=4, registered=worker, device="cpu")
     assert worker.sampler.device_ == torch.device("cpu")
+    assert synthesise.source == "models:/g/1"  # the seeds it served name it (compare's generator_seeds tag)
     np.testing.assert_array_equal(synthesise(labels, 7), expected)
