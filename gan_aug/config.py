@@ -36,7 +36,10 @@ class GANConfig(GANTrainingConfig):
     14 of docs/gan-synthesis.md).
     ``adc_weight > 0`` gives the critic a classifier head over real and fake of every class (ADC-GAN,
     Hou et al. 2022) that trains with it, and adds the generator's side of that loss with this
-    weight: a class guide that keeps learning, where the judge is frozen (off by default; round 16)."""
+    weight: a class guide that keeps learning, where the judge is frozen (off by default; round 16).
+    ``class_norms`` (None: all, the default) is how many of the generator's BatchNorms, from the
+    coarsest, are class-conditional; the finer ones are shared by every class (round 17: where
+    colour varies inside every class, the class should set the shape and not the colour)."""
 
     steps: int = 1500
     z_dim: int = 64
@@ -59,6 +62,7 @@ class GANConfig(GANTrainingConfig):
     autoencoder_label_weight: float = 0.0
     lecam_weight: float = 0.0
     adc_weight: float = 0.0
+    class_norms: int | None = None
     memorisation_rejection: float = 0.0
     judge_steps: int = 800
     judge_loss: str = "balanced_softmax"
@@ -81,6 +85,8 @@ class GANConfig(GANTrainingConfig):
             raise ValueError(f"feature_match_weight must be >= 0, got {self.feature_match_weight}")
         if self.autoencoder_steps < 1:
             raise ValueError(f"autoencoder_steps must be >= 1, got {self.autoencoder_steps}")
+        if self.class_norms is not None and self.class_norms < 0:
+            raise ValueError(f"class_norms must be None or >= 0, got {self.class_norms}")
         if self.adc_weight < 0:
             raise ValueError(f"adc_weight must be >= 0, got {self.adc_weight}")
         if self.autoencoder_label_weight < 0:

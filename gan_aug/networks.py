@@ -30,10 +30,21 @@ class ConditionalBatchNorm2d(nn.Module):
         return self.gain(y)[:, :, None, None] * self.norm(x) + self.bias(y)[:, :, None, None]
 
 
+class SharedBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm with one scale and shift for every class: takes the labels and ignores them."""
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:  # noqa: ARG002
+        return super().forward(x)
+
+
+def _norm(num_features: int, n_classes: int, conditional: bool) -> nn.Module:
+    return ConditionalBatchNorm2d(num_features, n_classes) if conditional else SharedBatchNorm2d(num_features)
+
+
 class _UpBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, n_classes: int) -> None:
+    def __init__(self, c_in: int, c_out: int, n_classes: int, conditional: bool = True) -> None:
         super().__init__()
-        self.norm = ConditionalBatchNorm2d(c_in, n_classes)
+        self.norm = _norm(c_in, n_classes, conditional)
         self.conv = nn.Conv2d(c_in, c_out, 3, padding=1)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -49,10 +60,15 @@ class Generator(nn.Module):
     to the class's latent Gaussian, ``latent_mean[y] + latent_factor[y] @ z`` (buffers that
     :func:`~gan_aug.train.pretrain_autoencoder` fills from an autoencoder of every class);
     :meth:`decode` takes such a latent code directly.
+
+    ``class_norms`` (None: all) is how many of the BatchNorms, from the coarsest block's to the
+    output's, take the class; the finer ones share one scale and shift across classes, so that the
+    class has to enter through the layout (coarse maps) rather than through what fine maps set
+    alike in every class (colour, texture).
     """
 
     def __init__(self, n_classes: int, channels: int, size: int, z_dim: int = 64, width: int = 32,
-                 class_latents: bool = False) -> None:
+                 class_latents: bool = False, class_norms: int | None = None) -> None:
         super().__init__()
         self.class_latents = class_latents
         if class_latents:
@@ -64,8 +80,9 @@ class Generator(nn.Module):
         widths = stage_widths(width, stages)
         self.embed = nn.Embedding(n_classes, z_dim)
         self.project = nn.Linear(2 * z_dim, widths[0] * self.base * self.base)
-        self.blocks = nn.ModuleList(_UpBlock(widths[i], widths[i + 1], n_classes) for i in range(stages))
-        self.out_norm = ConditionalBatchNorm2d(widths[-1], n_classes)
+        conditional = [class_norms is None or i < class_norms for i in range(stages + 1)]
+        self.blocks = nn.ModuleList(_UpBlock(widths[i], widths[i + 1], n_classes, conditional[i]) for i in range(stages))
+        self.out_norm = _norm(widths[-1], n_classes, conditional[-1])
         self.out_conv = nn.Conv2d(widths[-1], channels, 3, padding=1)
         self._first_width = widths[0]
 

@@ -106,6 +106,7 @@ class GANOverSampler(BaseOverSampler):
         "autoencoder_label_weight": _NON_NEGATIVE,
         "lecam_weight": _NON_NEGATIVE,
         "adc_weight": _NON_NEGATIVE,
+        "class_norms": [*_integers_from(0), None],
         "memorisation_rejection": _fraction(),
         "judge_steps": _integers_from(0),
         "judge_loss": [StrOptions(set(JUDGE_LOSSES))],
@@ -151,6 +152,7 @@ class GANOverSampler(BaseOverSampler):
         autoencoder_label_weight: float = GANConfig.autoencoder_label_weight,
         lecam_weight: float = GANConfig.lecam_weight,
         adc_weight: float = GANConfig.adc_weight,
+        class_norms: int | None = GANConfig.class_norms,
         memorisation_rejection: float = GANConfig.memorisation_rejection,
         judge_steps: int = GANConfig.judge_steps,
         judge_loss: str = GANConfig.judge_loss,
@@ -193,6 +195,7 @@ class GANOverSampler(BaseOverSampler):
         self.autoencoder_label_weight = autoencoder_label_weight
         self.lecam_weight = lecam_weight
         self.adc_weight = adc_weight
+        self.class_norms = class_norms
         self.memorisation_rejection = memorisation_rejection
         self.judge_steps = judge_steps
         self.judge_loss = judge_loss

@@ -110,7 +110,7 @@ class TrainedGAN:
         channels, size, _ = state["image_shape"]
         with CPU:
             generator = Generator(state["n_classes"], channels, size, config.z_dim, config.width,
-                                  config.class_latents)
+                                  config.class_latents, config.class_norms)
             # judges saved before they looked at a reduced view saw the whole image
             judge = None if state["judge"] is None else Judge(state["n_classes"], channels, size=size,
                                                              view=state.get("judge_view", size))
@@ -351,7 +351,7 @@ class Networks:
 
     def __init__(self, n_classes: int, channels: int, size: int, config: GANConfig, device: torch.device = CPU) -> None:
         generator, discriminator = build_seeded(lambda: (
-            Generator(n_classes, channels, size, config.z_dim, config.width, config.class_latents),
+            Generator(n_classes, channels, size, config.z_dim, config.width, config.class_latents, config.class_norms),
             Discriminator(n_classes, channels, size, config.width, classifier=config.adc_weight > 0)), config.seed)
         self.device = device
         # channels-last: the convolutions run 10-20% faster on the CPU (oneDNN) and on CUDA, same maths

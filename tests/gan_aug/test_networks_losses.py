@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gan_aug import losses
-from gan_aug.networks import Discriminator, Generator
+from gan_aug.networks import ConditionalBatchNorm2d, Discriminator, Generator, SharedBatchNorm2d
 
 
 @pytest.mark.parametrize("channels, size", [(1, 8), (1, 28), (3, 32), (3, 64), (1, 12), (3, 100), (3, 128), (1, 256)])
@@ -138,3 +138,29 @@ def test_the_classifier_head_is_built_last_and_shares_the_critic_features():
     assert logits.shape == (5, 6) and plain.scores(x, y)[1] is None
     torch.testing.assert_close(score, plain(x, y))
     torch.testing.assert_close(headed(x, y), plain(x, y))
+
+
+@pytest.mark.parametrize("class_norms, expected", [(None, [True, True, True]), (1, [True, False, False]),
+                                                   (2, [True, True, False]), (0, [False, False, False]),
+                                                   (9, [True, True, True])])
+def test_class_norms_make_the_coarse_norms_take_the_class_and_the_fine_ones_shared(class_norms, expected):
+    generator = Generator(n_classes=3, channels=3, size=32, z_dim=8, width=8, class_norms=class_norms)
+    norms = [block.norm for block in generator.blocks] + [generator.out_norm]  # coarsest first
+    assert [isinstance(norm, ConditionalBatchNorm2d) for norm in norms] == expected
+    assert all(isinstance(norm, SharedBatchNorm2d) for norm, cond in zip(norms, expected) if not cond)
+    generator.eval()
+    z = torch.randn(4, 8)
+    assert generator(z, torch.tensor([0, 1, 2, 0])).shape == (4, 3, 32, 32)
+    if class_norms == 0:  # the class enters only through its embedding next to z
+        generator.embed.weight.data.zero_()
+        torch.testing.assert_close(generator(z, torch.zeros(4, dtype=torch.long)), generator(z, torch.full((4,), 2)))
+
+
+def test_the_default_generator_draws_the_same_initial_weights_as_with_every_norm_conditional():
+    torch.manual_seed(0)
+    default = Generator(n_classes=3, channels=1, size=16, z_dim=8, width=8)
+    torch.manual_seed(0)
+    explicit = Generator(n_classes=3, channels=1, size=16, z_dim=8, width=8, class_norms=3)  # 2 blocks + output
+    assert default.state_dict().keys() == explicit.state_dict().keys()
+    for name, value in default.state_dict().items():
+        torch.testing.assert_close(explicit.state_dict()[name], value)
