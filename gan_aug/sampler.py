@@ -15,6 +15,7 @@ numpy on the host, and :meth:`GANOverSampler.state_dict` is device-free.
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import fields
 from numbers import Integral, Real
@@ -25,7 +26,7 @@ from imblearn.over_sampling.base import BaseOverSampler
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from gan_aug.config import JUDGE_LOSSES, GANConfig
-from gan_aug.train import Preview, Progress, TrainedGAN, train_conditional_gan
+from gan_aug.train import CPU, Preview, Progress, TrainedGAN, train_conditional_gan
 from gan_core.config import FULL_BATCH_SIDE, batch_for_side, steps_for_epochs
 from pipelines.devices import device_constraint, resolve_device
 
@@ -215,8 +216,12 @@ class GANOverSampler(BaseOverSampler):
         self.device = device
 
     def __getstate__(self) -> dict:
-        # a progress callback belongs to one run (often a logger), not to the saved model
-        return {**super().__getstate__(), "progress": None, "preview": None}
+        # a progress callback belongs to one run (often a logger), not to the saved model; a pickle
+        # holds CPU tensors, so it loads on a host without the GPU the GAN is on (a Dask worker)
+        state = {**super().__getstate__(), "progress": None, "preview": None}
+        if "gan_" in state and state["gan_"].device != CPU:
+            state["gan_"], state["device_"] = copy.deepcopy(state["gan_"]).to(CPU), CPU
+        return state
 
     def gan_config(self, n_items: int, side: int | None = None) -> GANConfig:
         """The :class:`~gan_aug.config.GANConfig` a fit on ``n_items`` images of ``side x side``
