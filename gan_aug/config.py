@@ -39,7 +39,10 @@ class GANConfig(GANTrainingConfig):
     weight: a class guide that keeps learning, where the judge is frozen (off by default; round 16).
     ``class_norms`` (None: all, the default) is how many of the generator's BatchNorms, from the
     coarsest, are class-conditional; the finer ones are shared by every class (round 17: where
-    colour varies inside every class, the class should set the shape and not the colour)."""
+    colour varies inside every class, the class should set the shape and not the colour).
+    ``judge_contrast`` gives the class judge a contrast view beside the image (:func:`~gan_aug.networks.contrast_view`:
+    where an image differs from its own mean, whatever its colours), so that a class whose few
+    images each have their own colours is still known by its shape (round 18)."""
 
     steps: int = 1500
     z_dim: int = 64
@@ -66,6 +69,7 @@ class GANConfig(GANTrainingConfig):
     memorisation_rejection: float = 0.0
     judge_steps: int = 800
     judge_loss: str = "balanced_softmax"
+    judge_contrast: bool = False
     filter_candidates: int = 1
     novelty_quantile: float = 0.05
     novelty_draws: int = 10

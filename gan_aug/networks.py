@@ -161,6 +161,16 @@ class Discriminator(nn.Module):
 VIEW = 32  # the side the judge looks at: larger images are area-averaged down to it
 
 
+def contrast_view(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """``(N, 1, H, W)``: how far each pixel of ``x: (N, C, H, W)`` is from its image's mean, in that
+    image's own standard deviations, averaged over the channels as absolute values, minus 1. Which
+    colour is the stroke and which the ground, and which channel carries it, drop out: a digit
+    drawn red on blue and one drawn yellow on black give the same view."""
+    x = x.float()
+    standard = (x - x.mean(dim=(2, 3), keepdim=True)) / (x.std(dim=(2, 3), keepdim=True) + eps)
+    return standard.abs().mean(dim=1, keepdim=True) - 1.0
+
+
 class Judge(nn.Module):
     """Class judge ``J(x)``: images ``(N, C, H, W)`` in [-1, 1] -> class logits ``(N, n_classes)``.
 
@@ -168,8 +178,12 @@ class Judge(nn.Module):
     for and ranks candidates when sampling (label-consistency filtering).
     """
 
-    def __init__(self, n_classes: int, channels: int, width: int = 32, size: int = 8, view: int | None = None) -> None:
+    def __init__(self, n_classes: int, channels: int, width: int = 32, size: int = 8, view: int | None = None,
+                 contrast: bool = False) -> None:
         super().__init__()
+        # with ``contrast`` it also sees :func:`contrast_view` of the image as one more channel
+        self.contrast = contrast
+        channels += int(contrast)
         # it looks at images area-averaged to ``view`` px a side (VIEW by default: what recognising the
         # class needs, at a cost that does not grow with the image); smaller images as they are
         self.view = min(size, VIEW if view is None else view)
@@ -187,6 +201,8 @@ class Judge(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The pooled features ``(N, 2 * width)`` the head classifies."""
+        if self.contrast:
+            x = torch.cat([x, contrast_view(x).to(x.dtype)], dim=1)
         return self.body(self.shrink(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -111,6 +111,7 @@ class GANOverSampler(BaseOverSampler):
         "memorisation_rejection": _fraction(),
         "judge_steps": _integers_from(0),
         "judge_loss": [StrOptions(set(JUDGE_LOSSES))],
+        "judge_contrast": ["boolean"],
         "guide_weight": _NON_NEGATIVE,
         "guide_confidence": _fraction(closed="left"),
         "guide_augment": ["boolean"],
@@ -157,6 +158,7 @@ class GANOverSampler(BaseOverSampler):
         memorisation_rejection: float = GANConfig.memorisation_rejection,
         judge_steps: int = GANConfig.judge_steps,
         judge_loss: str = GANConfig.judge_loss,
+        judge_contrast: bool = GANConfig.judge_contrast,
         guide_weight: float = GANConfig.guide_weight,
         guide_confidence: float = GANConfig.guide_confidence,
         guide_augment: bool = GANConfig.guide_augment,
@@ -200,6 +202,7 @@ class GANOverSampler(BaseOverSampler):
         self.memorisation_rejection = memorisation_rejection
         self.judge_steps = judge_steps
         self.judge_loss = judge_loss
+        self.judge_contrast = judge_contrast
         self.guide_weight = guide_weight
         self.guide_confidence = guide_confidence
         self.guide_augment = guide_augment
@@ -330,6 +333,7 @@ class GANOverSampler(BaseOverSampler):
         params.update({k: v for k, v in (params.pop("config", None) or {}).items() if k != "seed"})
         params.setdefault("class_latents", False)  # saved before class latents existed: trained without
         params.setdefault("judge_loss", "weighted")  # saved before the judge's loss was a setting
+        params.setdefault("judge_contrast", False)  # saved before the judge had a contrast view
         sampler = cls(**params, device=device)
         sampler.device_ = resolve_device(device)
         sampler.gan_ = TrainedGAN.from_state_dict(state["gan"]).to(sampler.device_)

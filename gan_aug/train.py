@@ -106,14 +106,16 @@ class TrainedGAN:
     def from_state_dict(cls, state: dict) -> "TrainedGAN":
         """Built on the CPU (whatever torch's default device); :meth:`to` moves it."""
         # a GAN saved before class latents (or the judge's loss) existed was trained without them
-        config = GANConfig(**{"class_latents": False, "judge_loss": "weighted", **state["config"]})
+        config = GANConfig(**{"class_latents": False, "judge_loss": "weighted", "judge_contrast": False,
+                              **state["config"]})
         channels, size, _ = state["image_shape"]
         with CPU:
             generator = Generator(state["n_classes"], channels, size, config.z_dim, config.width,
                                   config.class_latents, config.class_norms)
             # judges saved before they looked at a reduced view saw the whole image
             judge = None if state["judge"] is None else Judge(state["n_classes"], channels, size=size,
-                                                             view=state.get("judge_view", size))
+                                                             view=state.get("judge_view", size),
+                                                             contrast=config.judge_contrast)
         generator.load_state_dict(state["generator"])
         # as trained (channels-last), so a loaded generator draws exactly the images of the one saved
         generator.to(memory_format=torch.channels_last)
@@ -176,7 +178,8 @@ def train_judge(x: torch.Tensor, y: torch.Tensor, n_classes: int, config: GANCon
     ``device``, where the judge trains. ``colour`` adds DiffAugment's colour op to its views (never
     in a GAN fit: :mod:`benchmarks.judge_probe` measured what it costs, round 14 of
     docs/gan-synthesis.md)."""
-    judge = build_seeded(lambda: Judge(n_classes, x.shape[1], size=x.shape[2]), config.seed + 1).to(
+    judge = build_seeded(lambda: Judge(n_classes, x.shape[1], size=x.shape[2], contrast=config.judge_contrast),
+                         config.seed + 1).to(
         device, memory_format=torch.channels_last)
     rng = torch.Generator(device=CPU).manual_seed(config.seed + 1)
     counts = torch.bincount(y, minlength=n_classes).double()

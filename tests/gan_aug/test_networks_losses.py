@@ -81,6 +81,26 @@ def test_the_judge_looks_at_a_32_px_view_of_larger_images():
     assert torch.allclose(large(x), same(torch.nn.functional.avg_pool2d(x, 4)), atol=1e-5)
 
 
+def test_the_contrast_view_keeps_the_shape_and_drops_its_colours():
+    from gan_aug.networks import Judge, contrast_view
+
+    shape = torch.zeros(1, 1, 16, 16)
+    shape[..., 4:12, 6:9] = 1.0  # a stroke
+    def drawn(stroke, ground):  # the stroke in one RGB colour on a ground of another, in [-1, 1]
+        return shape * torch.tensor(stroke).view(1, 3, 1, 1) + (1 - shape) * torch.tensor(ground).view(1, 3, 1, 1)
+
+    red_on_blue, yellow_on_black = drawn([1.0, -1.0, -1.0], [-1.0, -1.0, 1.0]), drawn([1.0, 1.0, -1.0], [-1.0, -1.0, -1.0])
+    view = contrast_view(red_on_blue)
+    assert view.shape == (1, 1, 16, 16)
+    torch.testing.assert_close(view, contrast_view(yellow_on_black), atol=1e-3, rtol=0)
+    torch.testing.assert_close(view, contrast_view(-red_on_blue), atol=1e-3, rtol=0)  # ground and stroke swapped
+    assert view[..., 8, 7].item() > view[..., 0, 0].item() + 1  # the stroke stands out from the ground
+    # a judge with the view takes it as one more channel, at every size
+    judge = Judge(4, 3, size=64, contrast=True)
+    assert judge.body[0].in_channels == 4 and judge(torch.rand(2, 3, 64, 64) * 2 - 1).shape == (2, 4)
+    assert Judge(4, 3, size=64).body[0].in_channels == 3
+
+
 def test_class_feature_matching_pulls_each_class_centroid_not_each_image():
     real_means = torch.tensor([[0.0, 0.0], [1.0, 2.0]])
     scale = torch.tensor([1.0, 2.0])

@@ -280,7 +280,8 @@ def test_synthetic_share_mixes_random_copies_of_real_items(imbalanced_digits):
 
 @pytest.mark.parametrize("settings, judged", [({**TINY, "filter_candidates": 3}, True), ({**TINY, "judge_steps": 0}, False),
                                               ({**TINY, "novelty_quantile": 0.05}, True),
-                                              ({**TINY, "class_norms": 1}, True)])
+                                              ({**TINY, "class_norms": 1}, True),
+                                              ({**TINY, "judge_contrast": True, "filter_candidates": 3}, True)])
 def test_state_saved_as_plain_data_generates_the_same_images(imbalanced_digits, tmp_path, settings, judged):
     x, y = imbalanced_digits
     fitted = GANOverSampler({13: 40}, steps=3, **settings, random_state=2).fit(x, y + 10)
@@ -309,17 +310,18 @@ def test_a_state_saved_with_the_settings_in_one_config_dict_still_loads(imbalanc
     np.testing.assert_array_equal(again.sample(3, 5), fitted.sample(3, 5))
 
 
-def test_a_gan_saved_before_class_latents_and_the_judge_loss_existed_loads_as_it_was_trained(
+def test_a_gan_saved_before_class_latents_the_judge_loss_and_contrast_existed_loads_as_it_was_trained(
         imbalanced_digits, tmp_path):
     x, y = imbalanced_digits
     fitted = GANOverSampler({3: 40}, steps=3, **TINY, class_latents=False, judge_loss="weighted",
-                            random_state=2).fit(x, y)
+                            judge_contrast=False, filter_candidates=3, random_state=2).fit(x, y)
     state = fitted.state_dict()
-    for saved in (state["params"], state["gan"]["config"]):
-        del saved["class_latents"], saved["autoencoder_steps"], saved["judge_loss"]  # as saved by earlier versions
+    for saved in (state["params"], state["gan"]["config"]):  # as saved by earlier versions
+        del saved["class_latents"], saved["autoencoder_steps"], saved["judge_loss"], saved["judge_contrast"]
     again = GANOverSampler.from_state_dict(load_state(save_state(state, tmp_path)))
     assert again.class_latents is False and again.gan_.config.class_latents is False
     assert again.judge_loss == again.gan_.config.judge_loss == "weighted"
+    assert again.judge_contrast is False and again.gan_.judge.contrast is False
     np.testing.assert_array_equal(again.sample(3, 5), fitted.sample(3, 5))
 
 
