@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from gan_core.config import GANTrainingConfig
 
 JUDGE_LOSSES = ("weighted", "balanced_softmax")
+CRITIC_CONTRASTS = ("off", "channel", "class")  # what the critic sees of gan_aug.networks.contrast_view
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,10 @@ class GANConfig(GANTrainingConfig):
     colour varies inside every class, the class should set the shape and not the colour).
     ``judge_contrast`` gives the class judge a contrast view beside the image (:func:`~gan_aug.networks.contrast_view`:
     where an image differs from its own mean, whatever its colours), so that a class whose few
-    images each have their own colours is still known by its shape (round 18)."""
+    images each have their own colours is still known by its shape (round 18).
+    ``critic_contrast`` shows the critic that view too: ``"channel"`` beside the image, ``"class"``
+    as the only input of the critic's class term (:class:`~gan_aug.networks.Discriminator`), so the
+    class is judged by its shape and the colours by the unconditional term (round 19)."""
 
     steps: int = 1500
     z_dim: int = 64
@@ -70,6 +74,7 @@ class GANConfig(GANTrainingConfig):
     judge_steps: int = 800
     judge_loss: str = "balanced_softmax"
     judge_contrast: bool = False
+    critic_contrast: str = "off"
     filter_candidates: int = 1
     novelty_quantile: float = 0.05
     novelty_draws: int = 10
@@ -95,6 +100,9 @@ class GANConfig(GANTrainingConfig):
             raise ValueError(f"adc_weight must be >= 0, got {self.adc_weight}")
         if self.autoencoder_label_weight < 0:
             raise ValueError(f"autoencoder_label_weight must be >= 0, got {self.autoencoder_label_weight}")
+        if self.critic_contrast not in CRITIC_CONTRASTS:
+            raise ValueError(f"critic_contrast must be one of {', '.join(map(repr, CRITIC_CONTRASTS))}, "
+                             f"got {self.critic_contrast!r}")
         if self.judge_loss not in JUDGE_LOSSES:
             raise ValueError(f"judge_loss must be one of {', '.join(map(repr, JUDGE_LOSSES))}, got {self.judge_loss!r}")
         if self.guide_weight < 0 or self.judge_steps < 0 or self.filter_candidates < 1:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.nn.utils import spectral_norm
 
+from gan_aug.config import CRITIC_CONTRASTS
 from gan_core.layers import WIDEST, center_crop, stage_widths, upsampling_stages
 
 
@@ -123,27 +124,42 @@ class Encoder(nn.Module):
         return self.head(self.body(x))
 
 
+def _critic_features(channels: int, size: int, width: int) -> tuple[nn.Sequential, int]:
+    """The critic's stride-2 stages (spectral norm, widths capped) -> (features, their width)."""
+    layers: list[nn.Module] = [spectral_norm(nn.Conv2d(channels, width, 3, padding=1)), nn.LeakyReLU(0.2)]
+    c = width
+    for _ in range(upsampling_stages(size)):
+        wider = min(2 * c, width * WIDEST)
+        layers += [spectral_norm(nn.Conv2d(c, wider, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
+        c = wider
+    layers += [spectral_norm(nn.Conv2d(c, c, 3, padding=1)), nn.LeakyReLU(0.2)]
+    return nn.Sequential(*layers), c
+
+
 class Discriminator(nn.Module):
     """Projection discriminator (Miyato & Koyama 2018) with spectral normalisation.
 
     ``D(x, y) = psi(phi(x)) + <embed(y), phi(x)>``, one unbounded score per image.
+
+    ``contrast`` (:data:`CRITIC_CONTRASTS`): ``"channel"`` gives ``phi`` :func:`contrast_view` of the
+    image as one more input channel; ``"class"`` computes the class term on the contrast view alone,
+    ``<embed(y), phi_s(contrast_view(x))>`` with a second tower ``phi_s``, so the critic can tell the
+    classes apart only by shape, while ``psi(phi(x))`` still judges the colours (for folders where
+    colours vary inside every class and a rare class's few images each have their own).
     """
 
-    def __init__(self, n_classes: int, channels: int, size: int, width: int = 32, classifier: bool = False) -> None:
+    def __init__(self, n_classes: int, channels: int, size: int, width: int = 32, classifier: bool = False,
+                 contrast: str = "off") -> None:
         super().__init__()
-        stages = upsampling_stages(size)
-        layers: list[nn.Module] = [spectral_norm(nn.Conv2d(channels, width, 3, padding=1)), nn.LeakyReLU(0.2)]
-        c = width
-        for _ in range(stages):
-            wider = min(2 * c, width * WIDEST)
-            layers += [spectral_norm(nn.Conv2d(c, wider, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
-            c = wider
-        layers += [spectral_norm(nn.Conv2d(c, c, 3, padding=1)), nn.LeakyReLU(0.2)]
-        self.features = nn.Sequential(*layers)
+        if contrast not in CRITIC_CONTRASTS:
+            raise ValueError(f"contrast must be one of {CRITIC_CONTRASTS}, got {contrast!r}")
+        self.contrast = contrast
+        self.features, c = _critic_features(channels + int(contrast == "channel"), size, width)
         self.linear = spectral_norm(nn.Linear(c, 1))
         self.embed = spectral_norm(nn.Embedding(n_classes, c))
-        # built last, so that the layers above draw the same initial weights with or without it
+        # built last, so that the layers above draw the same initial weights with or without them
         self.classify = spectral_norm(nn.Linear(c, 2 * n_classes)) if classifier else None
+        self.shape_features = _critic_features(1, size, width)[0] if contrast == "class" else None
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.scores(x, y)[0]
@@ -152,8 +168,10 @@ class Discriminator(nn.Module):
         """``(D(x, y): (N,), logits: (N, 2 * n_classes) or None)``: with the classifier head (ADC-GAN,
         Hou et al. 2022), logits over "real of class k" (``2k``) and "fake of class k" (``2k + 1``)
         from the same pooled features."""
-        h = self.features(x).sum(dim=(2, 3))
-        score = self.linear(h).squeeze(1) + (self.embed(y) * h).sum(dim=1)
+        view = contrast_view(x).to(x.dtype) if self.contrast != "off" else None
+        h = self.features(torch.cat([x, view], dim=1) if self.contrast == "channel" else x).sum(dim=(2, 3))
+        shape = self.shape_features(view).sum(dim=(2, 3)) if self.shape_features is not None else h
+        score = self.linear(h).squeeze(1) + (self.embed(y) * shape).sum(dim=1)
         return score, (self.classify(h) if self.classify is not None else None)
 
 

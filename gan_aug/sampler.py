@@ -25,7 +25,7 @@ import numpy as np
 from imblearn.over_sampling.base import BaseOverSampler
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from gan_aug.config import JUDGE_LOSSES, GANConfig
+from gan_aug.config import CRITIC_CONTRASTS, JUDGE_LOSSES, GANConfig
 from gan_aug.train import CPU, Preview, Progress, TrainedGAN, train_conditional_gan
 from gan_core.config import FULL_BATCH_SIDE, batch_for_side, steps_for_epochs
 from pipelines.devices import device_constraint, resolve_device
@@ -112,6 +112,7 @@ class GANOverSampler(BaseOverSampler):
         "judge_steps": _integers_from(0),
         "judge_loss": [StrOptions(set(JUDGE_LOSSES))],
         "judge_contrast": ["boolean"],
+        "critic_contrast": [StrOptions(set(CRITIC_CONTRASTS))],
         "guide_weight": _NON_NEGATIVE,
         "guide_confidence": _fraction(closed="left"),
         "guide_augment": ["boolean"],
@@ -159,6 +160,7 @@ class GANOverSampler(BaseOverSampler):
         judge_steps: int = GANConfig.judge_steps,
         judge_loss: str = GANConfig.judge_loss,
         judge_contrast: bool = GANConfig.judge_contrast,
+        critic_contrast: str = GANConfig.critic_contrast,
         guide_weight: float = GANConfig.guide_weight,
         guide_confidence: float = GANConfig.guide_confidence,
         guide_augment: bool = GANConfig.guide_augment,
@@ -203,6 +205,7 @@ class GANOverSampler(BaseOverSampler):
         self.judge_steps = judge_steps
         self.judge_loss = judge_loss
         self.judge_contrast = judge_contrast
+        self.critic_contrast = critic_contrast
         self.guide_weight = guide_weight
         self.guide_confidence = guide_confidence
         self.guide_augment = guide_augment

@@ -355,7 +355,8 @@ class Networks:
     def __init__(self, n_classes: int, channels: int, size: int, config: GANConfig, device: torch.device = CPU) -> None:
         generator, discriminator = build_seeded(lambda: (
             Generator(n_classes, channels, size, config.z_dim, config.width, config.class_latents, config.class_norms),
-            Discriminator(n_classes, channels, size, config.width, classifier=config.adc_weight > 0)), config.seed)
+            Discriminator(n_classes, channels, size, config.width, classifier=config.adc_weight > 0,
+                          contrast=config.critic_contrast)), config.seed)
         self.device = device
         # channels-last: the convolutions run 10-20% faster on the CPU (oneDNN) and on CUDA, same maths
         self.generator = generator.to(device, memory_format=torch.channels_last)

@@ -184,3 +184,28 @@ def test_the_default_generator_draws_the_same_initial_weights_as_with_every_norm
     assert default.state_dict().keys() == explicit.state_dict().keys()
     for name, value in default.state_dict().items():
         torch.testing.assert_close(explicit.state_dict()[name], value)
+
+
+def test_critic_contrast_off_is_the_plain_critic_and_class_judges_the_class_by_shape_alone():
+    torch.manual_seed(0)
+    plain = Discriminator(n_classes=3, channels=3, size=16, width=8)
+    torch.manual_seed(0)
+    shaped = Discriminator(n_classes=3, channels=3, size=16, width=8, contrast="class")
+    for name, value in plain.state_dict().items():  # the shape tower is built last: same weights as without it
+        torch.testing.assert_close(shaped.state_dict()[name], value)
+    plain.eval(), shaped.eval()
+    x, y0, y1 = torch.rand(5, 3, 16, 16) * 2 - 1, torch.zeros(5, dtype=torch.long), torch.ones(5, dtype=torch.long)
+    recoloured = -x[:, [2, 0, 1]]  # other channels, stroke and ground swapped: the same shapes
+    # the class term (the score's difference between two labels) depends on the shape alone ...
+    torch.testing.assert_close(shaped(x, y1) - shaped(x, y0), shaped(recoloured, y1) - shaped(recoloured, y0))
+    # ... not so in the plain critic, nor in the unconditional term of the shaped one
+    assert not torch.allclose(plain(x, y1) - plain(x, y0), plain(recoloured, y1) - plain(recoloured, y0))
+    assert not torch.allclose(shaped(x, y0), shaped(recoloured, y0))
+
+
+def test_critic_contrast_channel_shows_the_view_beside_the_image_and_bad_modes_fail():
+    d = Discriminator(n_classes=3, channels=3, size=16, width=8, contrast="channel")
+    assert d.features[0].weight.shape[1] == 4 and d.shape_features is None
+    assert d(torch.rand(2, 3, 16, 16), torch.tensor([0, 2])).shape == (2,)
+    with pytest.raises(ValueError, match="contrast must be one of"):
+        Discriminator(n_classes=3, channels=3, size=16, width=8, contrast="shape")

@@ -214,6 +214,8 @@ def test_bad_config_is_refused():
         GANConfig(judge_loss="focal")
     with pytest.raises(ValueError, match="adc_weight must be >= 0"):
         GANConfig(adc_weight=-1.0)
+    with pytest.raises(ValueError, match="critic_contrast must be one of 'off', 'channel', 'class'"):
+        GANConfig(critic_contrast="shape")
     with pytest.raises(ValueError, match="class_norms must be None or >= 0, got -1"):
         GANConfig(class_norms=-1)
 
@@ -281,7 +283,8 @@ def test_synthetic_share_mixes_random_copies_of_real_items(imbalanced_digits):
 @pytest.mark.parametrize("settings, judged", [({**TINY, "filter_candidates": 3}, True), ({**TINY, "judge_steps": 0}, False),
                                               ({**TINY, "novelty_quantile": 0.05}, True),
                                               ({**TINY, "class_norms": 1}, True),
-                                              ({**TINY, "judge_contrast": True, "filter_candidates": 3}, True)])
+                                              ({**TINY, "judge_contrast": True, "filter_candidates": 3}, True),
+                                              ({**TINY, "critic_contrast": "class"}, True)])
 def test_state_saved_as_plain_data_generates_the_same_images(imbalanced_digits, tmp_path, settings, judged):
     x, y = imbalanced_digits
     fitted = GANOverSampler({13: 40}, steps=3, **settings, random_state=2).fit(x, y + 10)
