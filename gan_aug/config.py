@@ -46,7 +46,10 @@ class GANConfig(GANTrainingConfig):
     images each have their own colours is still known by its shape (round 18).
     ``critic_contrast`` shows the critic that view too: ``"channel"`` beside the image, ``"class"``
     as the only input of the critic's class term (:class:`~gan_aug.networks.Discriminator`), so the
-    class is judged by its shape and the colours by the unconditional term (round 19)."""
+    class is judged by its shape and the colours by the unconditional term (round 19).
+    ``recolour`` (in [0, 1]) is the share of the critic's real colour images shown recoloured
+    (:func:`~gan_aug.train.recolour`: channels reordered, colours negated): the generator then learns
+    those colours too, which is right only where colour varies freely inside every class (round 19)."""
 
     steps: int = 1500
     z_dim: int = 64
@@ -75,6 +78,7 @@ class GANConfig(GANTrainingConfig):
     judge_loss: str = "balanced_softmax"
     judge_contrast: bool = False
     critic_contrast: str = "off"
+    recolour: float = 0.0
     filter_candidates: int = 1
     novelty_quantile: float = 0.05
     novelty_draws: int = 10
@@ -100,6 +104,8 @@ class GANConfig(GANTrainingConfig):
             raise ValueError(f"adc_weight must be >= 0, got {self.adc_weight}")
         if self.autoencoder_label_weight < 0:
             raise ValueError(f"autoencoder_label_weight must be >= 0, got {self.autoencoder_label_weight}")
+        if not 0.0 <= self.recolour <= 1.0:
+            raise ValueError(f"recolour must be in [0, 1], got {self.recolour}")
         if self.critic_contrast not in CRITIC_CONTRASTS:
             raise ValueError(f"critic_contrast must be one of {', '.join(map(repr, CRITIC_CONTRASTS))}, "
                              f"got {self.critic_contrast!r}")

@@ -113,6 +113,7 @@ class GANOverSampler(BaseOverSampler):
         "judge_loss": [StrOptions(set(JUDGE_LOSSES))],
         "judge_contrast": ["boolean"],
         "critic_contrast": [StrOptions(set(CRITIC_CONTRASTS))],
+        "recolour": _fraction(),
         "guide_weight": _NON_NEGATIVE,
         "guide_confidence": _fraction(closed="left"),
         "guide_augment": ["boolean"],
@@ -161,6 +162,7 @@ class GANOverSampler(BaseOverSampler):
         judge_loss: str = GANConfig.judge_loss,
         judge_contrast: bool = GANConfig.judge_contrast,
         critic_contrast: str = GANConfig.critic_contrast,
+        recolour: float = GANConfig.recolour,
         guide_weight: float = GANConfig.guide_weight,
         guide_confidence: float = GANConfig.guide_confidence,
         guide_augment: bool = GANConfig.guide_augment,
@@ -206,6 +208,7 @@ class GANOverSampler(BaseOverSampler):
         self.judge_loss = judge_loss
         self.judge_contrast = judge_contrast
         self.critic_contrast = critic_contrast
+        self.recolour = recolour
         self.guide_weight = guide_weight
         self.guide_confidence = guide_confidence
         self.guide_augment = guide_augment

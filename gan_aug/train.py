@@ -372,6 +372,18 @@ class Networks:
                 if isinstance(value, (torch.nn.Module, torch.optim.Optimizer))}
 
 
+def recolour(images: torch.Tensor, share: float, rng: torch.Generator) -> torch.Tensor:
+    """``images: (N, 3, H, W)`` in [-1, 1] with a ``share`` of them recoloured: the three channels in a
+    random order, and negated (each colour replaced by its opposite) half of the time. Shapes stay;
+    which colours draw them changes, as between two images of one class whose colours vary freely."""
+    n = len(images)
+    chosen = torch.rand(n, generator=rng, device=rng.device) < share
+    order = torch.argsort(torch.rand(n, 3, generator=rng, device=rng.device), dim=1)
+    sign = torch.where(torch.rand(n, generator=rng, device=rng.device) < 0.5, -1.0, 1.0)
+    swapped = torch.gather(images, 1, order[:, :, None, None].expand_as(images)) * sign[:, None, None, None]
+    return torch.where(chosen[:, None, None, None], swapped, images)
+
+
 class Minibatches:
     """What a training step draws, all from the run's one seeded ``rng`` (so the order of the calls
     is part of the result): class-balanced real minibatches, labels and latents for fakes, DiffAugment.
@@ -386,6 +398,7 @@ class Minibatches:
         self.class_p = torch.from_numpy(class_probabilities(labels.numpy(), n_classes, config.class_balance))
         self.z_dim, self.translation, self.cutout = config.z_dim, config.translation, config.cutout
         self.colour = config.colour_jitter
+        self.recolour = config.recolour if real.shape[1] == 3 else 0.0  # grey images have no colours to swap
 
     def _classes(self, n: int) -> torch.Tensor:
         return torch.multinomial(self.class_p, n, replacement=True, generator=self.rng)
@@ -399,7 +412,10 @@ class Minibatches:
         idx = torch.stack([self.members[c][torch.randint(len(self.members[c]), (1,), generator=self.rng,
                                                          device=self.rng.device)[0]]
                            for c in self._classes(n).tolist()])
-        images = self.real[idx].contiguous(memory_format=torch.channels_last)
+        images = self.real[idx]
+        if self.recolour > 0:
+            images = recolour(images, self.recolour, self.rng)
+        images = images.contiguous(memory_format=torch.channels_last)
         return to_device(images, self.device), to_device(self.labels[idx], self.device)
 
     def latents(self, n: int) -> torch.Tensor:

@@ -503,3 +503,33 @@ def test_a_label_weight_keeps_the_class_in_the_autoencoder_code_when_a_nuisance_
     assert class_separation(1.0) > 2 * class_separation(0.0)
     with pytest.raises(ValueError, match="autoencoder_label_weight"):
         GANConfig(autoencoder_label_weight=-1.0)
+
+
+def test_recolour_swaps_and_negates_the_channels_of_the_share_it_picks_and_leaves_grey_alone():
+    images = torch.rand(400, 3, 4, 4) * 2 - 1
+    same = gan_train.recolour(images, 0.0, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(same, images)
+    changed = gan_train.recolour(images, 0.5, torch.Generator().manual_seed(0))
+    kinds = set()
+    for before, after in zip(images, changed):  # each image: some order of its channels, maybe negated
+        match = [(tuple(p), s) for p in ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
+                 for s in (1.0, -1.0) if torch.equal(after, s * before[list(p)])]
+        assert len(match) == 1
+        kinds.add(match[0])
+    assert len(kinds) == 12  # every order and both signs occur
+    untouched = sum(torch.equal(a, b) for a, b in zip(images, changed))
+    assert 150 < untouched < 260  # half not picked, and 1 in 12 of the picked ones drawn as they were
+    config = GANConfig(steps=2, recolour=1.0, **TINY)
+    grey = torch.rand(20, 1, 8, 8) * 2 - 1
+    batches = gan_train.Minibatches(grey, torch.zeros(20, dtype=torch.long), 1, config, torch.Generator().manual_seed(0))
+    x, _ = batches.real_batch(20)
+    assert all(any(torch.equal(a, b) for b in grey) for a in x)  # grey items come as they are
+    with pytest.raises(ValueError, match="recolour must be in"):
+        GANConfig(recolour=1.5)
+
+
+def test_recolour_and_a_shape_critic_train_on_colour_images():
+    x = np.random.default_rng(0).random((60, 3, 8, 8), dtype=np.float32)
+    y = np.repeat([0, 1, 2], 20)
+    sampler = GANOverSampler(steps=2, recolour=0.5, critic_contrast="class", **TINY, random_state=0).fit(x, y)
+    assert sampler.gan_.config.recolour == 0.5 and sampler.generate(np.array([0, 2]), seed=1).shape == (2, 3, 8, 8)
