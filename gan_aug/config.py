@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from gan_core.config import GANTrainingConfig
 
 JUDGE_LOSSES = ("weighted", "balanced_softmax")
+CRITIC_CONTRASTS = ("off", "channel", "class")  # what the critic sees of gan_aug.networks.contrast_view
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,19 @@ class GANConfig(GANTrainingConfig):
     14 of docs/gan-synthesis.md).
     ``adc_weight > 0`` gives the critic a classifier head over real and fake of every class (ADC-GAN,
     Hou et al. 2022) that trains with it, and adds the generator's side of that loss with this
-    weight: a class guide that keeps learning, where the judge is frozen (off by default; round 16)."""
+    weight: a class guide that keeps learning, where the judge is frozen (off by default; round 16).
+    ``class_norms`` (None: all, the default) is how many of the generator's BatchNorms, from the
+    coarsest, are class-conditional; the finer ones are shared by every class (round 17: where
+    colour varies inside every class, the class should set the shape and not the colour).
+    ``judge_contrast`` gives the class judge a contrast view beside the image (:func:`~gan_aug.networks.contrast_view`:
+    where an image differs from its own mean, whatever its colours), so that a class whose few
+    images each have their own colours is still known by its shape (round 18).
+    ``critic_contrast`` shows the critic that view too: ``"channel"`` beside the image, ``"class"``
+    as the only input of the critic's class term (:class:`~gan_aug.networks.Discriminator`), so the
+    class is judged by its shape and the colours by the unconditional term (round 19).
+    ``recolour`` (in [0, 1]) is the share of the critic's real colour images shown recoloured
+    (:func:`~gan_aug.train.recolour`: channels reordered, colours negated): the generator then learns
+    those colours too, which is right only where colour varies freely inside every class (round 19)."""
 
     steps: int = 1500
     z_dim: int = 64
@@ -59,9 +72,13 @@ class GANConfig(GANTrainingConfig):
     autoencoder_label_weight: float = 0.0
     lecam_weight: float = 0.0
     adc_weight: float = 0.0
+    class_norms: int | None = None
     memorisation_rejection: float = 0.0
     judge_steps: int = 800
     judge_loss: str = "balanced_softmax"
+    judge_contrast: bool = False
+    critic_contrast: str = "off"
+    recolour: float = 0.0
     filter_candidates: int = 1
     novelty_quantile: float = 0.05
     novelty_draws: int = 10
@@ -81,10 +98,17 @@ class GANConfig(GANTrainingConfig):
             raise ValueError(f"feature_match_weight must be >= 0, got {self.feature_match_weight}")
         if self.autoencoder_steps < 1:
             raise ValueError(f"autoencoder_steps must be >= 1, got {self.autoencoder_steps}")
+        if self.class_norms is not None and self.class_norms < 0:
+            raise ValueError(f"class_norms must be None or >= 0, got {self.class_norms}")
         if self.adc_weight < 0:
             raise ValueError(f"adc_weight must be >= 0, got {self.adc_weight}")
         if self.autoencoder_label_weight < 0:
             raise ValueError(f"autoencoder_label_weight must be >= 0, got {self.autoencoder_label_weight}")
+        if not 0.0 <= self.recolour <= 1.0:
+            raise ValueError(f"recolour must be in [0, 1], got {self.recolour}")
+        if self.critic_contrast not in CRITIC_CONTRASTS:
+            raise ValueError(f"critic_contrast must be one of {', '.join(map(repr, CRITIC_CONTRASTS))}, "
+                             f"got {self.critic_contrast!r}")
         if self.judge_loss not in JUDGE_LOSSES:
             raise ValueError(f"judge_loss must be one of {', '.join(map(repr, JUDGE_LOSSES))}, got {self.judge_loss!r}")
         if self.guide_weight < 0 or self.judge_steps < 0 or self.filter_candidates < 1:

@@ -15,6 +15,7 @@ numpy on the host, and :meth:`GANOverSampler.state_dict` is device-free.
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import fields
 from numbers import Integral, Real
@@ -24,8 +25,8 @@ import numpy as np
 from imblearn.over_sampling.base import BaseOverSampler
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from gan_aug.config import JUDGE_LOSSES, GANConfig
-from gan_aug.train import Preview, Progress, TrainedGAN, train_conditional_gan
+from gan_aug.config import CRITIC_CONTRASTS, JUDGE_LOSSES, GANConfig
+from gan_aug.train import CPU, Preview, Progress, TrainedGAN, train_conditional_gan
 from gan_core.config import FULL_BATCH_SIDE, batch_for_side, steps_for_epochs
 from pipelines.devices import device_constraint, resolve_device
 
@@ -106,9 +107,13 @@ class GANOverSampler(BaseOverSampler):
         "autoencoder_label_weight": _NON_NEGATIVE,
         "lecam_weight": _NON_NEGATIVE,
         "adc_weight": _NON_NEGATIVE,
+        "class_norms": [*_integers_from(0), None],
         "memorisation_rejection": _fraction(),
         "judge_steps": _integers_from(0),
         "judge_loss": [StrOptions(set(JUDGE_LOSSES))],
+        "judge_contrast": ["boolean"],
+        "critic_contrast": [StrOptions(set(CRITIC_CONTRASTS))],
+        "recolour": _fraction(),
         "guide_weight": _NON_NEGATIVE,
         "guide_confidence": _fraction(closed="left"),
         "guide_augment": ["boolean"],
@@ -151,9 +156,13 @@ class GANOverSampler(BaseOverSampler):
         autoencoder_label_weight: float = GANConfig.autoencoder_label_weight,
         lecam_weight: float = GANConfig.lecam_weight,
         adc_weight: float = GANConfig.adc_weight,
+        class_norms: int | None = GANConfig.class_norms,
         memorisation_rejection: float = GANConfig.memorisation_rejection,
         judge_steps: int = GANConfig.judge_steps,
         judge_loss: str = GANConfig.judge_loss,
+        judge_contrast: bool = GANConfig.judge_contrast,
+        critic_contrast: str = GANConfig.critic_contrast,
+        recolour: float = GANConfig.recolour,
         guide_weight: float = GANConfig.guide_weight,
         guide_confidence: float = GANConfig.guide_confidence,
         guide_augment: bool = GANConfig.guide_augment,
@@ -193,9 +202,13 @@ class GANOverSampler(BaseOverSampler):
         self.autoencoder_label_weight = autoencoder_label_weight
         self.lecam_weight = lecam_weight
         self.adc_weight = adc_weight
+        self.class_norms = class_norms
         self.memorisation_rejection = memorisation_rejection
         self.judge_steps = judge_steps
         self.judge_loss = judge_loss
+        self.judge_contrast = judge_contrast
+        self.critic_contrast = critic_contrast
+        self.recolour = recolour
         self.guide_weight = guide_weight
         self.guide_confidence = guide_confidence
         self.guide_augment = guide_augment
@@ -212,8 +225,12 @@ class GANOverSampler(BaseOverSampler):
         self.device = device
 
     def __getstate__(self) -> dict:
-        # a progress callback belongs to one run (often a logger), not to the saved model
-        return {**super().__getstate__(), "progress": None, "preview": None}
+        # a progress callback belongs to one run (often a logger), not to the saved model; a pickle
+        # holds CPU tensors, so it loads on a host without the GPU the GAN is on (a Dask worker)
+        state = {**super().__getstate__(), "progress": None, "preview": None}
+        if "gan_" in state and state["gan_"].device != CPU:
+            state["gan_"], state["device_"] = copy.deepcopy(state["gan_"]).to(CPU), CPU
+        return state
 
     def gan_config(self, n_items: int, side: int | None = None) -> GANConfig:
         """The :class:`~gan_aug.config.GANConfig` a fit on ``n_items`` images of ``side x side``
@@ -322,6 +339,7 @@ class GANOverSampler(BaseOverSampler):
         params.update({k: v for k, v in (params.pop("config", None) or {}).items() if k != "seed"})
         params.setdefault("class_latents", False)  # saved before class latents existed: trained without
         params.setdefault("judge_loss", "weighted")  # saved before the judge's loss was a setting
+        params.setdefault("judge_contrast", False)  # saved before the judge had a contrast view
         sampler = cls(**params, device=device)
         sampler.device_ = resolve_device(device)
         sampler.gan_ = TrainedGAN.from_state_dict(state["gan"]).to(sampler.device_)

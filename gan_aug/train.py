@@ -106,14 +106,16 @@ class TrainedGAN:
     def from_state_dict(cls, state: dict) -> "TrainedGAN":
         """Built on the CPU (whatever torch's default device); :meth:`to` moves it."""
         # a GAN saved before class latents (or the judge's loss) existed was trained without them
-        config = GANConfig(**{"class_latents": False, "judge_loss": "weighted", **state["config"]})
+        config = GANConfig(**{"class_latents": False, "judge_loss": "weighted", "judge_contrast": False,
+                              **state["config"]})
         channels, size, _ = state["image_shape"]
         with CPU:
             generator = Generator(state["n_classes"], channels, size, config.z_dim, config.width,
-                                  config.class_latents)
+                                  config.class_latents, config.class_norms)
             # judges saved before they looked at a reduced view saw the whole image
             judge = None if state["judge"] is None else Judge(state["n_classes"], channels, size=size,
-                                                             view=state.get("judge_view", size))
+                                                             view=state.get("judge_view", size),
+                                                             contrast=config.judge_contrast)
         generator.load_state_dict(state["generator"])
         # as trained (channels-last), so a loaded generator draws exactly the images of the one saved
         generator.to(memory_format=torch.channels_last)
@@ -176,7 +178,8 @@ def train_judge(x: torch.Tensor, y: torch.Tensor, n_classes: int, config: GANCon
     ``device``, where the judge trains. ``colour`` adds DiffAugment's colour op to its views (never
     in a GAN fit: :mod:`benchmarks.judge_probe` measured what it costs, round 14 of
     docs/gan-synthesis.md)."""
-    judge = build_seeded(lambda: Judge(n_classes, x.shape[1], size=x.shape[2]), config.seed + 1).to(
+    judge = build_seeded(lambda: Judge(n_classes, x.shape[1], size=x.shape[2], contrast=config.judge_contrast),
+                         config.seed + 1).to(
         device, memory_format=torch.channels_last)
     rng = torch.Generator(device=CPU).manual_seed(config.seed + 1)
     counts = torch.bincount(y, minlength=n_classes).double()
@@ -351,8 +354,9 @@ class Networks:
 
     def __init__(self, n_classes: int, channels: int, size: int, config: GANConfig, device: torch.device = CPU) -> None:
         generator, discriminator = build_seeded(lambda: (
-            Generator(n_classes, channels, size, config.z_dim, config.width, config.class_latents),
-            Discriminator(n_classes, channels, size, config.width, classifier=config.adc_weight > 0)), config.seed)
+            Generator(n_classes, channels, size, config.z_dim, config.width, config.class_latents, config.class_norms),
+            Discriminator(n_classes, channels, size, config.width, classifier=config.adc_weight > 0,
+                          contrast=config.critic_contrast)), config.seed)
         self.device = device
         # channels-last: the convolutions run 10-20% faster on the CPU (oneDNN) and on CUDA, same maths
         self.generator = generator.to(device, memory_format=torch.channels_last)
@@ -366,6 +370,18 @@ class Networks:
         """Every network and optimiser, by attribute name: the keys of a checkpoint."""
         return {key: value for key, value in vars(self).items()
                 if isinstance(value, (torch.nn.Module, torch.optim.Optimizer))}
+
+
+def recolour(images: torch.Tensor, share: float, rng: torch.Generator) -> torch.Tensor:
+    """``images: (N, 3, H, W)`` in [-1, 1] with a ``share`` of them recoloured: the three channels in a
+    random order, and negated (each colour replaced by its opposite) half of the time. Shapes stay;
+    which colours draw them changes, as between two images of one class whose colours vary freely."""
+    n = len(images)
+    chosen = torch.rand(n, generator=rng, device=rng.device) < share
+    order = torch.argsort(torch.rand(n, 3, generator=rng, device=rng.device), dim=1)
+    sign = torch.where(torch.rand(n, generator=rng, device=rng.device) < 0.5, -1.0, 1.0)
+    swapped = torch.gather(images, 1, order[:, :, None, None].expand_as(images)) * sign[:, None, None, None]
+    return torch.where(chosen[:, None, None, None], swapped, images)
 
 
 class Minibatches:
@@ -382,6 +398,7 @@ class Minibatches:
         self.class_p = torch.from_numpy(class_probabilities(labels.numpy(), n_classes, config.class_balance))
         self.z_dim, self.translation, self.cutout = config.z_dim, config.translation, config.cutout
         self.colour = config.colour_jitter
+        self.recolour = config.recolour if real.shape[1] == 3 else 0.0  # grey images have no colours to swap
 
     def _classes(self, n: int) -> torch.Tensor:
         return torch.multinomial(self.class_p, n, replacement=True, generator=self.rng)
@@ -395,7 +412,10 @@ class Minibatches:
         idx = torch.stack([self.members[c][torch.randint(len(self.members[c]), (1,), generator=self.rng,
                                                          device=self.rng.device)[0]]
                            for c in self._classes(n).tolist()])
-        images = self.real[idx].contiguous(memory_format=torch.channels_last)
+        images = self.real[idx]
+        if self.recolour > 0:
+            images = recolour(images, self.recolour, self.rng)
+        images = images.contiguous(memory_format=torch.channels_last)
         return to_device(images, self.device), to_device(self.labels[idx], self.device)
 
     def latents(self, n: int) -> torch.Tensor:

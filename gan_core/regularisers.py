@@ -2,18 +2,21 @@
 augmentation applied to real and fake images alike, and the EMA of generator weights.
 
 Random draws come from the run's ``torch.Generator`` on its own device (the CPU) and are moved to
-the images' device, so a seed gives the same draws on every device."""
+the images' device (towards a GPU without blocking the host), so a seed gives the same draws on
+every device."""
 
 from __future__ import annotations
 
 import torch
+
+from pipelines.devices import to_device
 
 
 def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator, *args) -> torch.Tensor:
     """WGAN-GP penalty ``E[(||grad critic(x_hat)|| - 1)^2]`` on random interpolates of real and fake.
 
     In float32 outside any autocast (a double backward in bf16 is not safe), on ``real``'s device."""
-    alpha = torch.rand(len(real), 1, 1, 1, generator=generator, device=generator.device).to(real.device)
+    alpha = to_device(torch.rand(len(real), 1, 1, 1, generator=generator, device=generator.device), real.device)
     with torch.autocast(real.device.type, enabled=False):
         mixed = (alpha * real.float() + (1 - alpha) * fake.float()).requires_grad_(True)
         grad = torch.autograd.grad(critic(mixed, *args).float().sum(), mixed, create_graph=True)[0]
@@ -31,10 +34,10 @@ def diff_augment(x: torch.Tensor, generator: torch.Generator, translation: float
     device = x.device
 
     def draw(low: int, high: int) -> torch.Tensor:  # (n, 1, 1) on the generator's device, then on x's
-        return torch.randint(low, high, (n, 1, 1), generator=generator, device=generator.device).to(device)
+        return to_device(torch.randint(low, high, (n, 1, 1), generator=generator, device=generator.device), device)
 
     if colour:
-        u = torch.rand(n, 3, 1, 1, generator=generator, device=generator.device).to(device, x.dtype)
+        u = to_device(torch.rand(n, 3, 1, 1, generator=generator, device=generator.device), device).to(x.dtype)
         x = x + (u[:, :1] - 0.5)
         pixel_mean = x.mean(dim=1, keepdim=True)
         x = (x - pixel_mean) * (u[:, 1:2] * 2.0) + pixel_mean

@@ -236,8 +236,9 @@ class CNNClassifier:
                         else soft_cross_entropy(logits, to_device(soft, device), weight))
                 loss.backward()
                 optimiser.step()
-                losses.append(loss.item())
-            record = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan")}
+                losses.append(loss.detach())  # read once an epoch: .item() here waits for a GPU every batch
+            record = {"epoch": epoch, "loss": float(np.mean(torch.stack(losses).double().cpu().numpy())) if losses
+                      else float("nan")}
             if validation is not None:
                 self.model_.eval()
                 record.update(self._validation_record(*validation))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -144,6 +146,11 @@ def test_trained_on_cuda_with_bf16_loads_and_samples_on_the_cpu(digits, networks
     assert isinstance(images, np.ndarray) and on_cpu.gan_.generator.embed.weight.device.type == "cpu"
     # sampling is float32 on both devices: the same latents give nearly the same images
     np.testing.assert_allclose(images, sampler.generate([3, 3, 0, 1], seed=4), atol=1e-3)
+    # a pickle (a Dask worker's copy) holds CPU tensors too, and leaves the sampler on its GPU
+    unpickled = pickle.loads(pickle.dumps(sampler))
+    assert unpickled.device_.type == "cpu" and unpickled.gan_.generator.embed.weight.device.type == "cpu"
+    assert sampler.gan_.generator.embed.weight.device.type == "cuda"
+    np.testing.assert_allclose(unpickled.generate([3, 3, 0, 1], seed=4), images, atol=1e-5)
     # and the reverse: a CPU-trained sampler samples on the GPU
     cpu_trained = GANOverSampler(device="cpu", steps=2, **TINY, random_state=0).fit(x, y)
     on_gpu = GANOverSampler.from_state_dict(cpu_trained.state_dict(), device="cuda")

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gan_aug import losses
-from gan_aug.networks import Discriminator, Generator
+from gan_aug.networks import ConditionalBatchNorm2d, Discriminator, Generator, SharedBatchNorm2d
 
 
 @pytest.mark.parametrize("channels, size", [(1, 8), (1, 28), (3, 32), (3, 64), (1, 12), (3, 100), (3, 128), (1, 256)])
@@ -81,6 +81,26 @@ def test_the_judge_looks_at_a_32_px_view_of_larger_images():
     assert torch.allclose(large(x), same(torch.nn.functional.avg_pool2d(x, 4)), atol=1e-5)
 
 
+def test_the_contrast_view_keeps_the_shape_and_drops_its_colours():
+    from gan_aug.networks import Judge, contrast_view
+
+    shape = torch.zeros(1, 1, 16, 16)
+    shape[..., 4:12, 6:9] = 1.0  # a stroke
+    def drawn(stroke, ground):  # the stroke in one RGB colour on a ground of another, in [-1, 1]
+        return shape * torch.tensor(stroke).view(1, 3, 1, 1) + (1 - shape) * torch.tensor(ground).view(1, 3, 1, 1)
+
+    red_on_blue, yellow_on_black = drawn([1.0, -1.0, -1.0], [-1.0, -1.0, 1.0]), drawn([1.0, 1.0, -1.0], [-1.0, -1.0, -1.0])
+    view = contrast_view(red_on_blue)
+    assert view.shape == (1, 1, 16, 16)
+    torch.testing.assert_close(view, contrast_view(yellow_on_black), atol=1e-3, rtol=0)
+    torch.testing.assert_close(view, contrast_view(-red_on_blue), atol=1e-3, rtol=0)  # ground and stroke swapped
+    assert view[..., 8, 7].item() > view[..., 0, 0].item() + 1  # the stroke stands out from the ground
+    # a judge with the view takes it as one more channel, at every size
+    judge = Judge(4, 3, size=64, contrast=True)
+    assert judge.body[0].in_channels == 4 and judge(torch.rand(2, 3, 64, 64) * 2 - 1).shape == (2, 4)
+    assert Judge(4, 3, size=64).body[0].in_channels == 3
+
+
 def test_class_feature_matching_pulls_each_class_centroid_not_each_image():
     real_means = torch.tensor([[0.0, 0.0], [1.0, 2.0]])
     scale = torch.tensor([1.0, 2.0])
@@ -138,3 +158,54 @@ def test_the_classifier_head_is_built_last_and_shares_the_critic_features():
     assert logits.shape == (5, 6) and plain.scores(x, y)[1] is None
     torch.testing.assert_close(score, plain(x, y))
     torch.testing.assert_close(headed(x, y), plain(x, y))
+
+
+@pytest.mark.parametrize("class_norms, expected", [(None, [True, True, True]), (1, [True, False, False]),
+                                                   (2, [True, True, False]), (0, [False, False, False]),
+                                                   (9, [True, True, True])])
+def test_class_norms_make_the_coarse_norms_take_the_class_and_the_fine_ones_shared(class_norms, expected):
+    generator = Generator(n_classes=3, channels=3, size=32, z_dim=8, width=8, class_norms=class_norms)
+    norms = [block.norm for block in generator.blocks] + [generator.out_norm]  # coarsest first
+    assert [isinstance(norm, ConditionalBatchNorm2d) for norm in norms] == expected
+    assert all(isinstance(norm, SharedBatchNorm2d) for norm, cond in zip(norms, expected) if not cond)
+    generator.eval()
+    z = torch.randn(4, 8)
+    assert generator(z, torch.tensor([0, 1, 2, 0])).shape == (4, 3, 32, 32)
+    if class_norms == 0:  # the class enters only through its embedding next to z
+        generator.embed.weight.data.zero_()
+        torch.testing.assert_close(generator(z, torch.zeros(4, dtype=torch.long)), generator(z, torch.full((4,), 2)))
+
+
+def test_the_default_generator_draws_the_same_initial_weights_as_with_every_norm_conditional():
+    torch.manual_seed(0)
+    default = Generator(n_classes=3, channels=1, size=16, z_dim=8, width=8)
+    torch.manual_seed(0)
+    explicit = Generator(n_classes=3, channels=1, size=16, z_dim=8, width=8, class_norms=3)  # 2 blocks + output
+    assert default.state_dict().keys() == explicit.state_dict().keys()
+    for name, value in default.state_dict().items():
+        torch.testing.assert_close(explicit.state_dict()[name], value)
+
+
+def test_critic_contrast_off_is_the_plain_critic_and_class_judges_the_class_by_shape_alone():
+    torch.manual_seed(0)
+    plain = Discriminator(n_classes=3, channels=3, size=16, width=8)
+    torch.manual_seed(0)
+    shaped = Discriminator(n_classes=3, channels=3, size=16, width=8, contrast="class")
+    for name, value in plain.state_dict().items():  # the shape tower is built last: same weights as without it
+        torch.testing.assert_close(shaped.state_dict()[name], value)
+    plain.eval(), shaped.eval()
+    x, y0, y1 = torch.rand(5, 3, 16, 16) * 2 - 1, torch.zeros(5, dtype=torch.long), torch.ones(5, dtype=torch.long)
+    recoloured = -x[:, [2, 0, 1]]  # other channels, stroke and ground swapped: the same shapes
+    # the class term (the score's difference between two labels) depends on the shape alone ...
+    torch.testing.assert_close(shaped(x, y1) - shaped(x, y0), shaped(recoloured, y1) - shaped(recoloured, y0))
+    # ... not so in the plain critic, nor in the unconditional term of the shaped one
+    assert not torch.allclose(plain(x, y1) - plain(x, y0), plain(recoloured, y1) - plain(recoloured, y0))
+    assert not torch.allclose(shaped(x, y0), shaped(recoloured, y0))
+
+
+def test_critic_contrast_channel_shows_the_view_beside_the_image_and_bad_modes_fail():
+    d = Discriminator(n_classes=3, channels=3, size=16, width=8, contrast="channel")
+    assert d.features[0].weight.shape[1] == 4 and d.shape_features is None
+    assert d(torch.rand(2, 3, 16, 16), torch.tensor([0, 2])).shape == (2,)
+    with pytest.raises(ValueError, match="contrast must be one of"):
+        Discriminator(n_classes=3, channels=3, size=16, width=8, contrast="shape")

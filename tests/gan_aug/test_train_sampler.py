@@ -214,6 +214,10 @@ def test_bad_config_is_refused():
         GANConfig(judge_loss="focal")
     with pytest.raises(ValueError, match="adc_weight must be >= 0"):
         GANConfig(adc_weight=-1.0)
+    with pytest.raises(ValueError, match="critic_contrast must be one of 'off', 'channel', 'class'"):
+        GANConfig(critic_contrast="shape")
+    with pytest.raises(ValueError, match="class_norms must be None or >= 0, got -1"):
+        GANConfig(class_norms=-1)
 
 
 @pytest.mark.parametrize("loss", ["weighted", "balanced_softmax"])
@@ -277,7 +281,10 @@ def test_synthetic_share_mixes_random_copies_of_real_items(imbalanced_digits):
 
 
 @pytest.mark.parametrize("settings, judged", [({**TINY, "filter_candidates": 3}, True), ({**TINY, "judge_steps": 0}, False),
-                                              ({**TINY, "novelty_quantile": 0.05}, True)])
+                                              ({**TINY, "novelty_quantile": 0.05}, True),
+                                              ({**TINY, "class_norms": 1}, True),
+                                              ({**TINY, "judge_contrast": True, "filter_candidates": 3}, True),
+                                              ({**TINY, "critic_contrast": "class"}, True)])
 def test_state_saved_as_plain_data_generates_the_same_images(imbalanced_digits, tmp_path, settings, judged):
     x, y = imbalanced_digits
     fitted = GANOverSampler({13: 40}, steps=3, **settings, random_state=2).fit(x, y + 10)
@@ -306,17 +313,18 @@ def test_a_state_saved_with_the_settings_in_one_config_dict_still_loads(imbalanc
     np.testing.assert_array_equal(again.sample(3, 5), fitted.sample(3, 5))
 
 
-def test_a_gan_saved_before_class_latents_and_the_judge_loss_existed_loads_as_it_was_trained(
+def test_a_gan_saved_before_class_latents_the_judge_loss_and_contrast_existed_loads_as_it_was_trained(
         imbalanced_digits, tmp_path):
     x, y = imbalanced_digits
     fitted = GANOverSampler({3: 40}, steps=3, **TINY, class_latents=False, judge_loss="weighted",
-                            random_state=2).fit(x, y)
+                            judge_contrast=False, filter_candidates=3, random_state=2).fit(x, y)
     state = fitted.state_dict()
-    for saved in (state["params"], state["gan"]["config"]):
-        del saved["class_latents"], saved["autoencoder_steps"], saved["judge_loss"]  # as saved by earlier versions
+    for saved in (state["params"], state["gan"]["config"]):  # as saved by earlier versions
+        del saved["class_latents"], saved["autoencoder_steps"], saved["judge_loss"], saved["judge_contrast"]
     again = GANOverSampler.from_state_dict(load_state(save_state(state, tmp_path)))
     assert again.class_latents is False and again.gan_.config.class_latents is False
     assert again.judge_loss == again.gan_.config.judge_loss == "weighted"
+    assert again.judge_contrast is False and again.gan_.judge.contrast is False
     np.testing.assert_array_equal(again.sample(3, 5), fitted.sample(3, 5))
 
 
@@ -495,3 +503,33 @@ def test_a_label_weight_keeps_the_class_in_the_autoencoder_code_when_a_nuisance_
     assert class_separation(1.0) > 2 * class_separation(0.0)
     with pytest.raises(ValueError, match="autoencoder_label_weight"):
         GANConfig(autoencoder_label_weight=-1.0)
+
+
+def test_recolour_swaps_and_negates_the_channels_of_the_share_it_picks_and_leaves_grey_alone():
+    images = torch.rand(400, 3, 4, 4) * 2 - 1
+    same = gan_train.recolour(images, 0.0, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(same, images)
+    changed = gan_train.recolour(images, 0.5, torch.Generator().manual_seed(0))
+    kinds = set()
+    for before, after in zip(images, changed):  # each image: some order of its channels, maybe negated
+        match = [(tuple(p), s) for p in ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
+                 for s in (1.0, -1.0) if torch.equal(after, s * before[list(p)])]
+        assert len(match) == 1
+        kinds.add(match[0])
+    assert len(kinds) == 12  # every order and both signs occur
+    untouched = sum(torch.equal(a, b) for a, b in zip(images, changed))
+    assert 150 < untouched < 260  # half not picked, and 1 in 12 of the picked ones drawn as they were
+    config = GANConfig(steps=2, recolour=1.0, **TINY)
+    grey = torch.rand(20, 1, 8, 8) * 2 - 1
+    batches = gan_train.Minibatches(grey, torch.zeros(20, dtype=torch.long), 1, config, torch.Generator().manual_seed(0))
+    x, _ = batches.real_batch(20)
+    assert all(any(torch.equal(a, b) for b in grey) for a in x)  # grey items come as they are
+    with pytest.raises(ValueError, match="recolour must be in"):
+        GANConfig(recolour=1.5)
+
+
+def test_recolour_and_a_shape_critic_train_on_colour_images():
+    x = np.random.default_rng(0).random((60, 3, 8, 8), dtype=np.float32)
+    y = np.repeat([0, 1, 2], 20)
+    sampler = GANOverSampler(steps=2, recolour=0.5, critic_contrast="class", **TINY, random_state=0).fit(x, y)
+    assert sampler.gan_.config.recolour == 0.5 and sampler.generate(np.array([0, 2]), seed=1).shape == (2, 3, 8, 8)
