@@ -15,6 +15,7 @@ from flows.common import Planner, call, data_label, flow_run_name, load_data, pr
 from flows.lifecycle import exit_with_owner
 from flows.params import AugmentParams
 from gan_aug import GANConfig, GANOverSampler
+from gan_aug.train import class_signal
 from gan_aug.train import PREVIEW_PER_CLASS
 from pipelines.data.export import export_synthetic
 from pipelines.data.splits import Splits, synthesis_plan
@@ -155,7 +156,9 @@ def augment_flow(params: AugmentParams = AugmentParams()) -> dict:
         devices = {"device": str(planned.device), "device_name": device_name(planned.device)}
         run.set_tags(devices)
         run.log_params({**params.model_dump(exclude={"gan"}, exclude_none=True), **devices, "train_items": len(splits.train),
-                        **{f"gan.{k}": v for k, v in vars(planned.gan_config).items()},
+                        **{f"gan.{k}": "auto" if k == "autoencoder_label_weight" and v is None else v
+                           for k, v in vars(planned.gan_config).items()
+                           if v is not None or k == "autoencoder_label_weight"},  # unset: left out
                         **{f"synthesise.{names[k]}": n for k, n in to_make.items()}})
         label = data_label(params.data)
         digests = {context: run.log_dataset(part.x, part.y, f"{label}-{context}", context, params.data)
@@ -163,6 +166,9 @@ def augment_flow(params: AugmentParams = AugmentParams()) -> dict:
         train_digest = digests["train"]
         sampler = call(train_gan, sampler, splits, run)
         run.log_metrics({"train/seconds": sampler.gan_.seconds})
+        if planned.gan_config.class_latents:  # what "auto" decided, and the class signal it read
+            run.log_params({"gan.autoencoder_label_weight_used": sampler.gan_.config.autoencoder_label_weight})
+            run.log_metrics({"train/class_signal": class_signal(splits.train.x, splits.train.y)})
         x_syn, y_syn = call(sample_synthetic, sampler, to_make, params.seed)
         for k, counts in sampler.gan_.last_novelty.items():  # near-copies the novelty filter replaced
             run.log_metrics({f"rejected_near_copy_share_{names[k]}": counts["rejected"] / max(counts["drawn"], 1),

@@ -104,7 +104,7 @@ class GANOverSampler(BaseOverSampler):
         "colour_jitter": ["boolean"],
         "class_latents": ["boolean"],
         "autoencoder_steps": _integers_from(1),
-        "autoencoder_label_weight": _NON_NEGATIVE,
+        "autoencoder_label_weight": [*_NON_NEGATIVE, None],
         "lecam_weight": _NON_NEGATIVE,
         "adc_weight": _NON_NEGATIVE,
         "class_norms": [*_integers_from(0), None],
@@ -153,7 +153,7 @@ class GANOverSampler(BaseOverSampler):
         colour_jitter: bool = GANConfig.colour_jitter,
         class_latents: bool = GANConfig.class_latents,
         autoencoder_steps: int = GANConfig.autoencoder_steps,
-        autoencoder_label_weight: float = GANConfig.autoencoder_label_weight,
+        autoencoder_label_weight: float | None = GANConfig.autoencoder_label_weight,
         lecam_weight: float = GANConfig.lecam_weight,
         adc_weight: float = GANConfig.adc_weight,
         class_norms: int | None = GANConfig.class_norms,
@@ -340,6 +340,7 @@ class GANOverSampler(BaseOverSampler):
         params.setdefault("class_latents", False)  # saved before class latents existed: trained without
         params.setdefault("judge_loss", "weighted")  # saved before the judge's loss was a setting
         params.setdefault("judge_contrast", False)  # saved before the judge had a contrast view
+        params.setdefault("autoencoder_label_weight", 0.0)  # saved before it was a setting: trained without
         sampler = cls(**params, device=device)
         sampler.device_ = resolve_device(device)
         sampler.gan_ = TrainedGAN.from_state_dict(state["gan"]).to(sampler.device_)

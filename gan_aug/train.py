@@ -40,7 +40,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -205,6 +205,49 @@ def train_judge(x: torch.Tensor, y: torch.Tensor, n_classes: int, config: GANCon
 
 
 LATENT_SHRINKAGE = 64  # a class's own latent covariance weighs n / (n + this) against the pooled one
+# below this share of the pixel variance explained by the common classes' means, the class hides
+# under a larger nuisance (colour that varies inside every class: 0.003 on colour-mnist, against
+# 0.30-0.66 on grey digits, MNIST and photo crops; round 19 of docs/gan-synthesis.md)
+CLASS_SIGNAL_FLOOR = 0.05
+SIGNAL_SIDE = 16  # the class signal is measured on images area-averaged to at most this side
+
+
+def class_signal(x: np.ndarray, y: np.ndarray) -> float:
+    """The share of the pixel variance that the class means explain (between-class over total sum
+    of squares, in [0, 1]) among the common classes (those with at least the median item count;
+    every class with two or more items when fewer than two are common) of ``x: (N, C, H, W)``,
+    area-averaged to at most :data:`SIGNAL_SIDE` px a side. ``nan`` with fewer than two classes."""
+    y = np.asarray(y)
+    counts = np.bincount(y)
+    present = counts[counts > 0]
+    common = np.flatnonzero(counts >= max(np.median(present), 1))
+    if len(common) < 2:
+        common = np.flatnonzero(counts >= 2)
+    if len(common) < 2:
+        return float("nan")
+    keep = np.flatnonzero(np.isin(y, common))
+    side = min(SIGNAL_SIDE, x.shape[-1])
+    with torch.no_grad():
+        pooled = torch.cat([torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(np.asarray(
+            x[keep[s : s + 1024]], dtype=np.float32)), side).flatten(1).double() for s in range(0, len(keep), 1024)])
+    labels = torch.from_numpy(y[keep])
+    total = ((pooled - pooled.mean(dim=0)) ** 2).sum()
+    within = sum(((pooled[labels == k] - pooled[labels == k].mean(dim=0)) ** 2).sum() for k in common)
+    return float(1.0 - within / total) if total > 0 else float("nan")
+
+
+def resolve_label_weight(config: GANConfig, x: np.ndarray, y: np.ndarray) -> GANConfig:
+    """``config`` with ``autoencoder_label_weight`` decided when it is ``None`` (auto): 1.0 when the
+    common classes' means explain less than :data:`CLASS_SIGNAL_FLOOR` of the pixel variance
+    (:func:`class_signal`: the autoencoder's code would hold the nuisance, not the class), else 0."""
+    if config.autoencoder_label_weight is not None:
+        return config
+    signal = class_signal(x, y)
+    weight = 1.0 if config.class_latents and signal < CLASS_SIGNAL_FLOOR else 0.0
+    if config.class_latents:
+        log.info("class signal %.3f of the pixel variance (floor %.2f): autoencoder label weight %.1f",
+                 signal, CLASS_SIGNAL_FLOOR, weight)
+    return replace(config, autoencoder_label_weight=weight)
 
 
 def pretrain_autoencoder(generator: Generator, x: torch.Tensor, y: torch.Tensor, n_classes: int, config: GANConfig,
@@ -225,7 +268,7 @@ def pretrain_autoencoder(generator: Generator, x: torch.Tensor, y: torch.Tensor,
         device, memory_format=torch.channels_last)
     # with a label weight the code must also name the class (balanced softmax: the rare classes count)
     trained = [*generator.parameters(), *encoder.parameters()]
-    labelled = config.autoencoder_label_weight > 0
+    labelled = (config.autoencoder_label_weight or 0.0) > 0  # None (auto, undecided): no label head
     if labelled:
         label_head = build_seeded(lambda: torch.nn.Linear(config.z_dim, n_classes), config.seed + 4).to(device)
         trained += label_head.parameters()
@@ -624,6 +667,7 @@ def train_conditional_gan(
     if height != width:
         raise ValueError(f"images must be square, got {height}x{width}")
     device = resolve_device(device)
+    config = resolve_label_weight(config, x, y)  # the trained GAN's config holds the weight used
     nets = Networks(n_classes, channels, height, config, device)
     rng = torch.Generator(device=CPU).manual_seed(config.seed)
     book = Bookkeeping(config, nets, rng, fingerprint_arrays(x, y), n_classes, checkpoint_path, progress, log_every,

@@ -47,6 +47,9 @@ def test_augment_flow_exports_dataset_and_tracks_everything(mlflow_store, tmp_pa
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/reconstruction_mse")] == [1, 2, 3, 4, 5, 6]
     assert {"train/g_adversarial_loss", "train/g_total_loss", "train/seconds", "quality/label_agreement_3", "quality/near_duplicate_share_7"} <= set(run.data.metrics)
     assert "None" not in run.data.params.values()  # unset options are left out, not logged as "None"
+    # the label weight is "auto"; on grey digits the class means explain much of the pixels: no label head
+    assert run.data.params["gan.autoencoder_label_weight"] == "auto"
+    assert run.data.params["gan.autoencoder_label_weight_used"] == "0.0" and run.data.metrics["train/class_signal"] > 0.2
     assert {"quality/smote/frechet_3", "quality/albumentations/coverage_7", "quality/gan/precision_3",
             "quality/gan/density_7"} <= set(run.data.metrics)  # every method's quality, not the GAN's alone
     description = run.data.tags["mlflow.note.content"]

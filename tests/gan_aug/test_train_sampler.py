@@ -301,9 +301,9 @@ def test_state_saved_as_plain_data_generates_the_same_images(imbalanced_digits, 
 
 def test_a_state_saved_with_the_settings_in_one_config_dict_still_loads(imbalanced_digits, tmp_path):
     x, y = imbalanced_digits
-    # that format predates class latents and the judge's loss: its GANs were trained without them
+    # that format predates class latents, the judge's loss and the label weight: its GANs were trained without them
     fitted = GANOverSampler({3: 40}, steps=3, **TINY, class_latents=False, judge_loss="weighted",
-                            random_state=2).fit(x, y)
+                            autoencoder_label_weight=0.0, random_state=2).fit(x, y)
     state = fitted.state_dict()
     state["params"] = {**{k: state["params"][k] for k in ("sampling_strategy", "epochs", "steps", "image_shape",
                                                           "synthetic_share", "random_state")},
@@ -533,3 +533,22 @@ def test_recolour_and_a_shape_critic_train_on_colour_images():
     y = np.repeat([0, 1, 2], 20)
     sampler = GANOverSampler(steps=2, recolour=0.5, critic_contrast="class", **TINY, random_state=0).fit(x, y)
     assert sampler.gan_.config.recolour == 0.5 and sampler.generate(np.array([0, 2]), seed=1).shape == (2, 3, 8, 8)
+
+
+def test_the_label_weight_turns_on_by_itself_only_where_a_nuisance_hides_the_class(imbalanced_digits):
+    x, y = imbalanced_digits
+    rng = np.random.default_rng(0)
+    # every image in its own pair of colours: the stroke in one, the ground in the other
+    fg, bg = rng.random((len(x), 3, 1, 1)), rng.random((len(x), 3, 1, 1))
+    coloured = (x * fg + (1 - x) * bg).astype(np.float32)
+    assert gan_train.class_signal(x, y) > 0.2 and gan_train.class_signal(coloured, y) < 0.02
+    assert np.isnan(gan_train.class_signal(x, np.zeros(len(x), dtype=np.int64)))  # one class: nothing to tell
+    auto = GANConfig(steps=2, **TINY)
+    assert auto.autoencoder_label_weight is None
+    assert gan_train.resolve_label_weight(auto, x, y).autoencoder_label_weight == 0.0
+    assert gan_train.resolve_label_weight(auto, coloured, y).autoencoder_label_weight == 1.0
+    fixed = GANConfig(steps=2, autoencoder_label_weight=0.5, **TINY)
+    assert gan_train.resolve_label_weight(fixed, coloured, y) is fixed  # a weight given is kept
+    # the fit records the weight it used, and the sampler's parameter stays as given
+    sampler = GANOverSampler(steps=2, **TINY, autoencoder_steps=2, random_state=0).fit(coloured, y)
+    assert sampler.gan_.config.autoencoder_label_weight == 1.0 and sampler.autoencoder_label_weight is None
