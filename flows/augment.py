@@ -15,8 +15,7 @@ from flows.common import Planner, call, data_label, flow_run_name, load_data, pr
 from flows.lifecycle import exit_with_owner
 from flows.params import AugmentParams
 from gan_aug import GANConfig, GANOverSampler
-from gan_aug.train import class_signal
-from gan_aug.train import PREVIEW_PER_CLASS
+from gan_aug.train import PREVIEW_PER_CLASS, class_signal
 from pipelines.data.export import export_synthetic
 from pipelines.data.splits import Splits, synthesis_plan
 from pipelines.devices import device_name, resolve_device
