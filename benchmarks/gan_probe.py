@@ -12,7 +12,8 @@ per minority class the label agreement, near-duplicate share (after the novelty 
 without it) and coverage of its samples, the label agreement by a judge trained on the uncut training
 split (as the synthesis bench measures it) with the classes that judge gives the samples
 (`uncut_judge_predictions`: per minority class, counts of each predicted class, after the novelty
-filter and raw), and per arm the minority recall on validation and test
+filter and raw), the taught recall of the GAN's, SMOTE's and classic augmentation's samples
+(:func:`~pipelines.evaluation.sample_quality.taught_table`), and per arm the minority recall on validation and test
 (with the synthetic share chosen on validation).
 """
 
@@ -31,14 +32,13 @@ from pipelines.data.sources import load_dataset
 from pipelines.data.splits import stratified_split
 from pipelines.evaluation.compare import evaluate_arms, seed_splits
 from pipelines.evaluation.quality import memorisation
-from pipelines.evaluation.sample_quality import SAMPLES, compare_sample_quality
+from pipelines.evaluation.sample_quality import SAMPLES, compare_sample_quality, taught_table
 
 
 COLOUR = {f"{name}-{side}": (name, side, minority) for name, side, minority in COLOUR_SETTINGS}
-# probe-only settings that split colour-mnist-64's failure into one of colour and one of size: the
-# same digits and minority cut, in colour at 32 px and in grey at 64 px
-COLOUR.update({"colour-mnist-32": ("colour-mnist", 32, COLOUR["colour-mnist-64"][2]),
-               "grey-mnist-64": ("grey-mnist", 64, COLOUR["colour-mnist-64"][2])})
+# a probe-only setting that splits colour-mnist-64's failure into one of colour and one of size (with
+# colour-mnist-32): the same digits and minority cut in grey at 64 px
+COLOUR["grey-mnist-64"] = ("grey-mnist", 64, COLOUR["colour-mnist-64"][2])
 
 
 def setting_parser(doc: str) -> argparse.ArgumentParser:
@@ -92,6 +92,7 @@ def main(argv=None) -> int:
     gan = GANOverSampler(random_state=args.seed, **overrides).fit(splits.train.x, splits.train.y)
     quality = compare_sample_quality(splits, lambda labels, s: gan.generate(labels, seed=s + 10_000), minority_idx,
                                      args.seed)
+    taught = taught_table(splits, lambda labels, s: gan.generate(labels, seed=s + 10_000), minority_idx, args.seed)
     quality = quality[quality.method == "gan"]
     raw = [memorisation(gan.generate(np.full(SAMPLES, k), seed=args.seed + 10_000, novelty=False),
                         splits.train.x[splits.train.y == k])["near_duplicate_share"] for k in minority_idx]
@@ -110,6 +111,7 @@ def main(argv=None) -> int:
         "near_duplicate_share": quality.near_duplicate_share.round(3).tolist(),
         "raw_near_duplicate_share": np.round(raw, 3).tolist(),
         "coverage": quality.coverage.round(3).tolist(),
+        "taught_recall": {m: rows.taught_recall.round(3).tolist() for m, rows in taught.groupby("method", sort=False)},
         "uncut_judge_agreement": [round(v, 3) for v in uncut.values()],
         "uncut_judge_predictions": predicted,
         "minority_recall_val_test_share": {r["arm"]: (round(r["val_minority_recall"], 3), round(r["minority_recall"], 3),

@@ -67,3 +67,18 @@ def test_confirmation_seeds_run_only_where_a_gan_arm_is_significant_and_all_seed
     trained.clear()
     synthesis.run_setting(dataset, {"3": 5}, [0, 1, 2], 40, 2)  # no confirmation seeds given: none run
     assert trained == [0, 1, 2]
+
+
+def test_the_section_reports_taught_recall_per_method_and_reads_seeds_cached_without_it():
+    import pandas as pd
+
+    rows = [{"seed": seed, "class": c, "method": m, **{q: 0.5 for q in synthesis.QUALITY},
+             "taught_recall": {"gan": 0.1, "smote": 0.4, "albumentations": 0.2}[m] + 0.1 * seed}
+            for seed in (0, 1) for c in ("2", "5") for m in ("gan", "smote", "albumentations")]
+    table = pd.DataFrame(rows)
+    text = synthesis._augment_section("colour-mnist@32", "2, 5 cut to 10", [0, 1], 40, table, [1.0])
+    line = next(x for x in text.splitlines() if x.startswith("- Taught recall"))
+    assert "GAN 2: 0.15, 5: 0.15; SMOTE 2: 0.45, 5: 0.45; classic augmentation 2: 0.25" in line
+    old = synthesis._augment_section("colour-mnist@32", "2, 5 cut to 10", [0, 1], 40,
+                                     table.drop(columns="taught_recall"), [1.0])
+    assert "Taught recall" not in old and "taught_recall" not in old
