@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.gan_probe import load_setting, setting_parser
-from benchmarks.synthesis import uncut_judge_agreement
+from benchmarks.synthesis import save_sample_sheet, uncut_judge_agreement
 from pipelines.evaluation.classifier import make_classifier
 from pipelines.evaluation.compare import SYNTHETIC_WEIGHTS
 from pipelines.evaluation.metrics import classification_report
@@ -157,18 +157,8 @@ def main(argv=None) -> int:
             found[f"gan+balanced_softmax w={weight}"] = recall(model.predict_proba(splits.val.x),
                                                                model.predict_proba(splits.test.x))
         out["remedies"] = found
-    if args.sheet is not None:
-        from PIL import Image
-
-        from pipelines.evaluation.plots import tile_images
-
-        rows = []
-        for k in [*minority_idx, common[0]]:
-            real = train.x[train.y == k][:10]
-            rows += [np.concatenate([real, np.ones((10 - len(real), *real.shape[1:]), np.float32)]),
-                     gan.generate(np.full(20, k), seed=3)]
-        args.sheet.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(tile_images(np.concatenate(rows), ncols=10, min_side=48)).save(args.sheet)
+    if args.sheet is not None:  # the synthesis bench's sheet, with one common class below the rare ones
+        save_sample_sheet(splits, [*minority_idx, common[0]], gan, seed, args.sheet)
         out["sheet"] = str(args.sheet)
     print(json.dumps(out))
     return 0
