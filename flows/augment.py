@@ -165,6 +165,9 @@ def augment_flow(params: AugmentParams = AugmentParams()) -> dict:
         train_digest = digests["train"]
         sampler = call(train_gan, sampler, splits, run)
         run.log_metrics({"train/seconds": sampler.gan_.seconds})
+        if sampler.colour_evidence_:  # colour images: drawn jointly or apart from their shapes, and why
+            run.log_params({"gan.colour_used": sampler.gan_.config.colour})
+            run.log_metrics({f"train/colour_{k}": v for k, v in sampler.colour_evidence_.items() if v == v})
         if planned.gan_config.class_latents:  # what "auto" decided, and the class signal it read
             run.log_params({"gan.autoencoder_label_weight_used": sampler.gan_.config.autoencoder_label_weight})
             run.log_metrics({"train/class_signal": class_signal(splits.train.x, splits.train.y)})

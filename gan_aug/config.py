@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gan_aug.colour import COLOUR_MODELS
 from gan_core.config import GANTrainingConfig
 
 JUDGE_LOSSES = ("weighted", "balanced_softmax")
@@ -52,7 +53,12 @@ class GANConfig(GANTrainingConfig):
     class is judged by its shape and the colours by the unconditional term (round 19).
     ``recolour`` (in [0, 1]) is the share of the critic's real colour images shown recoloured
     (:func:`~gan_aug.train.recolour`: channels reordered, colours negated): the generator then learns
-    those colours too, which is right only where colour varies freely inside every class (round 19)."""
+    those colours too, which is right only where colour varies freely inside every class (round 19).
+    ``colour`` is how a colour GAN treats colour (:mod:`gan_aug.colour`): ``"joint"`` draws colour and
+    shape together; ``"apart"`` learns shapes on each image's one-colour-axis view and gives every
+    sample the colours of a random real training image; ``"auto"`` (the default) chooses apart when one
+    colour axis holds nearly all of each image and colour hides the class rather than carrying it
+    (:func:`gan_aug.colour.decide`; round 21). Grey images are always drawn as they are."""
 
     steps: int = 1500
     z_dim: int = 64
@@ -82,6 +88,7 @@ class GANConfig(GANTrainingConfig):
     judge_contrast: bool = False
     critic_contrast: str = "off"
     recolour: float = 0.0
+    colour: str = "auto"
     filter_candidates: int = 1
     novelty_quantile: float = 0.05
     novelty_draws: int = 10
@@ -109,6 +116,8 @@ class GANConfig(GANTrainingConfig):
             raise ValueError(f"autoencoder_label_weight must be >= 0, got {self.autoencoder_label_weight}")
         if not 0.0 <= self.recolour <= 1.0:
             raise ValueError(f"recolour must be in [0, 1], got {self.recolour}")
+        if self.colour not in COLOUR_MODELS:
+            raise ValueError(f"colour must be one of {', '.join(map(repr, COLOUR_MODELS))}, got {self.colour!r}")
         if self.critic_contrast not in CRITIC_CONTRASTS:
             raise ValueError(f"critic_contrast must be one of {', '.join(map(repr, CRITIC_CONTRASTS))}, "
                              f"got {self.critic_contrast!r}")

@@ -16,8 +16,9 @@ numpy on the host, and :meth:`GANOverSampler.state_dict` is device-free.
 from __future__ import annotations
 
 import copy
+import logging
 import os
-from dataclasses import fields
+from dataclasses import fields, replace
 from numbers import Integral, Real
 from pathlib import Path
 
@@ -25,10 +26,13 @@ import numpy as np
 from imblearn.over_sampling.base import BaseOverSampler
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from gan_aug.colour import COLOUR_MODELS, colourise, decide, split_colour
 from gan_aug.config import CRITIC_CONTRASTS, JUDGE_LOSSES, GANConfig
 from gan_aug.train import CPU, Preview, Progress, TrainedGAN, train_conditional_gan
 from gan_core.config import FULL_BATCH_SIDE, batch_for_side, steps_for_epochs
 from pipelines.devices import device_constraint, resolve_device
+
+log = logging.getLogger(__name__)
 
 # the GANConfig fields that are parameters of the sampler (the seed is its random_state)
 GAN_SETTINGS = tuple(f.name for f in fields(GANConfig) if f.name != "seed")
@@ -75,7 +79,9 @@ class GANOverSampler(BaseOverSampler):
     ----------
     gan_ : the trained :class:`~gan_aug.train.TrainedGAN`; ``classes_``: the labels seen in ``fit``;
     ``input_shape_``: ``(C, H, W)`` of 4-D ``X`` (None when ``X`` was flattened); ``device_``: the
-    ``torch.device`` it trained and samples on. :meth:`state_dict` gives what sampling needs as plain
+    ``torch.device`` it trained and samples on; ``palettes_``: with colour learnt apart from shape
+    (``colour``; :mod:`gan_aug.colour`), the training images' palettes that samples are coloured
+    with (None otherwise), and ``colour_evidence_`` the numbers that decided it. :meth:`state_dict` gives what sampling needs as plain
     data (CPU tensors, no device); :meth:`from_state_dict` rebuilds a sampler from it on any host.
     """
 
@@ -114,6 +120,7 @@ class GANOverSampler(BaseOverSampler):
         "judge_contrast": ["boolean"],
         "critic_contrast": [StrOptions(set(CRITIC_CONTRASTS))],
         "recolour": _fraction(),
+        "colour": [StrOptions(set(COLOUR_MODELS))],
         "guide_weight": _NON_NEGATIVE,
         "guide_confidence": _fraction(closed="left"),
         "guide_augment": ["boolean"],
@@ -163,6 +170,7 @@ class GANOverSampler(BaseOverSampler):
         judge_contrast: bool = GANConfig.judge_contrast,
         critic_contrast: str = GANConfig.critic_contrast,
         recolour: float = GANConfig.recolour,
+        colour: str = GANConfig.colour,
         guide_weight: float = GANConfig.guide_weight,
         guide_confidence: float = GANConfig.guide_confidence,
         guide_augment: bool = GANConfig.guide_augment,
@@ -209,6 +217,7 @@ class GANOverSampler(BaseOverSampler):
         self.judge_contrast = judge_contrast
         self.critic_contrast = critic_contrast
         self.recolour = recolour
+        self.colour = colour
         self.guide_weight = guide_weight
         self.guide_confidence = guide_confidence
         self.guide_augment = guide_augment
@@ -281,10 +290,18 @@ class GANOverSampler(BaseOverSampler):
         images = self._images(X)
         self.classes_ = np.unique(y)
         codes = np.searchsorted(self.classes_, y)
+        config = self.gan_config(len(y), images.shape[-1])
+        apart, self.colour_evidence_ = decide(images, codes, self.colour)
+        self.palettes_ = None
+        if apart:  # the GAN learns shapes; samples take real training images' colours (gan_aug.colour)
+            images, self.palettes_, _ = split_colour(images)
+            log.info("colour apart from shape (%s)", ", ".join(f"{k} {v:.3f}" for k, v in self.colour_evidence_.items()))
+        shown = (lambda views: colourise(views, self.palettes_, 0)) if apart else (lambda images: images)
         self.gan_: TrainedGAN = train_conditional_gan(
-            images, codes, len(self.classes_), self.gan_config(len(y), images.shape[-1]), self.checkpoint_path, self.progress,
+            images, codes, len(self.classes_), replace(config, colour="apart" if apart else "joint"),
+            self.checkpoint_path, self.progress,
             preview=None if self.preview is None else
-            lambda step, images, codes: self.preview(step, images, self.classes_[codes]),
+            lambda step, images, codes: self.preview(step, shown(images), self.classes_[codes]),
             device=self.device_,
         )
 
@@ -312,8 +329,10 @@ class GANOverSampler(BaseOverSampler):
         unknown = sorted(set(labels[~np.isin(labels, self.classes_)].tolist()))
         if unknown:
             raise ValueError(f"unknown class {unknown[0]!r}; fitted classes: {list(self.classes_)}")
-        return self.gan_.sample(np.searchsorted(self.classes_, labels), seed=self.random_state if seed is None else seed,
-                               novelty=novelty)
+        seed = self.random_state if seed is None else seed
+        images = self.gan_.sample(np.searchsorted(self.classes_, labels), seed=seed, novelty=novelty)
+        palettes = getattr(self, "palettes_", None)
+        return images if palettes is None else colourise(images, palettes, seed)
 
     def sample(self, class_label, n: int, seed: int | None = None) -> np.ndarray:
         """``n`` synthetic images of ``class_label`` as ``(n, C, H, W)`` in [0, 1]."""
@@ -327,7 +346,8 @@ class GANOverSampler(BaseOverSampler):
         params = {k: v for k, v in self.get_params().items()
                   if k not in ("checkpoint_path", "progress", "preview", "device")}
         return {"params": params, "gan": self.gan_.state_dict(), "classes": self.classes_,
-                "input_shape": None if self.input_shape_ is None else list(self.input_shape_)}
+                "input_shape": None if self.input_shape_ is None else list(self.input_shape_),
+                "palettes": getattr(self, "palettes_", None)}
 
     @classmethod
     def from_state_dict(cls, state: dict, device: str = "auto") -> "GANOverSampler":
@@ -341,9 +361,11 @@ class GANOverSampler(BaseOverSampler):
         params.setdefault("judge_loss", "weighted")  # saved before the judge's loss was a setting
         params.setdefault("judge_contrast", False)  # saved before the judge had a contrast view
         params.setdefault("autoencoder_label_weight", 0.0)  # saved before it was a setting: trained without
+        params.setdefault("colour", "joint")  # saved before colour could be learnt apart: drawn jointly
         sampler = cls(**params, device=device)
         sampler.device_ = resolve_device(device)
         sampler.gan_ = TrainedGAN.from_state_dict(state["gan"]).to(sampler.device_)
         sampler.classes_ = np.asarray(state["classes"])
         sampler.input_shape_ = None if state["input_shape"] is None else tuple(state["input_shape"])
+        sampler.palettes_ = None if state.get("palettes") is None else np.asarray(state["palettes"], dtype=np.float32)
         return sampler

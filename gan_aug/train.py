@@ -106,7 +106,7 @@ class TrainedGAN:
     def from_state_dict(cls, state: dict) -> "TrainedGAN":
         """Built on the CPU (whatever torch's default device); :meth:`to` moves it."""
         # a GAN saved before class latents (or the judge's loss) existed was trained without them
-        config = GANConfig(**{"class_latents": False, "judge_loss": "weighted", "judge_contrast": False,
+        config = GANConfig(**{"class_latents": False, "judge_loss": "weighted", "judge_contrast": False, "colour": "joint",
                               **state["config"]})
         channels, size, _ = state["image_shape"]
         with CPU:

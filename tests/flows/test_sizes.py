@@ -49,6 +49,9 @@ def test_large_colour_images_go_through_every_job(side, colour_folder, mlflow_st
     from PIL import Image
 
     logged = MlflowClient().download_artifacts(augmented["run_id"], "figures/samples_scratched.png", str(tmp_path))
+    logged_run = MlflowClient().get_run(augmented["run_id"]).data
+    assert logged_run.params["gan.colour_used"] == "joint"  # colour is the class here: drawn with the shapes
+    assert logged_run.metrics["train/colour_class_signal_images"] > logged_run.metrics["train/colour_class_signal_views"]
     for sheet in (tmp_path / "aug" / "samples_scratched.png", logged):
         pixels = np.asarray(Image.open(sheet).convert("RGB")).astype(int)
         assert ((pixels[..., 2] - pixels[..., 0]) > 80).mean() > 0.01, sheet
