@@ -6,7 +6,7 @@ docs/gan-synthesis.md; direction only, one seed).
     python -m benchmarks.usefulness_probe colour-mnist-32 1 '{}' --checks remedies
 
 Trains one GAN (``GANOverSampler`` defaults plus the JSON overrides) on the seed's training split
-(kept under ``out/probes/`` by setting, seed, config and the GAN's code, so a second run with other checks reuses it),
+(kept under ``out/probes/`` by setting, seed, config and the code's key, so a second run with other checks reuses it),
 then prints one JSON line with the checks asked for:
 
 - ``quality``: the uncut judge's agreement per minority class (the synthesis bench's), the taught
@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.gan_probe import load_setting, setting_parser
-from benchmarks.regimes import source_digest
+from benchmarks.regimes import code_key
 from benchmarks.synthesis import save_sample_sheet, uncut_judge_agreement
 from pipelines.evaluation.classifier import make_classifier
 from pipelines.evaluation.compare import SYNTHETIC_WEIGHTS
@@ -55,11 +55,9 @@ def trained_gan(data: str, seed: int, overrides: dict, train, folder: Path = KEP
 
     from gan_aug import GANOverSampler
 
-    root = Path(__file__).resolve().parents[1]
-    key = hashlib.sha1(json.dumps(overrides, sort_keys=True).encode())
-    for path in sorted([*(root / "gan_aug").rglob("*.py"), *(root / "gan_core").rglob("*.py")]):
-        key.update(source_digest(path.read_text()).encode())  # the GAN's code too: a new default, a new GAN
-    path = folder / f"gan-{data}-seed{seed}-{key.hexdigest()[:8]}.pt"
+    # the code's key too (the bench caches'): a new default, a new GAN
+    key = hashlib.sha1((json.dumps(overrides, sort_keys=True) + code_key()).encode()).hexdigest()[:8]
+    path = folder / f"gan-{data}-seed{seed}-{key}.pt"
     if path.is_file():
         return GANOverSampler.from_state_dict(torch.load(path, weights_only=False))
     gan = GANOverSampler(random_state=seed, **overrides).fit(train.x, train.y)

@@ -72,18 +72,20 @@ def colourise(views: np.ndarray, palettes: np.ndarray, seed: int) -> np.ndarray:
     return np.clip(a * views + b, 0.0, 1.0).astype(np.float32)
 
 
-def decide(x: np.ndarray, y: np.ndarray, colour: str = "auto") -> tuple[bool, dict]:
+def decide(x: np.ndarray, y: np.ndarray, colour: str = "auto",
+           split: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> tuple[bool, dict]:
     """``(apart, evidence)`` for training images ``x: (N, C, H, W)`` and labels ``y``: whether to
     learn shape apart from colour under the setting ``colour`` (``"joint"``: never; ``"apart"``:
     whenever the images have colour; ``"auto"``: when the module note's conditions hold), and the
-    numbers read: ``one_axis_fit`` (median), ``class_signal_images`` and ``class_signal_views``."""
+    numbers read: ``one_axis_fit`` (median), ``class_signal_images`` and ``class_signal_views``.
+    ``split``: :func:`split_colour` of ``x`` when the caller has it already."""
     if colour not in COLOUR_MODELS:
         raise ValueError(f"colour must be one of {', '.join(map(repr, COLOUR_MODELS))}, got {colour!r}")
     if x.shape[1] < 2 or colour == "joint":
         return False, {}
     from gan_aug.train import class_signal
 
-    views, _, fit = split_colour(x)
+    views, _, fit = split_colour(x) if split is None else split
     evidence = {"one_axis_fit": float(np.median(fit)), "class_signal_images": class_signal(x, y),
                 "class_signal_views": class_signal(views, y)}
     if colour == "apart":

@@ -291,10 +291,11 @@ class GANOverSampler(BaseOverSampler):
         self.classes_ = np.unique(y)
         codes = np.searchsorted(self.classes_, y)
         config = self.gan_config(len(y), images.shape[-1])
-        apart, self.colour_evidence_ = decide(images, codes, self.colour)
+        split = split_colour(images) if images.shape[1] > 1 and self.colour != "joint" else None
+        apart, self.colour_evidence_ = decide(images, codes, self.colour, split)
         self.palettes_ = None
         if apart:  # the GAN learns shapes; samples take real training images' colours (gan_aug.colour)
-            images, self.palettes_, _ = split_colour(images)
+            images, self.palettes_, _ = split
             log.info("colour apart from shape (%s)", ", ".join(f"{k} {v:.3f}" for k, v in self.colour_evidence_.items()))
         shown = (lambda views: colourise(views, self.palettes_, 0)) if apart else (lambda images: images)
         self.gan_: TrainedGAN = train_conditional_gan(
